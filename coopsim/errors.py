@@ -1,0 +1,90 @@
+"""coopsim's exceptions.
+
+``ProcessException`` / ``ProcessRaisedException`` mirror ``torch.multiprocessing``
+(``msg``, ``error_index``, ``pid``); the others are what a simulator can say that a real
+process group cannot: that no rank can ever progress, or that one never yields.
+"""
+
+from __future__ import annotations
+
+
+class ProcessException(Exception):
+    """Base of spawn's failures, as in ``torch.multiprocessing.ProcessException``."""
+
+    def __init__(self, msg: str, error_index: int, pid: int):
+        super().__init__(msg)
+        self.msg = msg
+        self.error_index = error_index
+        self.pid = pid
+
+    def __reduce__(self):
+        return type(self), (self.msg, self.error_index, self.pid)
+
+
+class ProcessRaisedException(ProcessException):
+    """A rank raised an exception (torch: the child's traceback is in the message)."""
+
+
+class SpawnException(ProcessRaisedException):
+    """One or more ranks raised; ``errors`` maps every root-cause rank to its exception.
+
+    Root causes are the ranks that raised on their own, in ascending rank order; ranks
+    aborted because a sibling failed are not in ``errors``. ``error_index`` is the lowest.
+    """
+
+    def __init__(self, msg: str, error_index: int, pid: int, errors: dict | None = None):
+        super().__init__(msg, error_index, pid)
+        self.errors = dict(errors or {})
+
+    def __reduce__(self):
+        return type(self), (self.msg, self.error_index, self.pid, self.errors)
+
+
+class SimulationError(RuntimeError):
+    """A failure of the simulated program that real processes would show as a hang."""
+
+
+class DeadlockError(SimulationError):
+    """No rank is runnable and nothing scheduled can complete.
+
+    ``report`` is structured: ``{"time_ns": float, "ranks": [row, ...]}`` with one row per
+    rank: ``rank``, ``state``, ``waits_for``, ``time_ns`` and ``where`` (the user's
+    ``file:line`` where it blocked, or None). ``str()`` is the same as a table.
+    """
+
+    def __init__(self, report: dict):
+        self.report = report
+        super().__init__(format_deadlock(report))
+
+
+class WatchdogTimeout(SimulationError):
+    """A rank ran longer than ``watchdog_s`` of wall time without yielding."""
+
+    def __init__(self, rank: int, where: str | None, watchdog_s: float):
+        self.rank = rank
+        self.where = where
+        self.watchdog_s = watchdog_s
+        super().__init__(
+            f"rank {rank} ran for more than {watchdog_s:g} s of wall time without yielding "
+            f"(a busy loop?); it was at {where or 'an unknown place'}. The other ranks were "
+            f"aborted. Raise RuntimeContext(watchdog_s=...) if the work is legitimately long."
+        )
+
+
+def format_deadlock(report: dict) -> str:
+    rows = report["ranks"]
+    blocked = [r for r in rows if r["state"] == "blocked"]
+    head = (
+        f"deadlock at virtual time {report['time_ns']:g} ns: no rank can make progress and "
+        f"nothing scheduled can complete ({len(blocked)} of {len(rows)} ranks blocked)"
+    )
+    table = [("rank", "state", "time_ns", "waits for", "where")]
+    for r in rows:
+        table.append(
+            (str(r["rank"]), r["state"], f"{r['time_ns']:g}", r["waits_for"] or "-", r["where"] or "-")
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = [head]
+    for row in table:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return "\n".join(lines)

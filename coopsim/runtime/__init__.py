@@ -1,0 +1,5 @@
+"""RuntimeContext, the scheduler and spawn."""
+
+from coopsim.runtime.context import RuntimeContext
+
+__all__ = ["RuntimeContext"]

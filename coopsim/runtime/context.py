@@ -1,0 +1,112 @@
+"""``RuntimeContext``: the torch-shaped namespace that owns one simulated machine."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from greenlet import getcurrent
+
+from coopsim.engine import Engine, Handle
+from coopsim.errors import DeadlockError
+from coopsim.runtime.frames import user_location
+from coopsim.runtime.multiprocessing import Multiprocessing
+from coopsim.runtime.sim import Sim
+
+RANK_ORDERS = ("ascending", "shuffled")
+
+
+class RuntimeContext:
+    """One simulated machine, its virtual clock and the ranks that run on it.
+
+    State (all on the context, none in module globals):
+    - ``engine``: the virtual clock and event heap;
+    - ``_ranks``: greenlet -> ``Rank`` for the ranks of the running spawn;
+    - ``_pending_worker_waits``: ``(rank, handle)`` appended by a rank that blocks in
+      ``wait``, consumed by the scheduler after each round (empty between rounds);
+    - ``_sched``: the running spawn's scheduler, or None.
+
+    A context is bound to the thread that created it.
+    """
+
+    def __init__(self, topology=None, *, seed: int = 0, watchdog_s: float | None = None,
+                 rank_order: str = "ascending"):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"RuntimeContext: seed must be an int, got {seed!r}")
+        if watchdog_s is not None and not (isinstance(watchdog_s, (int, float)) and watchdog_s > 0):
+            raise ValueError(f"RuntimeContext: watchdog_s must be None or seconds > 0, got {watchdog_s!r}")
+        if rank_order not in RANK_ORDERS:
+            raise ValueError(f"RuntimeContext: rank_order must be one of {RANK_ORDERS}, got {rank_order!r}")
+        self.topology = topology
+        self.seed = seed
+        self.watchdog_s = watchdog_s
+        self.rank_order = rank_order
+        self.engine = Engine()
+        self._ranks: dict = {}
+        self._pending_worker_waits: list = []
+        self._sched = None
+        self._thread_id = threading.get_ident()
+        self._last_pid = 0
+        self.multiprocessing = Multiprocessing(self)
+        self.sim = Sim(self)
+
+    def __enter__(self) -> "RuntimeContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Abort a spawn that was started with ``join=False`` and never joined to the end."""
+        if self._sched is not None:
+            self._sched.abort()
+            self._ranks.clear()
+            self._pending_worker_waits.clear()
+            self._sched = None
+
+    def _new_pid(self) -> int:
+        self._last_pid += 1
+        return self._last_pid
+
+    def _check_thread(self, what: str) -> None:
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                f"{what} called from thread {threading.current_thread().name!r}, but this "
+                f"RuntimeContext belongs to the thread that created it; greenlets cannot "
+                f"cross threads"
+            )
+
+    def wait(self, handle: Handle) -> Handle:
+        """Wait until ``handle`` is complete (C2), and return it.
+
+        - already complete: return at once, no switch, no engine step;
+        - in a rank: queue ``(rank, handle)`` on ``_pending_worker_waits`` and switch to the
+          scheduler, which resumes this rank once ``handle`` is complete (C3);
+        - in main with no spawn running: drive the engine until ``handle`` completes.
+        """
+        if handle.done:
+            return handle
+        rank = self._ranks.get(getcurrent())
+        if rank is not None:
+            self._pending_worker_waits.append((rank, handle))
+            self._sched.parent.switch()
+            return handle
+        return self._drive_until(handle)
+
+    def _drive_until(self, handle: Handle) -> Handle:
+        self._check_thread("wait")
+        if self._sched is not None:
+            raise RuntimeError(
+                "wait called from main while a spawn started with join=False is running: "
+                "its ranks only progress inside ProcessContext.join(); call join() instead"
+            )
+        engine = self.engine
+        while not handle.done:
+            if not engine.step_instant():
+                where = user_location(sys._getframe(1))
+                raise DeadlockError({
+                    "time_ns": engine.now_ns,
+                    "ranks": [{"rank": "main", "state": "blocked", "waits_for": handle.desc,
+                               "time_ns": engine.now_ns, "where": where}],
+                })
+        return handle

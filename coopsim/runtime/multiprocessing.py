@@ -1,0 +1,108 @@
+"""``ctx.multiprocessing``: spawn ranks as greenlets, with torch.multiprocessing's API."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+from greenlet import getcurrent
+
+from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
+from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Scheduler
+
+_EXITCODES = {ENDED: 0, FAILED: 1, ABORTED: -15}  # aborted ranks look SIGTERM-killed, as in torch
+
+
+class SimProcess:
+    """The stand-in for a ``multiprocessing.Process``: ``name``, ``pid``, ``exitcode``."""
+
+    def __init__(self, rank):
+        self._rank = rank
+        self.name = f"SpawnProcess-{rank.rank + 1}"
+
+    @property
+    def pid(self) -> int:
+        return self._rank.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return _EXITCODES.get(self._rank.state)
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def __repr__(self) -> str:
+        return f"<SimProcess {self.name} rank={self._rank.rank} state={self._rank.state}>"
+
+
+class ProcessContext:
+    """What ``spawn(join=False)`` returns; ``join`` advances the simulation."""
+
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler = scheduler
+        self.processes = [SimProcess(r) for r in scheduler.ranks]
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Run until every rank has ended (True) or ``timeout`` wall seconds passed (False).
+
+        Raises ``SpawnException``, ``DeadlockError`` or ``WatchdogTimeout`` as ``spawn`` does.
+        A later call continues where a timed-out one stopped.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._scheduler.run(deadline)
+
+
+class Multiprocessing:
+    """The ``torch.multiprocessing``-shaped namespace of a ``RuntimeContext``."""
+
+    ProcessContext = ProcessContext
+    ProcessException = ProcessException
+    ProcessRaisedException = ProcessRaisedException
+    SpawnException = SpawnException
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def start_processes(self, fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
+        """Run ``fn(rank, *args)`` for each rank in ``range(nprocs)`` as a worker greenlet."""
+        ctx = self._ctx
+        if not callable(fn):
+            raise TypeError(f"spawn: fn must be callable, got {fn!r} of type {type(fn).__name__}")
+        if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+            raise ValueError(f"spawn: nprocs must be an int >= 1, got {nprocs!r}")
+        if not isinstance(args, tuple):
+            raise TypeError(f"spawn: args must be a tuple, got {type(args).__name__}")
+        ctx._check_thread("spawn")
+        current = ctx._ranks.get(getcurrent())
+        if current is not None:
+            raise RuntimeError(
+                f"spawn called from inside rank {current.rank}: ranks cannot spawn ranks; "
+                f"call spawn from the main program"
+            )
+        if ctx._sched is not None:
+            raise RuntimeError(
+                "spawn: this RuntimeContext already runs a spawn that has not been joined; "
+                "call join() on its ProcessContext until it returns True first"
+            )
+        scheduler = Scheduler(ctx, fn, args, nprocs)
+        ctx._sched = scheduler
+        context = ProcessContext(scheduler)
+        if not join:
+            return context
+        while not context.join():
+            pass
+        return None
+
+    def spawn(self, fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
+        """``torch.multiprocessing.spawn``: as ``start_processes`` with the spawn method."""
+        if start_method != "spawn":
+            msg = (
+                f"This method only supports start_method=spawn (got: {start_method}).\n"
+                "To use a different start_method use:\n\t\t"
+                " torch.multiprocessing.start_processes(...)"
+            )
+            warnings.warn(msg, FutureWarning, stacklevel=2)
+        return self.start_processes(fn, args, nprocs, join, daemon, start_method="spawn")

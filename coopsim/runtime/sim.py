@@ -1,0 +1,28 @@
+"""``ctx.sim``: what has no PyTorch name — virtual time, timers, events, seeds."""
+
+from __future__ import annotations
+
+from coopsim.engine import Event
+
+
+class Sim:
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.timer = ctx.engine.timer
+        """``timer(ns) -> Handle``: completes ``ns`` after the caller's current virtual time."""
+
+    @property
+    def seed(self) -> int:
+        return self._ctx.seed
+
+    def now_ns(self) -> float:
+        """The calling rank's virtual time in ns.
+
+        A rank runs only right after the drain that woke it, so while any rank (or main)
+        runs, its time is the engine's current time: one clock serves them all.
+        """
+        return self._ctx.engine.now_ns
+
+    def event(self, name: str = "event") -> Event:
+        """A handle that completes only when someone calls its ``set()``."""
+        return Event(self._ctx.engine, f"event {name!r}")
