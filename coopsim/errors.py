@@ -48,8 +48,9 @@ class DeadlockError(SimulationError):
     """No rank is runnable and nothing scheduled can complete.
 
     ``report`` is structured: ``{"time_ns": float, "ranks": [row, ...]}`` with one row per
-    rank: ``rank``, ``state``, ``waits_for``, ``time_ns`` and ``where`` (the user's
-    ``file:line`` where it blocked, or None). ``str()`` is the same as a table.
+    rank (and per live kernel program, and main when main waits): ``rank``, ``task``
+    (``"rank 3"``, ``"main"``, a program's name), ``state``, ``waits_for``, ``time_ns`` and
+    ``where`` (the user's ``file:line`` where it blocked, or None). ``str()`` is a table.
     """
 
     def __init__(self, report: dict):
@@ -78,10 +79,10 @@ def format_deadlock(report: dict) -> str:
         f"deadlock at virtual time {report['time_ns']:g} ns: no rank can make progress and "
         f"nothing scheduled can complete ({len(blocked)} of {len(rows)} ranks blocked)"
     )
-    table = [("rank", "state", "time_ns", "waits for", "where")]
+    table = [("task", "state", "time_ns", "waits for", "where")]
     for r in rows:
         table.append(
-            (str(r["rank"]), r["state"], f"{r['time_ns']:g}", r["waits_for"] or "-", r["where"] or "-")
+            (r["task"], r["state"], f"{r['time_ns']:g}", r["waits_for"] or "-", r["where"] or "-")
         )
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     lines = [head]

@@ -357,7 +357,7 @@ def test_c7_deadlock_reports_each_rank_with_its_blocked_file_line(ctx):
     assert report["time_ns"] == 7.0
     rows = {r["rank"]: r for r in report["ranks"]}
     where = f"{__file__}:{line_of('# BLOCKS-HERE')} in worker"
-    assert rows[0] == {"rank": 0, "state": "blocked", "waits_for": "event 'never-0'",
+    assert rows[0] == {"rank": 0, "task": "rank 0", "state": "blocked", "waits_for": "event 'never-0'",
                        "time_ns": 7.0, "where": where}
     assert rows[1]["state"] == "ended" and rows[1]["where"] is None
     assert rows[2]["where"] == where
@@ -544,7 +544,7 @@ def test_join_false_returns_a_process_context_that_joins_with_timeout(ctx):
     assert [p.is_alive() for p in pc.processes] == [True, True]
     assert [p.exitcode for p in pc.processes] == [None, None]
     assert pc.join(timeout=0) is False  # one round, then the deadline has passed
-    assert ctx.sim.now_ns() == 1.0
+    assert ctx.sim.now_ns() == 0.0 and not any(p.exitcode is not None for p in pc.processes)
     assert pc.join() is True
     assert [p.exitcode for p in pc.processes] == [0, 0]
     assert [p.name for p in pc.processes] == ["SpawnProcess-1", "SpawnProcess-2"]

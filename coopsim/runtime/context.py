@@ -11,6 +11,7 @@ from coopsim.engine import Engine, Handle
 from coopsim.errors import DeadlockError
 from coopsim.runtime.frames import user_location
 from coopsim.runtime.multiprocessing import Multiprocessing
+from coopsim.runtime.scheduler import Scheduler
 from coopsim.runtime.sim import Sim
 
 RANK_ORDERS = ("ascending", "shuffled")
@@ -21,10 +22,12 @@ class RuntimeContext:
 
     State (all on the context, none in module globals):
     - ``engine``: the virtual clock and event heap;
-    - ``_ranks``: greenlet -> ``Rank`` for the ranks of the running spawn;
-    - ``_pending_worker_waits``: ``(rank, handle)`` appended by a rank that blocks in
+    - ``_ranks``: greenlet -> scheduler ``Task`` for every live task (the ranks of the
+      running spawn, and kernel program instances);
+    - ``_pending_worker_waits``: ``(task, handle)`` appended by a task that blocks in
       ``wait``, consumed by the scheduler after each round (empty between rounds);
-    - ``_sched``: the running spawn's scheduler, or None.
+    - ``_scheduler``: runs the tasks (rounds, drain); ``_scheduler.spawn`` is the spawn
+      being run, if any.
 
     A context is bound to the thread that created it.
     """
@@ -44,7 +47,7 @@ class RuntimeContext:
         self.engine = Engine()
         self._ranks: dict = {}
         self._pending_worker_waits: list = []
-        self._sched = None
+        self._scheduler = Scheduler(self)
         self._thread_id = threading.get_ident()
         self._last_pid = 0
         self.multiprocessing = Multiprocessing(self)
@@ -57,12 +60,12 @@ class RuntimeContext:
         self.close()
 
     def close(self) -> None:
-        """Abort a spawn that was started with ``join=False`` and never joined to the end."""
-        if self._sched is not None:
-            self._sched.abort()
-            self._ranks.clear()
-            self._pending_worker_waits.clear()
-            self._sched = None
+        """Abort every live task: a spawn started with ``join=False`` and never joined to
+        the end, kernel programs never waited for. Their ``finally`` blocks run."""
+        scheduler = self._scheduler
+        scheduler.abort()
+        if scheduler.spawn is not None:
+            scheduler._finish_spawn(None)
 
     def _new_pid(self) -> int:
         self._last_pid += 1
@@ -89,24 +92,25 @@ class RuntimeContext:
         rank = self._ranks.get(getcurrent())
         if rank is not None:
             self._pending_worker_waits.append((rank, handle))
-            self._sched.parent.switch()
+            self._scheduler.parent.switch()
             return handle
         return self._drive_until(handle)
 
     def _drive_until(self, handle: Handle) -> Handle:
+        """Main's wait: run rounds (kernel programs) and drains until ``handle`` is done."""
         self._check_thread("wait")
-        if self._sched is not None:
+        scheduler = self._scheduler
+        if scheduler.spawn is not None:
             raise RuntimeError(
                 "wait called from main while a spawn started with join=False is running: "
                 "its ranks only progress inside ProcessContext.join(); call join() instead"
             )
-        engine = self.engine
-        while not handle.done:
-            if not engine.step_instant():
-                where = user_location(sys._getframe(1))
-                raise DeadlockError({
-                    "time_ns": engine.now_ns,
-                    "ranks": [{"rank": "main", "state": "blocked", "waits_for": handle.desc,
-                               "time_ns": engine.now_ns, "where": where}],
-                })
+        try:
+            scheduler.run(lambda: handle.done)
+        except DeadlockError as e:
+            e.report["ranks"].insert(0, {
+                "rank": None, "task": "main", "state": "blocked", "waits_for": handle.desc,
+                "time_ns": self.engine.now_ns, "where": user_location(sys._getframe(1)),
+            })
+            raise DeadlockError(e.report) from None
         return handle

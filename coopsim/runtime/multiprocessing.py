@@ -8,7 +8,7 @@ import warnings
 from greenlet import getcurrent
 
 from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
-from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Scheduler
+from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Spawn
 
 _EXITCODES = {ENDED: 0, FAILED: 1, ABORTED: -15}  # aborted ranks look SIGTERM-killed, as in torch
 
@@ -17,7 +17,7 @@ class SimProcess:
     """The stand-in for a ``multiprocessing.Process``: ``name``, ``pid``, ``exitcode``."""
 
     def __init__(self, rank):
-        self._rank = rank
+        self._rank = rank  # the rank's scheduler Task
         self.name = f"SpawnProcess-{rank.rank + 1}"
 
     @property
@@ -38,9 +38,10 @@ class SimProcess:
 class ProcessContext:
     """What ``spawn(join=False)`` returns; ``join`` advances the simulation."""
 
-    def __init__(self, scheduler: Scheduler):
+    def __init__(self, scheduler, spawn: Spawn):
         self._scheduler = scheduler
-        self.processes = [SimProcess(r) for r in scheduler.ranks]
+        self._spawn = spawn
+        self.processes = [SimProcess(r) for r in spawn.ranks]
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
@@ -51,8 +52,10 @@ class ProcessContext:
         Raises ``SpawnException``, ``DeadlockError`` or ``WatchdogTimeout`` as ``spawn`` does.
         A later call continues where a timed-out one stopped.
         """
+        if self._spawn.finished:
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._scheduler.run(deadline)
+        return self._scheduler.join_spawn(deadline)
 
 
 class Multiprocessing:
@@ -82,14 +85,13 @@ class Multiprocessing:
                 f"spawn called from inside rank {current.rank}: ranks cannot spawn ranks; "
                 f"call spawn from the main program"
             )
-        if ctx._sched is not None:
+        scheduler = ctx._scheduler
+        if scheduler.spawn is not None:
             raise RuntimeError(
                 "spawn: this RuntimeContext already runs a spawn that has not been joined; "
                 "call join() on its ProcessContext until it returns True first"
             )
-        scheduler = Scheduler(ctx, fn, args, nprocs)
-        ctx._sched = scheduler
-        context = ProcessContext(scheduler)
+        context = ProcessContext(scheduler, scheduler.start_spawn(fn, args, nprocs))
         if not join:
             return context
         while not context.join():

@@ -1,19 +1,22 @@
 """The cooperative scheduler: rounds, drain, abort and deadlock detection.
 
-One ``Scheduler`` runs one spawn. Its loop (C5):
+A context has one ``Scheduler``. Its tasks are greenlets: the ranks of a spawn and the
+program instances of launched kernels. Its loop (C5):
 
-1. **Round**: resume every runnable rank (ascending rank order, or a seeded permutation),
-   each until it blocks in ``ctx.wait`` or ends. A blocking rank appends ``(rank, handle)``
-   to ``ctx._pending_worker_waits`` and switches back here.
+1. **Round**: resume every runnable task in a deterministic order (ranks ascending, each
+   rank's programs after it; or a seeded permutation), each until it blocks in
+   ``ctx.wait`` or ends. A blocking task appends ``(task, handle)`` to
+   ``ctx._pending_worker_waits`` and switches back here.
 2. Register the pending waits on their handles; clear the queue.
-3. **Drain**: if no rank is runnable, complete the earliest instant of the event heap
-   (``Engine.step_instant``) until some completion wakes a rank. Only this loop, in the
-   scheduler's greenlet, advances the virtual clock (C1).
+3. **Drain**: if no task is runnable, complete the earliest instant of the event queue
+   (``Engine.step_instant``), until a completion wakes a task or the run's goal is met.
+   Only this loop, in the scheduler's greenlet, advances the virtual clock (C1).
 
 Invariants:
-- A rank is resumed only when the handle it waited on is done (C3).
-- Every greenlet created here has the scheduler's greenlet as parent; when ``run`` returns
-  or raises, every rank greenlet is dead and its ``finally`` blocks have run (C4).
+- A task is resumed only when the handle it waited on is done (C3); while any task runs,
+  its virtual time is the engine's ``now_ns``.
+- Every greenlet created here has the scheduler's greenlet as parent; when a spawn
+  returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4).
 - Nothing here reads the wall clock except the optional watchdog and ``join(timeout)``'s
   deadline, neither of which changes virtual results (C9).
 """
@@ -30,204 +33,284 @@ from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout
 from coopsim.runtime.frames import user_location, user_location_of_traceback
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
-# A live rank's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
+# A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
 # so the hot loop writes no state. Reports derive "blocked" from a live greenlet.
-NOT_STARTED, RUNNABLE, BLOCKED = "not started", "runnable", "blocked"
-ENDED, FAILED, ABORTED = "ended", "failed", "aborted"
+RUNNABLE, BLOCKED, ENDED, FAILED, ABORTED = "runnable", "blocked", "ended", "failed", "aborted"
 _FINAL = (ENDED, FAILED, ABORTED)
 
 
 class RankAborted(GreenletExit):
-    """Thrown into a rank to abort it because a sibling failed or the run was interrupted."""
+    """Thrown into a task to abort it because a sibling failed or the run was interrupted."""
 
 
-class Rank:
-    """One simulated process: its greenlet, its state and its virtual time."""
+class Task:
+    """One greenlet the scheduler runs: a rank, or a program instance of a kernel.
 
-    __slots__ = ("rank", "pid", "greenlet", "switch", "state", "now_ns", "waiting", "error", "trace")
+    ``rank`` is the rank's number (for a program: its launching rank's, None from main);
+    ``key`` orders tasks in a round; ``owner`` is the launching rank's task for a program.
+    """
 
-    def __init__(self, rank: int, pid: int, now_ns: float):
+    __slots__ = ("name", "rank", "key", "pid", "owner", "greenlet", "switch", "state",
+                 "now_ns", "waiting", "error", "trace", "on_end")
+
+    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None):
+        self.name = name
         self.rank = rank
-        self.pid = pid
+        self.key = key
+        self.pid = 0
+        self.owner = owner
         self.greenlet = None
         self.switch = None  # greenlet.switch, bound once
-        self.state = NOT_STARTED
+        self.state = RUNNABLE
         self.now_ns = now_ns
-        self.waiting = None  # the Handle this rank last blocked on
+        self.waiting = None  # the Handle this task last blocked on
         self.error: BaseException | None = None
-        self.trace: str | None = None  # formatted traceback of a rank that raised
+        self.trace: str | None = None  # formatted traceback of a task that raised
+        self.on_end = on_end  # called with the task when it ends normally
 
 
-def _rank_key(r: Rank) -> int:
-    return r.rank
+def _task_key(t: Task) -> tuple:
+    return t.key
+
+
+def _body(task: Task, fn, args):
+    def run_task():
+        try:
+            fn(*args)
+        except RankAborted:
+            task.state = ABORTED
+        except WatchdogInterrupt as e:
+            task.state, task.error = FAILED, e
+        except Exception as e:
+            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
+        else:
+            task.state = ENDED
+        # any other BaseException propagates to the scheduler through greenlet
+
+    return run_task
+
+
+class Spawn:
+    """The ranks of one ``spawn`` call and how it ended."""
+
+    def __init__(self, ranks: list[Task]):
+        self.ranks = ranks
+        self.outcome: BaseException | None = None
+        self.finished = False
 
 
 class Scheduler:
-    def __init__(self, ctx, fn, args, nprocs: int):
+    def __init__(self, ctx):
         self.ctx = ctx
-        self.parent = greenlet.getcurrent()
-        self.ranks: list[Rank] = []
-        self.runnable: list[Rank] = []
-        self.woken: list = []  # handles completed since the last round that ranks wait on
-        self.live = nprocs
-        self.outcome: BaseException | None = None  # what run() raised, once finished
+        self.parent = None  # the greenlet that drives the loop and parents every task
+        self.runnable: list[Task] = []
+        self.woken: list = []  # handles completed since the last round that tasks wait on
+        self.live = 0
+        self.spawn: Spawn | None = None  # the spawn being run, until it finishes
         self._rng = random.Random(ctx.seed) if ctx.rank_order == "shuffled" else None
-        for i in range(nprocs):
-            r = Rank(i, ctx._new_pid(), ctx.engine.now_ns)
-            r.greenlet = greenlet(self._body(r, fn, args), parent=self.parent)
-            r.switch = r.greenlet.switch
-            r.state = RUNNABLE
-            ctx._ranks[r.greenlet] = r
-            self.ranks.append(r)
-            self.runnable.append(r)
 
-    @staticmethod
-    def _body(r: Rank, fn, args):
-        def run_rank():
-            try:
-                fn(r.rank, *args)
-            except RankAborted:
-                r.state = ABORTED
-            except WatchdogInterrupt as e:
-                r.state, r.error = FAILED, e
-            except Exception as e:
-                r.state, r.error, r.trace = FAILED, e, traceback.format_exc()
-            else:
-                r.state = ENDED
-            # any other BaseException propagates to the scheduler through greenlet
+    def _claim_parent(self) -> None:
+        current = greenlet.getcurrent()
+        if self.live == 0:
+            self.parent = current
+        elif current is not self.parent:
+            raise RuntimeError(
+                "coopsim tasks are running with another greenlet as their scheduler; drive "
+                "the simulation from the greenlet that started it"
+            )
 
-        return run_rank
+    def add_task(self, task: Task, fn, args=()) -> Task:
+        """Make ``fn(*args)`` a runnable task (its greenlet's parent is the scheduler's)."""
+        if self.parent is None or self.live == 0:
+            self._claim_parent()
+        task.greenlet = greenlet(_body(task, fn, args), parent=self.parent)
+        task.switch = task.greenlet.switch
+        self.ctx._ranks[task.greenlet] = task
+        self.runnable.append(task)
+        self.live += 1
+        return task
 
-    @property
-    def finished(self) -> bool:
-        return self.live == 0 or self.outcome is not None
-
-    def run(self, deadline: float | None = None) -> bool:
-        """Run rounds until every rank ended (True) or the wall ``deadline`` passed (False)."""
-        if self.outcome is not None:
-            return True
+    def start_spawn(self, fn, args, nprocs: int) -> Spawn:
         ctx = self.ctx
-        ctx._sched = self
+        self._claim_parent()
+        ranks = []
+        for i in range(nprocs):
+            task = Task(f"rank {i}", i, (i,), ctx.engine.now_ns)
+            task.pid = ctx._new_pid()
+            ranks.append(self.add_task(task, fn, (i, *args)))
+        self.spawn = Spawn(ranks)
+        return self.spawn
+
+    def join_spawn(self, deadline: float | None = None) -> bool:
+        """Run the spawn until every task ended (True) or the wall ``deadline`` passed (False)."""
+        spawn = self.spawn
+        if spawn is None:
+            return True
+        try:
+            done = self.run(lambda: self.live == 0, deadline)
+        except BaseException as e:  # failures, deadlock, watchdog, KeyboardInterrupt, SystemExit
+            self._finish_spawn(e)
+            raise
+        if done:
+            self._finish_spawn(None)
+        return done
+
+    def _finish_spawn(self, outcome) -> None:
+        self.spawn.outcome = outcome
+        self.spawn.finished = True
+        self.spawn = None
+
+    def run(self, goal, deadline: float | None = None) -> bool:
+        """Rounds and drains until ``goal()`` holds (True) or the wall deadline passed (False).
+
+        Raises SpawnException / WatchdogTimeout / DeadlockError / a BaseException, after
+        aborting every live task.
+        """
+        self._claim_parent()
+        ctx = self.ctx
         watchdog = Watchdog(ctx.watchdog_s, ctx._thread_id) if ctx.watchdog_s else None
         try:
             if watchdog is None:
-                return self._loop(deadline, None)
+                return self._loop(goal, deadline, None)
             with watchdog:
-                return self._loop(deadline, watchdog)
-        except WatchdogInterrupt:  # landed in the scheduler itself, just after the rank yielded
-            self._finish(WatchdogTimeout(watchdog.fired[1].rank, None, ctx.watchdog_s))
-        except BaseException as e:  # failures, deadlock, KeyboardInterrupt, SystemExit
-            self._finish(e)
-        finally:
-            if self.finished:
-                ctx._sched = None
-        raise self.outcome
+                return self._loop(goal, deadline, watchdog)
+        except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
+            error = WatchdogTimeout(watchdog.fired[1].rank, None, ctx.watchdog_s)
+        except BaseException as e:
+            error = e
+        self.abort()
+        raise error
 
-    def _loop(self, deadline, watchdog) -> bool:
+    def _loop(self, goal, deadline, watchdog) -> bool:
         ctx = self.ctx
         pending = ctx._pending_worker_waits
-        step_instant = ctx.engine.step_instant
+        engine = ctx.engine
+        step_instant = engine.step_instant
         runnable, woken = self.runnable, self.woken
         wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
         serial = 0
-        while self.live:
-            batch = runnable[:]
-            runnable.clear()
-            if self._rng is None:
-                batch.sort(key=_rank_key)
-            else:
-                self._rng.shuffle(batch)
-            failed = False
-            now = ctx.engine.now_ns
-            for r in batch:
-                r.now_ns = now
-                if watchdog is None:
-                    r.switch()
+        while not goal():
+            if runnable:
+                batch = runnable[:]
+                runnable.clear()
+                if self._rng is None:
+                    batch.sort(key=_task_key)
                 else:
-                    serial += 1
-                    watchdog.slice = (serial, r, time.monotonic())
-                    r.switch()
-                    watchdog.slice = None
-                if r.greenlet.dead:
-                    self.live -= 1
-                    if r.state is FAILED:
-                        failed = True
-            for r, h in pending:
-                r.waiting = h
-                if h.done:
-                    runnable.append(r)
-                elif h.waiters is None:
-                    h.waiters = [r]
-                    if h.callbacks is None:  # Handle.add_callback, inlined: the hot path
-                        h.callbacks = [wake]
+                    self._rng.shuffle(batch)
+                failed = None
+                now = engine.now_ns
+                for t in batch:
+                    t.now_ns = now
+                    if watchdog is None:
+                        t.switch()
                     else:
-                        h.callbacks.append(wake)
-                else:
-                    h.waiters.append(r)
-            pending.clear()
-            if failed:
-                raise self._spawn_exception()
-            if not self.live:
-                break
-            if not runnable:
-                while not woken:
-                    if not step_instant():
-                        raise DeadlockError(self.deadlock_report())
+                        serial += 1
+                        watchdog.slice = (serial, t, time.monotonic())
+                        t.switch()
+                        watchdog.slice = None
+                    if t.greenlet.dead:
+                        self._ended(t)
+                        if t.state is FAILED:
+                            failed = failed or []
+                            failed.append(t)
+                        elif t.on_end is not None:
+                            t.on_end(t)
+                for t, h in pending:
+                    t.waiting = h
+                    if h.done:
+                        runnable.append(t)
+                    elif h.waiters is None:
+                        h.waiters = [t]
+                        if h.callbacks is None:  # Handle.add_callback, inlined: the hot path
+                            h.callbacks = [wake]
+                        else:
+                            h.callbacks.append(wake)
+                    else:
+                        h.waiters.append(t)
+                pending.clear()
+                if failed:
+                    raise self._failure(failed)
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                continue
+            if not step_instant():
+                raise DeadlockError(self.deadlock_report())
+            if woken:
                 for h in woken:
                     runnable += h.waiters
                     h.waiters = None
                 woken.clear()
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-        ctx._ranks.clear()
         return True
 
-    def _finish(self, error: BaseException) -> None:
-        """Abort every live rank (their ``finally`` runs), then record ``error`` as the outcome."""
-        self.ctx._pending_worker_waits.clear()
-        self.abort()
-        self.outcome = error
-        self.ctx._ranks.clear()
+    def _ended(self, t: Task) -> None:
+        self.live -= 1
+        del self.ctx._ranks[t.greenlet]
+
+    def live_tasks(self) -> list[Task]:
+        """The live tasks in round order (``ctx._ranks`` holds them, keyed by greenlet)."""
+        return sorted(self.ctx._ranks.values(), key=_task_key)
 
     def abort(self) -> None:
-        """Throw ``RankAborted`` into every live rank until it ends.
+        """Throw ``RankAborted`` into every live task until it ends.
 
-        A rank whose ``finally`` block waits switches back here; the next throw raises at
-        that wait, so an aborted rank cannot block.
+        A task whose ``finally`` block waits switches back here; the next throw raises at
+        that wait, so an aborted task cannot block.
         """
-        for r in self.ranks:
-            g = r.greenlet
+        ctx = self.ctx
+        for t in self.live_tasks():
+            g = t.greenlet
             for _ in range(100):
                 if g.dead:
                     break
-                g.throw(RankAborted(f"rank {r.rank} aborted"))
-            if r.state not in _FINAL:
-                r.state = ABORTED
+                g.throw(RankAborted(f"{t.name} aborted"))
+            if t.state not in _FINAL:
+                t.state = ABORTED
+        ctx._ranks.clear()
+        self.runnable.clear()
+        for h in self.woken:
+            h.waiters = None
+        self.woken.clear()
+        ctx._pending_worker_waits.clear()
         self.live = 0
 
-    def _spawn_exception(self) -> BaseException:
-        failed = [r for r in self.ranks if r.state is FAILED]
-        busy = [r for r in failed if isinstance(r.error, WatchdogInterrupt)]
+    def _failure(self, failed: list[Task]) -> BaseException:
+        """The exception a round with failed tasks raises (C6)."""
+        busy = [t for t in failed if isinstance(t.error, WatchdogInterrupt)]
         if busy:
-            r = busy[0]
-            return WatchdogTimeout(r.rank, user_location_of_traceback(r.error.__traceback__),
+            t = busy[0]
+            return WatchdogTimeout(t.rank, user_location_of_traceback(t.error.__traceback__),
                                    self.ctx.watchdog_s)
-        msg = "".join(
-            f"\n\n-- Process {r.rank} terminated with the following error:\n{r.trace}" for r in failed
-        )
-        first = failed[0]
-        return SpawnException(msg, first.rank, first.pid, {r.rank: r.error for r in failed})
+        by_rank: dict = {}
+        for t in sorted(failed, key=_task_key):
+            by_rank.setdefault(t.rank, t)
+        if None in by_rank:  # a kernel launched from main failed: its own exception
+            return by_rank[None].error
+        ranks = sorted(by_rank)
+        msg = "".join(f"\n\n-- Process {r} terminated with the following error:\n"
+                      f"{self._trace(by_rank[r])}" for r in ranks)
+        first = by_rank[ranks[0]]
+        pid = first.pid or (first.owner.pid if first.owner else 0)
+        return SpawnException(msg, ranks[0], pid, {r: by_rank[r].error for r in ranks})
+
+    @staticmethod
+    def _trace(t: Task) -> str:
+        if t.owner is None:
+            return t.trace
+        return f"{t.name} raised:\n{t.trace}"
 
     def deadlock_report(self) -> dict:
         rows = []
-        for r in self.ranks:
-            blocked = not r.greenlet.dead  # at a deadlock every live rank is blocked
-            frame = r.greenlet.gr_frame if blocked else None
+        spawn_ranks = self.spawn.ranks if self.spawn is not None else []
+        programs = [t for t in self.live_tasks() if t.owner is not None or t.rank is None]
+        for t in spawn_ranks + programs:
+            blocked = not t.greenlet.dead  # at a deadlock every live task is blocked
+            frame = t.greenlet.gr_frame if blocked else None
             rows.append({
-                "rank": r.rank,
-                "state": BLOCKED if blocked else r.state,
-                "waits_for": r.waiting.desc if blocked else None,
-                "time_ns": r.now_ns,
+                "rank": t.rank,
+                "task": t.name,
+                "state": BLOCKED if blocked else t.state,
+                "waits_for": t.waiting.desc if blocked and t.waiting is not None else None,
+                "time_ns": t.now_ns,
                 "where": user_location(frame) if frame is not None else None,
             })
         return {"time_ns": self.ctx.engine.now_ns, "ranks": rows}
