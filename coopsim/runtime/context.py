@@ -7,12 +7,13 @@ import threading
 
 from greenlet import getcurrent
 
-from coopsim.engine import Engine, Handle
+from coopsim.engine import Engine, Handle, Network, SimDevice
 from coopsim.errors import DeadlockError
 from coopsim.runtime.frames import user_location
 from coopsim.runtime.multiprocessing import Multiprocessing
 from coopsim.runtime.scheduler import Scheduler
 from coopsim.runtime.sim import Sim
+from coopsim.topology import load_topology
 
 RANK_ORDERS = ("ascending", "shuffled")
 
@@ -34,17 +35,24 @@ class RuntimeContext:
 
     def __init__(self, topology=None, *, seed: int = 0, watchdog_s: float | None = None,
                  rank_order: str = "ascending"):
+        """``topology``: a bundled name (``"ring8"``), a path to a YAML file, or None for the
+        default; ``seed`` seeds everything random (``rank_order="shuffled"``); ``watchdog_s``
+        stops a rank that runs that many wall seconds without yielding (default: off)."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"RuntimeContext: seed must be an int, got {seed!r}")
         if watchdog_s is not None and not (isinstance(watchdog_s, (int, float)) and watchdog_s > 0):
             raise ValueError(f"RuntimeContext: watchdog_s must be None or seconds > 0, got {watchdog_s!r}")
         if rank_order not in RANK_ORDERS:
             raise ValueError(f"RuntimeContext: rank_order must be one of {RANK_ORDERS}, got {rank_order!r}")
-        self.topology = topology
+        self.topology = load_topology(topology)
         self.seed = seed
         self.watchdog_s = watchdog_s
         self.rank_order = rank_order
         self.engine = Engine()
+        self._devices = [SimDevice(self.engine, d, self.topology.name) for d in self.topology.devices]
+        self.network = Network(self.engine)
+        self._main_device = 0
+        self._launches = 0  # kernel launches so far: orders program tasks (C9)
         self._ranks: dict = {}
         self._pending_worker_waits: list = []
         self._scheduler = Scheduler(self)
@@ -70,6 +78,30 @@ class RuntimeContext:
     def _new_pid(self) -> int:
         self._last_pid += 1
         return self._last_pid
+
+    def launch(self, kernel, grid, *args) -> Handle:
+        """Run ``kernel(tl, *args)`` for every program of ``grid`` on the caller's device
+        stream (asynchronous; see ``coopsim.kernels``). Returns the op's Handle."""
+        from coopsim.kernels.launch import launch
+
+        return launch(self, kernel, grid, *args)
+
+    def _current_task(self):
+        """The scheduler Task of the calling greenlet, or None in main."""
+        return self._ranks.get(getcurrent())
+
+    def _device(self) -> SimDevice:
+        """The calling task's current device (a rank's is its rank's; main's is device 0)."""
+        task = self._ranks.get(getcurrent())
+        index = self._main_device if task is None else task.device
+        if index >= len(self._devices):
+            who = "main" if task is None else task.name
+            raise RuntimeError(
+                f"{who} has no device {index}: topology {self.topology.name!r} has "
+                f"{len(self._devices)} devices; spawn at most that many ranks, or choose a "
+                f"larger topology (RuntimeContext(topology=...))"
+            )
+        return self._devices[index]
 
     def _check_thread(self, what: str) -> None:
         if threading.get_ident() != self._thread_id:

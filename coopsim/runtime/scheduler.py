@@ -50,15 +50,17 @@ class Task:
     ``key`` orders tasks in a round; ``owner`` is the launching rank's task for a program.
     """
 
-    __slots__ = ("name", "rank", "key", "pid", "owner", "greenlet", "switch", "state",
+    __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
                  "now_ns", "waiting", "error", "trace", "on_end")
 
-    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None):
+    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
+                 device: int = 0):
         self.name = name
         self.rank = rank
         self.key = key
         self.pid = 0
         self.owner = owner
+        self.device = device  # index of the task's current device (torch.cuda.set_device)
         self.greenlet = None
         self.switch = None  # greenlet.switch, bound once
         self.state = RUNNABLE
@@ -135,7 +137,7 @@ class Scheduler:
         self._claim_parent()
         ranks = []
         for i in range(nprocs):
-            task = Task(f"rank {i}", i, (i,), ctx.engine.now_ns)
+            task = Task(f"rank {i}", i, (i,), ctx.engine.now_ns, device=i)
             task.pid = ctx._new_pid()
             ranks.append(self.add_task(task, fn, (i, *args)))
         self.spawn = Spawn(ranks)

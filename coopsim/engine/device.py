@@ -1,0 +1,63 @@
+"""A simulated accelerator: its stream, its memory, and the roofline cost of an op."""
+
+from __future__ import annotations
+
+from coopsim.engine.core import Engine, Handle
+from coopsim.engine.stream import Stream
+
+
+class OutOfMemoryError(RuntimeError):
+    """An allocation exceeded the device's memory (as ``torch.cuda.OutOfMemoryError``)."""
+
+
+class SimDevice:
+    """The runtime state of one topology ``Device``.
+
+    Cost model (docs/adr/0005-device-cost-model.md): an op that moves ``nbytes`` through
+    device memory and performs ``flops`` operations of ``dtype`` takes
+    ``launch_overhead_ns + max(nbytes / memory_bandwidth, flops / peak_flops[dtype])``.
+    Bandwidth in GB/s is bytes per ns; peak in FLOP/s is ``peak / 1e9`` FLOP per ns.
+    """
+
+    def __init__(self, engine: Engine, spec, topology_name: str = ""):
+        self.spec = spec  # coopsim.topology.Device
+        self.index = spec.index
+        self.kind = spec.kind
+        self.stream = Stream(engine, f"dev{spec.index}")
+        self.allocated_bytes = 0
+        self._topology_name = topology_name
+
+    def op_time_ns(self, nbytes: float, flops: float = 0.0, dtype: str = "float32") -> float:
+        memory_ns = self.memory_ns(nbytes)
+        compute_ns = self.compute_ns(flops, dtype) if flops else 0.0
+        return self.kind.launch_overhead_ns + (memory_ns if memory_ns > compute_ns else compute_ns)
+
+    def memory_ns(self, nbytes: float) -> float:
+        """Time to move ``nbytes`` through device memory (GB/s is bytes per ns)."""
+        return nbytes / self.kind.memory_bandwidth_GBps
+
+    def compute_ns(self, flops: float, dtype: str) -> float:
+        """Time to perform ``flops`` operations of ``dtype`` at the kind's peak."""
+        peak = self.kind.peak_flops.get(dtype)
+        if not peak:
+            raise ValueError(
+                f"device kind {self.kind.name!r} of topology {self._topology_name!r} has no "
+                f"peak_flops for {dtype}; add device_kinds.{self.kind.name}.peak_flops.{dtype}"
+            )
+        return flops * 1e9 / peak
+
+    def launch(self, desc, nbytes: float, flops: float = 0.0, dtype: str = "float32",
+               fn=None, deps=()) -> Handle:
+        """Enqueue an op on this device's stream with its roofline cost."""
+        return self.stream.enqueue(self.op_time_ns(nbytes, flops, dtype), desc, fn, deps)
+
+    def allocate(self, nbytes: int) -> None:
+        if self.allocated_bytes + nbytes > self.kind.memory_bytes:
+            raise OutOfMemoryError(
+                f"dev{self.index} ({self.kind.name}): allocating {nbytes} bytes would exceed "
+                f"its {self.kind.memory_bytes} bytes of memory ({self.allocated_bytes} in use)"
+            )
+        self.allocated_bytes += nbytes
+
+    def free(self, nbytes: int) -> None:
+        self.allocated_bytes -= nbytes

@@ -1,0 +1,307 @@
+"""Transfers between devices over directed links, with bandwidth contention (ADR-0004).
+
+Cost model: a transfer first spends its route's latency (the sum of its links' ``latency_ns``)
+without using bandwidth, then streams its bytes. While streaming, every link divides its
+bandwidth equally among the transfers streaming across it, and a transfer moves at the smallest
+of its shares along its route (its bottleneck). Rates change only when a transfer starts or
+stops streaming; between two such instants every rate is constant.
+
+Invariants:
+- At most one wake-up handle is live (``Network._wake``), due at the earliest upcoming latency
+  expiry or projected finish. A superseded wake-up stays in the engine's queue but does nothing
+  when it fires: its callback sees that it is no longer ``_wake``.
+- A streaming transfer has ``_left - rate * (t - _since_ns)`` bytes left at time ``t``.
+  ``_left`` and ``_since_ns`` are rebased only when its rate changes, so a transfer whose rate
+  never changes finishes exactly at ``start_ns + latency_ns + nbytes / rate``.
+- Whatever decides an order goes by creation order (``Transfer.seq``, a counter): transfers
+  that finish at the same instant complete in creation order (C9). No set, no ``id()``.
+- Units (C10): times in ns (floats), sizes in bytes, bandwidth in GB/s = 1e9 B/s = 1 byte/ns.
+"""
+
+from __future__ import annotations
+
+import operator
+from heapq import heappop, heappush
+from typing import NamedTuple
+
+from coopsim.engine.core import Engine, Handle
+
+# Bytes left below this count as delivered, so float round-off never costs an extra event.
+DONE_EPSILON_BYTES = 1e-6
+
+_INF = float("inf")
+
+
+class _LinkState:
+    """One link's live state: how many transfers stream across it, and what it has carried."""
+
+    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns")
+
+    def __init__(self, link) -> None:
+        self.link = link
+        self.streaming = 0  # transfers streaming across the link now
+        self.bytes_carried = 0  # bytes of the transfers that finished crossing it (an int)
+        self.busy_ns = 0.0  # closed intervals with streaming > 0
+        self.busy_since_ns: float | None = None  # start of the open one, if streaming > 0
+
+
+class LinkUsage(NamedTuple):
+    """A snapshot of one link's use: ``busy_ns`` is the time with at least one transfer
+    streaming across it, up to the moment of the snapshot; ``bytes_carried`` counts the bytes of
+    the transfers that have finished (a transfer in flight counts when it completes)."""
+
+    link: object
+    bytes_carried: int
+    busy_ns: float
+    streaming: int
+
+
+class Transfer:
+    """``nbytes`` bytes moving over ``route``, made by ``Network.transfer``.
+
+    ``state`` goes ``"latency"`` (from ``start_ns`` to ``stream_start_ns = start_ns +
+    latency_ns``) -> ``"streaming"`` (at ``rate`` bytes/ns, which changes with contention) ->
+    ``"done"`` (the last byte has arrived; ``handle`` completes at that instant).
+    Transfers of zero bytes or over the empty route go straight from ``"latency"`` to
+    ``"done"``.
+    """
+
+    __slots__ = ("seq", "route", "nbytes", "start_ns", "latency_ns", "stream_start_ns",
+                 "handle", "state", "rate", "finish_ns", "_left", "_since_ns", "_links",
+                 "_engine")
+
+    def __init__(self, seq, route, nbytes, start_ns, latency_ns, handle, links, engine):
+        self.seq = seq
+        self.route = route
+        self.nbytes = nbytes
+        self.start_ns = start_ns
+        self.latency_ns = latency_ns
+        self.stream_start_ns = start_ns + latency_ns
+        self.handle = handle
+        self.state = "latency"
+        self.rate: float | None = None  # bytes/ns, while streaming
+        self.finish_ns: float | None = None  # projected from the current rate, while streaming
+        self._left = nbytes  # bytes left at _since_ns
+        self._since_ns = self.stream_start_ns
+        self._links = links  # the _LinkState of each link of route, in route order
+        self._engine = engine
+
+    @property
+    def desc(self) -> str:
+        return self.handle.desc
+
+    @property
+    def remaining_bytes(self) -> float:
+        """Bytes that have not arrived yet, at the engine's current time."""
+        if self.state == "latency":
+            return float(self.nbytes)
+        if self.state == "done":
+            return 0.0
+        return max(0.0, self._left - self.rate * (self._engine.now_ns - self._since_ns))
+
+    def __repr__(self) -> str:
+        return (f"<Transfer #{self.seq} {self.desc}: {self.nbytes} B, {self.state}, "
+                f"{self.remaining_bytes:g} B left>")
+
+
+class Network:
+    """The links of one simulated machine and the transfers crossing them.
+
+    Work is done only when something changes: ``transfer`` is O(log n) (the transfer waits
+    out its latency in a heap); each wake-up completes the transfers due, starts the ones whose
+    latency has expired, recomputes the rates of the streaming transfers, and schedules the
+    next wake-up.
+    """
+
+    __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._seq = 0
+        self._waiting: list[tuple[float, int, Transfer]] = []  # heap: in their latency phase
+        self._streaming: dict[int, Transfer] = {}  # seq -> transfer
+        self._links: dict[int, _LinkState] = {}  # link.index -> state, in first-use order
+        self._wake: Handle | None = None
+        self._wake_ns = _INF
+
+    # -- public API -------------------------------------------------------------------------
+
+    def transfer(self, route: tuple, nbytes: int, desc, on_done=None) -> Handle:
+        """Start moving ``nbytes`` over ``route`` now; the handle completes when the last byte
+        has arrived.
+
+        ``route`` is a tuple of links as ``Topology.route`` returns it (``()`` for a device to
+        itself). ``on_done(handle)``, if given, runs at completion before any other callback.
+        The handle never completes synchronously, even for ``nbytes == 0`` or ``route == ()``
+        (those take the route latency only). Raises ``ValueError`` naming the argument for a
+        route that is not a contiguous tuple of distinct links, or an ``nbytes`` that is not an
+        int >= 0.
+        """
+        links = self._resolve_route(route)
+        nbytes = _check_nbytes(nbytes)
+        latency_ns = 0
+        for link in route:
+            latency_ns += link.latency_ns
+        handle = Handle(desc)
+        if on_done is not None:
+            handle.add_callback(on_done)
+        self._seq += 1
+        t = Transfer(self._seq, route, nbytes, self.engine.now_ns, latency_ns, handle, links,
+                     self.engine)
+        heappush(self._waiting, (t.stream_start_ns, t.seq, t))
+        if t.stream_start_ns < self._wake_ns:
+            self._set_wake(t.stream_start_ns)
+        return handle
+
+    def active(self) -> list[Transfer]:
+        """The transfers not yet done (latency or streaming), in creation order."""
+        found = [entry[2] for entry in self._waiting]
+        found.extend(self._streaming.values())
+        found.sort(key=operator.attrgetter("seq"))
+        return found
+
+    def link_usage(self) -> list[LinkUsage]:
+        """A snapshot of every link used so far, by link index."""
+        return [self._usage(self._links[i]) for i in sorted(self._links)]
+
+    def link_bytes(self, link) -> int:
+        """Bytes that finished crossing ``link`` (0 if it was never used)."""
+        state = self._links.get(link.index)
+        return 0 if state is None else state.bytes_carried
+
+    def link_busy_ns(self, link) -> float:
+        """Time so far during which at least one transfer streamed across ``link``."""
+        state = self._links.get(link.index)
+        return 0.0 if state is None else self._usage(state).busy_ns
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def _set_wake(self, at_ns: float) -> None:
+        wake = Handle(("network wake-up at {} ns", at_ns))
+        wake.add_callback(self._on_wake)
+        self._wake, self._wake_ns = wake, at_ns
+        self.engine.schedule(wake, at_ns)
+
+    def _on_wake(self, wake: Handle) -> None:
+        if wake is not self._wake:
+            return  # superseded by an earlier wake-up, which already did this work
+        self._wake, self._wake_ns = None, _INF
+        now = self.engine.now_ns
+        finished = []
+        for t in self._streaming.values():
+            if t.finish_ns <= now or t._left - t.rate * (now - t._since_ns) <= DONE_EPSILON_BYTES:
+                finished.append(t)
+        for t in finished:
+            del self._streaming[t.seq]
+            self._stop_streaming(t, now)
+        changed = bool(finished)
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= now:
+            t = heappop(waiting)[2]
+            if t.nbytes == 0 or not t._links:
+                finished.append(t)
+            else:
+                self._start_streaming(t, now)
+                changed = True
+        if changed:
+            self._update_rates(now)
+        finished.sort(key=operator.attrgetter("seq"))
+        for t in finished:
+            t.state = "done"
+            # Completes later in this same engine instant, after this callback, in this order.
+            self.engine.schedule(t.handle, now)
+        self._schedule_next()
+
+    def _start_streaming(self, t: Transfer, now: float) -> None:
+        t.state = "streaming"
+        t._left, t._since_ns = t.nbytes, now
+        for state in t._links:
+            if state.streaming == 0:
+                state.busy_since_ns = now
+            state.streaming += 1
+        self._streaming[t.seq] = t
+
+    def _stop_streaming(self, t: Transfer, now: float) -> None:
+        for state in t._links:
+            state.streaming -= 1
+            state.bytes_carried += t.nbytes
+            if state.streaming == 0:
+                state.busy_ns += now - state.busy_since_ns
+                state.busy_since_ns = None
+
+    def _update_rates(self, now: float) -> None:
+        """Give every streaming transfer its bottleneck share; rebase only those that changed."""
+        for t in self._streaming.values():
+            rate = _INF
+            for state in t._links:
+                # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
+                share = state.link.bandwidth_GBps / state.streaming
+                if share < rate:
+                    rate = share
+            if rate != t.rate:
+                if t.rate is not None:
+                    t._left -= t.rate * (now - t._since_ns)
+                    t._since_ns = now
+                t.rate = rate
+                t.finish_ns = t._since_ns + t._left / rate
+
+    def _schedule_next(self) -> None:
+        next_ns = self._waiting[0][0] if self._waiting else _INF
+        for t in self._streaming.values():
+            if t.finish_ns < next_ns:
+                next_ns = t.finish_ns
+        if next_ns != _INF:
+            self._set_wake(next_ns)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _usage(self, state: _LinkState) -> LinkUsage:
+        busy_ns = state.busy_ns
+        if state.busy_since_ns is not None:
+            busy_ns += self.engine.now_ns - state.busy_since_ns
+        return LinkUsage(state.link, state.bytes_carried, busy_ns, state.streaming)
+
+    def _resolve_route(self, route) -> tuple[_LinkState, ...]:
+        """Check ``route`` and return the state of each of its links (registered on first use)."""
+        if not isinstance(route, tuple):
+            raise ValueError(
+                f"route must be a tuple of links (as Topology.route returns), got "
+                f"{type(route).__name__}")
+        indices = []
+        for i, link in enumerate(route):
+            try:
+                index, src, dst, _, _ = (link.index, link.src, link.dst,
+                                         link.bandwidth_GBps, link.latency_ns)
+            except AttributeError:
+                raise ValueError(f"route[{i}] must be a Link, got {link!r}") from None
+            if i and route[i - 1].dst != src:
+                raise ValueError(
+                    f"route is not contiguous: route[{i - 1}] ends at {route[i - 1].dst!r} "
+                    f"but route[{i}] starts at {src!r}")
+            if index in indices:
+                raise ValueError(f"route crosses link {index} ({src} -> {dst}) twice")
+            known = self._links.get(index)
+            if known is not None and known.link is not link and known.link != link:
+                raise ValueError(
+                    f"route[{i}] is {link!r} but link index {index} was {known.link!r}: "
+                    f"one Network carries the links of one topology")
+            indices.append(index)
+        states = []
+        for link in route:
+            state = self._links.get(link.index)
+            if state is None:
+                state = self._links[link.index] = _LinkState(link)
+            states.append(state)
+        return tuple(states)
+
+
+def _check_nbytes(nbytes) -> int:
+    if isinstance(nbytes, bool):
+        raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
+    try:
+        n = operator.index(nbytes)
+    except TypeError:
+        raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}") from None
+    if n < 0:
+        raise ValueError(f"nbytes must be an int >= 0, got {n}")
+    return n

@@ -1,0 +1,95 @@
+"""In-order streams of device work, like CUDA streams."""
+
+from __future__ import annotations
+
+from coopsim.engine.core import Engine, Handle
+
+
+class Stream:
+    """An in-order queue of device operations.
+
+    Invariants:
+    - ops complete in the order they were enqueued;
+    - an op starts when the previous op on the stream has completed and every handle in its
+      ``deps`` has completed, and then lasts ``duration_ns``;
+    - an op's ``fn`` (its effect, e.g. computing the numbers) runs when the op completes,
+      inside the engine step, before anything waiting on the op is woken.
+
+    ``_tail_ns`` is the completion time of the last op while it is known; it is None while
+    the last op waits for something whose completion time is not known yet.
+    """
+
+    __slots__ = ("engine", "name", "last", "_tail_ns")
+
+    def __init__(self, engine: Engine, name: str):
+        self.engine = engine
+        self.name = name
+        self.last: Handle | None = None
+        self._tail_ns: float | None = 0.0
+
+    def enqueue(self, duration_ns: float, desc, fn=None, deps=()) -> Handle:
+        """Enqueue an op of ``duration_ns``; returns the Handle that completes with it."""
+        engine = self.engine
+        op = Handle(desc)
+        if fn is not None:
+            op.callbacks = [lambda _op: fn()]
+        blockers = [d for d in deps if not d.done]
+        tail = self._tail_ns
+        if tail is not None and not blockers:
+            end = (tail if tail > engine.now_ns else engine.now_ns) + duration_ns
+            engine.schedule(op, end)
+            self._tail_ns = end
+        else:
+            if self.last is not None and not self.last.done:
+                blockers.append(self.last)
+            self._tail_ns = None
+            self._start_after(op, duration_ns, blockers)
+        self.last = op
+        return op
+
+    def enqueue_work(self, desc, start, delay_ns: float = 0.0, deps=()) -> Handle:
+        """Enqueue an op whose duration is not known in advance.
+
+        ``delay_ns`` after the op could start (stream order and ``deps``), ``start()`` is
+        called (inside an engine step) and returns a Handle; the op completes with it.
+        """
+        engine = self.engine
+        op = Handle(desc)
+
+        def finish(_work):
+            engine.schedule(op, engine.now_ns)
+
+        def begin(_ready):
+            work = start()
+            if work.done:
+                finish(work)
+            else:
+                work.add_callback(finish)
+
+        timer = Handle(("start of {}", op))
+        timer.callbacks = [begin]
+        blockers = [d for d in deps if not d.done]
+        tail = self._tail_ns
+        if tail is not None and not blockers:
+            engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + delay_ns)
+        else:
+            if self.last is not None and not self.last.done:
+                blockers.append(self.last)
+            self._start_after(timer, delay_ns, blockers)
+        self._tail_ns = None  # the op's end is known only once its work completes
+        self.last = op
+        return op
+
+    def _start_after(self, op: Handle, duration_ns: float, blockers: list) -> None:
+        remaining = [len(blockers)]
+
+        def ready(_done):
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                end = self.engine.now_ns + duration_ns
+                self.engine.schedule(op, end)
+                if self.last is op:
+                    self._tail_ns = end
+
+        for blocker in blockers:
+            blocker.add_callback(ready)

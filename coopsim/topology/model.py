@@ -1,0 +1,213 @@
+"""The validated machine model: device kinds, devices, directed links, and routes.
+
+Units (C10): bandwidth in GB/s (1 GB/s = 1e9 bytes/s = 1 byte/ns, as nccl-tests counts),
+latency in ns, memory in bytes, compute in FLOP/s per dtype.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from coopsim.topology.errors import TopologyError
+from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
+
+DTYPES = ("float32", "float16", "bfloat16", "int32", "int64")
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """One model of accelerator. ``peak_flops`` maps dtype names (among ``DTYPES``) to FLOP/s.
+
+    ``peak_flops`` is a plain dict for convenience; treat it as read-only (the hash uses it).
+    """
+
+    name: str
+    memory_bytes: int
+    memory_bandwidth_GBps: float
+    peak_flops: dict[str, float]
+    launch_overhead_ns: float
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.memory_bytes, self.memory_bandwidth_GBps,
+                     tuple(sorted(self.peak_flops.items())), self.launch_overhead_ns))
+
+
+@dataclass(frozen=True)
+class Device:
+    """Device ``index`` is owned by rank ``index``; its graph vertex is ``name`` (``"dev<index>"``).
+
+    ``node`` is the host it sits in (0 unless a ``hierarchical`` pattern says otherwise).
+    """
+
+    index: int
+    kind: DeviceKind
+    node: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A DIRECTED link from vertex ``src`` to vertex ``dst`` (a full-duplex cable is two links).
+
+    ``origin`` says which spec entry made it (e.g. ``"links[0] (ring)"``, ``"links[1].nic"``);
+    it is informational and not part of equality.
+    """
+
+    index: int
+    src: str
+    dst: str
+    bandwidth_GBps: float
+    latency_ns: float
+    name: str
+    origin: str = field(default="", compare=False)
+
+    @property
+    def bytes_per_ns(self) -> float:
+        """Bandwidth in bytes per ns; equal to ``bandwidth_GBps`` since 1 GB/s = 1 byte/ns."""
+        return self.bandwidth_GBps
+
+
+class Topology:
+    """Devices, vertices and directed links, with deterministic routes between devices.
+
+    Invariants (checked by the constructor, which raises ``TopologyError``):
+    - ``devices[i].index == i`` and ``devices[i].name`` is a vertex;
+    - ``links[i].index == i``; every link joins two distinct vertices, has bandwidth > 0 and
+      latency >= 0;
+    - every device can reach every other device.
+
+    ``route(src, dst)`` is a pure function of the topology (C9). Route trees are computed
+    lazily, one per source device, and cached on the instance (never in module state).
+    """
+
+    def __init__(self, name: str, source: str, devices, links, vertices, description: str = ""):
+        self.name = name
+        self.source = str(source)
+        self.description = description
+        self.devices: tuple[Device, ...] = tuple(devices)
+        self.links: tuple[Link, ...] = tuple(links)
+        self.vertices: tuple[str, ...] = tuple(vertices)
+        self._vertex_index = {v: i for i, v in enumerate(self.vertices)}
+        self._check()
+        self._out: list[list[tuple[int, int, int]]] = [[] for _ in self.vertices]
+        for link in self.links:
+            self._out[self._vertex_index[link.src]].append(
+                (link.index, self._vertex_index[link.dst], round(link.latency_ns * 1000)))
+        self._check_connected()
+        self._trees: dict[int, list[int]] = {}
+        self._routes: dict[tuple[int, int], tuple[Link, ...]] = {}
+
+    # -- construction checks ---------------------------------------------------------------
+
+    def _fail(self, key_path: str, expected: str, got: str):
+        raise TopologyError(self.source, key_path, expected, got)
+
+    def _check(self) -> None:
+        if not self.devices:
+            self._fail("devices", "at least one device", "none")
+        if len(self._vertex_index) != len(self.vertices):
+            dup = next(v for v, c in Counter(self.vertices).items() if c > 1)
+            self._fail("vertices", "distinct vertex names", f"{dup!r} more than once")
+        for i, d in enumerate(self.devices):
+            if d.index != i:
+                self._fail(f"devices[{i}].index", f"{i}", repr(d.index))
+            if d.name not in self._vertex_index:
+                self._fail(f"devices[{i}].name", "a vertex name", repr(d.name))
+        for i, link in enumerate(self.links):
+            where = f"links[{i}]"
+            if link.index != i:
+                self._fail(f"{where}.index", f"{i}", repr(link.index))
+            for end in ("src", "dst"):
+                if getattr(link, end) not in self._vertex_index:
+                    self._fail(f"{where}.{end}", "a vertex name", repr(getattr(link, end)))
+            if link.src == link.dst:
+                self._fail(where, "a link between two distinct vertices", f"a self-link on {link.src}")
+            if not link.bandwidth_GBps > 0:
+                self._fail(f"{where}.bandwidth_GBps", "a positive number", repr(link.bandwidth_GBps))
+            if not link.latency_ns >= 0:
+                self._fail(f"{where}.latency_ns", "a non-negative number", repr(link.latency_ns))
+
+    def _check_connected(self) -> None:
+        """Every device reaches every other iff all reach dev0 and dev0 reaches all: O(V + E)."""
+        forward = [[w for _, w, _ in out] for out in self._out]
+        backward: list[list[int]] = [[] for _ in self.vertices]
+        for u, succ in enumerate(forward):
+            for w in succ:
+                backward[w].append(u)
+        first = self.devices[0].name
+        start = self._vertex_index[first]
+        from_first, to_first = reachable(forward, start), reachable(backward, start)
+        for d in self.devices:
+            v = self._vertex_index[d.name]
+            if not from_first[v]:
+                self._fail("links", "every device to reach every other device",
+                           f"no route from {first} to {d.name}")
+            if not to_first[v]:
+                self._fail("links", "every device to reach every other device",
+                           f"no route from {d.name} to {first}")
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def device(self, i: int) -> Device:
+        return self.devices[self._device_index(i)]
+
+    def _device_index(self, i) -> int:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"{self.name}: a device index must be an int, got {i!r}")
+        if not 0 <= i < len(self.devices):
+            raise IndexError(f"{self.name}: device index {i} out of range 0..{len(self.devices) - 1}")
+        return i
+
+    def route(self, src: int, dst: int) -> tuple[Link, ...]:
+        """The links a transfer from device ``src`` to device ``dst`` crosses, in order.
+
+        ``()`` when ``src == dst``. The path has the fewest hops, then the lowest total
+        latency, then the lexicographically smallest tuple of link indices (C9).
+        """
+        key = (self._device_index(src), self._device_index(dst))
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        tree = self._trees.get(src)
+        if tree is None:
+            tree = self._trees[src] = shortest_path_tree(
+                self._out, self._vertex_index[self.devices[src].name])
+        path = []
+        v = self._vertex_index[self.devices[dst].name]
+        while tree[v] != NO_LINK:
+            link = self.links[tree[v]]
+            path.append(link)
+            v = self._vertex_index[link.src]
+        route = self._routes[key] = tuple(reversed(path))
+        return route
+
+    def describe(self) -> str:
+        """A short summary: name, devices per kind, vertices, links per originating pattern."""
+        kinds = Counter(d.kind.name for d in self.devices)
+        nodes = len({d.node for d in self.devices})
+        per_kind = ", ".join(f"{c} x {k}" for k, c in kinds.items())
+        lines = [f"{self.name}: {self.num_devices} devices ({per_kind})"
+                 + (f" in {nodes} nodes" if nodes > 1 else "")
+                 + f", {len(self.vertices) - self.num_devices} other vertices, "
+                 f"{len(self.links)} directed links (from {self.source})"]
+        groups: dict[str, list[Link]] = {}
+        for link in self.links:
+            groups.setdefault(link.origin or "links", []).append(link)
+        for origin, links in groups.items():
+            bws = sorted({lk.bandwidth_GBps for lk in links})
+            lats = sorted({lk.latency_ns for lk in links})
+            lines.append(f"  {origin}: {len(links)} links, {_span(bws)} GB/s, {_span(lats)} ns")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Topology(name={self.name!r}, devices={self.num_devices}, "
+                f"links={len(self.links)}, source={self.source!r})")
+
+
+def _span(values: list[float]) -> str:
+    return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
