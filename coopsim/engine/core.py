@@ -20,7 +20,7 @@ class Handle:
     read by waiters; ``desc`` says what the work is, for deadlock reports. To keep the hot
     path cheap, ``desc`` may be given as a tuple ``(format, *args)``, formatted on read.
     ``callbacks`` is None until the first one is added (``add_callback``). ``waiters`` is
-    the runtime's: the ranks blocked on this handle (the engine never reads it).
+    the runtime's: the task, or list of tasks, blocked on it (the engine never reads it).
     """
 
     __slots__ = ("done", "time_ns", "_desc", "callbacks", "waiters")
@@ -35,7 +35,11 @@ class Handle:
     @property
     def desc(self) -> str:
         d = self._desc
-        return d if type(d) is str else d[0].format(*d[1:])
+        if type(d) is str:
+            return d
+        if type(d) is tuple:
+            return d[0].format(*d[1:])
+        return f"timer({d:g} ns)"  # Engine.timer stores just its delay
 
     def add_callback(self, callback) -> None:
         """Call ``callback(handle)`` when the handle completes (it must not be done yet)."""
@@ -115,7 +119,7 @@ class Engine:
         """A handle that completes ``ns`` after now. (``schedule``, inlined: the hot path.)"""
         if not ns >= 0:  # also rejects NaN
             raise ValueError(f"timer: ns must be a number >= 0, got {ns!r}")
-        handle = Handle(desc or ("timer({:g} ns)", ns))
+        handle = Handle(ns if desc is None else desc)
         at_ns = self.now_ns + ns
         due = self._due.get(at_ns)
         if due is None:

@@ -124,7 +124,7 @@ class RuntimeContext:
         rank = self._ranks.get(getcurrent())
         if rank is not None:
             self._pending_worker_waits.append((rank, handle))
-            self._scheduler.parent.switch()
+            self._scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
             return handle
         return self._drive_until(handle)
 

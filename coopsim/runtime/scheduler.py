@@ -105,6 +105,7 @@ class Scheduler:
     def __init__(self, ctx):
         self.ctx = ctx
         self.parent = None  # the greenlet that drives the loop and parents every task
+        self.to_scheduler = None  # parent.switch, bound once: how a blocking task yields
         self.runnable: list[Task] = []
         self.woken: list = []  # handles completed since the last round that tasks wait on
         self.live = 0
@@ -115,6 +116,7 @@ class Scheduler:
         current = greenlet.getcurrent()
         if self.live == 0:
             self.parent = current
+            self.to_scheduler = current.switch
         elif current is not self.parent:
             raise RuntimeError(
                 "coopsim tasks are running with another greenlet as their scheduler; drive "
@@ -204,13 +206,13 @@ class Scheduler:
                 for t in batch:
                     t.now_ns = now
                     if watchdog is None:
-                        t.switch()
+                        blocked = t.switch()
                     else:
                         serial += 1
                         watchdog.slice = (serial, t, time.monotonic())
-                        t.switch()
+                        blocked = t.switch()
                         watchdog.slice = None
-                    if t.greenlet.dead:
+                    if blocked is not True:  # a blocking task switches back True; an ended one, None
                         self._ended(t)
                         if t.state is FAILED:
                             failed = failed or []
@@ -219,16 +221,19 @@ class Scheduler:
                             t.on_end(t)
                 for t, h in pending:
                     t.waiting = h
+                    waiters = h.waiters
                     if h.done:
                         runnable.append(t)
-                    elif h.waiters is None:
-                        h.waiters = [t]
+                    elif waiters is None:  # the usual case: one waiter, stored bare
+                        h.waiters = t
                         if h.callbacks is None:  # Handle.add_callback, inlined: the hot path
                             h.callbacks = [wake]
                         else:
                             h.callbacks.append(wake)
+                    elif waiters.__class__ is list:
+                        waiters.append(t)
                     else:
-                        h.waiters.append(t)
+                        h.waiters = [waiters, t]
                 pending.clear()
                 if failed:
                     raise self._failure(failed)
@@ -239,7 +244,11 @@ class Scheduler:
                 raise DeadlockError(self.deadlock_report())
             if woken:
                 for h in woken:
-                    runnable += h.waiters
+                    waiters = h.waiters
+                    if waiters.__class__ is list:
+                        runnable += waiters
+                    else:
+                        runnable.append(waiters)
                     h.waiters = None
                 woken.clear()
         return True
