@@ -90,15 +90,29 @@ class Engine:
     The queue is a heap of distinct times plus, per time, a list of handles in the order
     they were scheduled: the same order as a heap of ``(time, seq)`` pairs, at O(1) per
     event when many complete at one instant (as rounds of ranks do).
+
+    Alarms (``alarm``) are timeouts: they fire when the clock passes them, but they never
+    keep the simulation going on their own — with only alarms left, nothing can complete
+    and ``step_instant`` returns False (so a deadlock is reported, not a timeout).
     """
 
-    __slots__ = ("now_ns", "_times", "_due", "steps")
+    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
         self._times: list[float] = []  # heap of the distinct times in ``_due``
         self._due: dict[float, list[Handle]] = {}
+        self._alarms: list = []  # heap of (time, seq, handle)
+        self._alarm_seq = 0
         self.steps = 0  # instants processed; tests use it to prove a wait drove nothing
+
+    def alarm(self, handle: Handle, at_ns: float) -> Handle:
+        """Complete ``handle`` at ``at_ns`` if the simulation gets there through other work."""
+        if not at_ns >= self.now_ns:
+            raise ValueError(f"cannot set alarm {handle.desc!r} at {at_ns} ns: the clock is at {self.now_ns} ns")
+        heappush(self._alarms, (at_ns, self._alarm_seq, handle))
+        self._alarm_seq += 1
+        return handle
 
     def schedule(self, handle: Handle, at_ns: float) -> Handle:
         """Complete ``handle`` at virtual time ``at_ns`` (>= now)."""
@@ -143,6 +157,8 @@ class Engine:
         if not times:
             return False
         now = times[0]
+        if self._alarms and self._alarms[0][0] <= now:
+            return self._ring_alarms()
         self.now_ns = now
         self.steps += 1
         while times and times[0] == now:
@@ -157,4 +173,16 @@ class Engine:
                     handle.callbacks = None
                     for callback in callbacks:
                         callback(handle)
+        return True
+
+    def _ring_alarms(self) -> bool:
+        """Complete the earliest alarms (their time is at or before the next event's)."""
+        alarms = self._alarms
+        now = alarms[0][0]
+        self.now_ns = now
+        self.steps += 1
+        while alarms and alarms[0][0] == now:
+            handle = heappop(alarms)[2]
+            if not handle.done:
+                handle._complete(now)
         return True

@@ -108,6 +108,7 @@ class Scheduler:
         self.to_scheduler = None  # parent.switch, bound once: how a blocking task yields
         self.runnable: list[Task] = []
         self.woken: list = []  # handles completed since the last round that tasks wait on
+        self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
         self._rng = random.Random(ctx.seed) if ctx.rank_order == "shuffled" else None
@@ -133,6 +134,20 @@ class Scheduler:
         self.runnable.append(task)
         self.live += 1
         return task
+
+    def interrupt(self, task: Task, error: BaseException) -> None:
+        """Raise ``error`` in ``task`` — blocked in ``ctx.wait`` — at that wait, next round.
+
+        For failures that concern several ranks at once (a collective mismatch, a timeout):
+        each of them raises on its own, so each is a root cause (C6).
+        """
+        h = task.waiting
+        if h is not None and h.waiters is not None:
+            if h.waiters is task:
+                h.waiters = None
+            elif h.waiters.__class__ is list and task in h.waiters:
+                h.waiters.remove(task)
+        self.interrupts.append((task, error))
 
     def start_spawn(self, fn, args, nprocs: int) -> Spawn:
         ctx = self.ctx
@@ -194,6 +209,9 @@ class Scheduler:
         wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
         serial = 0
         while not goal():
+            if self.interrupts:
+                self._deliver_interrupts()
+                continue
             if runnable:
                 batch = runnable[:]
                 runnable.clear()
@@ -219,7 +237,7 @@ class Scheduler:
                             failed.append(t)
                         elif t.on_end is not None:
                             t.on_end(t)
-                for t, h in pending:
+                for t, h in pending:  # _register_pending, inlined: the hot path
                     t.waiting = h
                     waiters = h.waiters
                     if h.done:
@@ -245,6 +263,8 @@ class Scheduler:
             if woken:
                 for h in woken:
                     waiters = h.waiters
+                    if waiters is None:  # its waiter was interrupted
+                        continue
                     if waiters.__class__ is list:
                         runnable += waiters
                     else:
@@ -252,6 +272,38 @@ class Scheduler:
                     h.waiters = None
                 woken.clear()
         return True
+
+    def _deliver_interrupts(self) -> None:
+        interrupts = sorted(self.interrupts, key=lambda item: item[0].key)
+        self.interrupts.clear()
+        failed = []
+        for t, error in interrupts:
+            if t.greenlet.dead:
+                continue
+            t.waiting = None
+            if t.greenlet.throw(error) is not True:
+                self._ended(t)
+                if t.state is FAILED:
+                    failed.append(t)
+        self._register_pending()  # tasks that caught the error and wait again
+        if failed:
+            raise self._failure(failed)
+
+    def _register_pending(self) -> None:
+        """Move ``ctx._pending_worker_waits`` onto their handles (``_loop`` inlines this)."""
+        pending = self.ctx._pending_worker_waits
+        for t, h in pending:
+            t.waiting = h
+            if h.done:
+                self.runnable.append(t)
+            elif h.waiters is None:
+                h.waiters = t
+                h.add_callback(self.woken.append)
+            elif h.waiters.__class__ is list:
+                h.waiters.append(t)
+            else:
+                h.waiters = [h.waiters, t]
+        pending.clear()
 
     def _ended(self, t: Task) -> None:
         self.live -= 1
@@ -281,6 +333,7 @@ class Scheduler:
         for h in self.woken:
             h.waiters = None
         self.woken.clear()
+        self.interrupts.clear()
         ctx._pending_worker_waits.clear()
         self.live = 0
 
