@@ -88,4 +88,26 @@ def format_deadlock(report: dict) -> str:
     lines = [head]
     for row in table:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    lines.extend(report.get("details", ()))
     return "\n".join(lines)
+
+
+class CollectiveMismatchError(SimulationError):
+    """The members of a collective called it with different arguments (or different ops).
+
+    Raised in every member. ``collective`` is the rendezvous, ``fields`` the fingerprint
+    fields that differ; the message shows each rank's fingerprint.
+    """
+
+    def __init__(self, msg: str, collective=None, fields=()):
+        super().__init__(msg)
+        self.collective = collective
+        self.fields = list(fields)
+
+
+class DistTimeoutError(SimulationError):
+    """A collective stayed incomplete longer than its group's timeout of virtual time."""
+
+    def __init__(self, msg: str, collective=None):
+        super().__init__(msg)
+        self.collective = collective

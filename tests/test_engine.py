@@ -76,3 +76,13 @@ def test_interrupt_raises_in_each_blocked_rank_so_each_is_a_root_cause(ctx):
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
     assert list(info.value.errors) == [0, 1]
     assert str(info.value.errors[1]) == "interrupted rank 1"
+
+
+def test_stream_op_after_a_completed_work_op_is_scheduled():
+    engine = Engine()
+    stream = Stream(engine, "s")
+    stream.enqueue_work("work", lambda: engine.timer(4.0))
+    run(engine)
+    later = stream.enqueue(2.0, "later")
+    run(engine)
+    assert later.done and later.time_ns == 6.0

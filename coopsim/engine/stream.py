@@ -34,7 +34,7 @@ class Stream:
         if fn is not None:
             op.callbacks = [lambda _op: fn()]
         blockers = [d for d in deps if not d.done]
-        tail = self._tail_ns
+        tail = self._known_tail()
         if tail is not None and not blockers:
             end = (tail if tail > engine.now_ns else engine.now_ns) + duration_ns
             engine.schedule(op, end)
@@ -69,7 +69,7 @@ class Stream:
         timer = Handle(("start of {}", op))
         timer.callbacks = [begin]
         blockers = [d for d in deps if not d.done]
-        tail = self._tail_ns
+        tail = self._known_tail()
         if tail is not None and not blockers:
             engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + delay_ns)
         else:
@@ -79,6 +79,12 @@ class Stream:
         self._tail_ns = None  # the op's end is known only once its work completes
         self.last = op
         return op
+
+    def _known_tail(self) -> float | None:
+        """When the stream's last op ends, if known (it is, once that op is done)."""
+        if self._tail_ns is None and self.last is not None and self.last.done:
+            self._tail_ns = self.last.time_ns
+        return self._tail_ns
 
     def _start_after(self, op: Handle, duration_ns: float, blockers: list) -> None:
         remaining = [len(blockers)]

@@ -10,15 +10,19 @@ from greenlet import getcurrent
 from coopsim.engine import Engine, Handle, Network, SimDevice
 from coopsim.errors import DeadlockError
 from coopsim.runtime.frames import user_location
+from coopsim.distributed.api import Distributed
+from coopsim.distributed.ccl import load_ccl
+from coopsim.runtime.cuda import Cuda
 from coopsim.runtime.multiprocessing import Multiprocessing
 from coopsim.runtime.scheduler import Scheduler
 from coopsim.runtime.sim import Sim
+from coopsim.tensor import TensorAPI
 from coopsim.topology import load_topology
 
 RANK_ORDERS = ("ascending", "shuffled")
 
 
-class RuntimeContext:
+class RuntimeContext(TensorAPI):
     """One simulated machine, its virtual clock and the ranks that run on it.
 
     State (all on the context, none in module globals):
@@ -34,10 +38,11 @@ class RuntimeContext:
     """
 
     def __init__(self, topology=None, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending"):
+                 rank_order: str = "ascending", ccl=None):
         """``topology``: a bundled name (``"ring8"``), a path to a YAML file, or None for the
         default; ``seed`` seeds everything random (``rank_order="shuffled"``); ``watchdog_s``
-        stops a rank that runs that many wall seconds without yielding (default: off)."""
+        stops a rank that runs that many wall seconds without yielding (default: off);
+        ``ccl``: collective settings over configs/ccl.yaml (a path or a mapping)."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"RuntimeContext: seed must be an int, got {seed!r}")
         if watchdog_s is not None and not (isinstance(watchdog_s, (int, float)) and watchdog_s > 0):
@@ -60,6 +65,9 @@ class RuntimeContext:
         self._last_pid = 0
         self.multiprocessing = Multiprocessing(self)
         self.sim = Sim(self)
+        self.cuda = self.accelerator = Cuda(self)
+        self.ccl = load_ccl(ccl)
+        self.distributed = Distributed(self)
 
     def __enter__(self) -> "RuntimeContext":
         return self

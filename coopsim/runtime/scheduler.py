@@ -99,6 +99,7 @@ class Spawn:
         self.ranks = ranks
         self.outcome: BaseException | None = None
         self.finished = False
+        self.dist = None  # ctx.distributed's state for this spawn (a DistState), once initialised
 
 
 class Scheduler:
@@ -377,4 +378,6 @@ class Scheduler:
                 "time_ns": t.now_ns,
                 "where": user_location(frame) if frame is not None else None,
             })
-        return {"time_ns": self.ctx.engine.now_ns, "ranks": rows}
+        report = {"time_ns": self.ctx.engine.now_ns, "ranks": rows, "details": []}
+        self.ctx.distributed.explain_deadlock(report, spawn_ranks + programs)
+        return report

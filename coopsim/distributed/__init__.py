@@ -1,0 +1,1 @@
+"""The torch.distributed-shaped API: process groups, rendezvous and collective algorithms."""

@@ -1,0 +1,108 @@
+"""configs/ccl.yaml: the collective timing model and the algorithm for each collective."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from coopsim.distributed.algorithms import COLLECTIVES, algorithms_for
+
+MODELS = ("transfer", "analytic")
+DEFAULT_CCL = Path(__file__).resolve().parent.parent.parent / "configs" / "ccl.yaml"
+
+
+class CclConfigError(ValueError):
+    """A bad ccl setting: names the source, the key and what was expected."""
+
+
+class CclConfig:
+    """``model`` and, per collective, a list of ``(max_bytes or None, algorithm)`` rules."""
+
+    def __init__(self, model: str, rules: dict, source: str):
+        self.model = model
+        self.rules = rules
+        self.source = source
+
+    def algorithm(self, collective: str, nbytes: int, multi_node: bool) -> str:
+        """The algorithm of the first rule that admits ``nbytes`` (hierarchical only when the
+        group spans several nodes)."""
+        for max_bytes, algorithm in self.rules[collective]:
+            if algorithm == "hierarchical" and not multi_node:
+                continue
+            if max_bytes is None or nbytes <= max_bytes:
+                return algorithm
+        raise CclConfigError(f"{self.source}: algorithms.{collective}: no rule matches a message of "
+                             f"{nbytes} bytes; end the list with a rule without max_bytes")
+
+
+def load_ccl(spec=None) -> CclConfig:
+    """``spec``: None (configs/ccl.yaml), a path, or a mapping merged over the default file."""
+    base = _read(DEFAULT_CCL)
+    source = str(DEFAULT_CCL)
+    if isinstance(spec, CclConfig):
+        return spec
+    if spec is None:
+        data = base
+    elif isinstance(spec, dict):
+        data = {**base, **spec, "algorithms": {**base.get("algorithms", {}), **spec.get("algorithms", {})}}
+        source = "RuntimeContext(ccl={...})"
+    elif isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not path.is_file():
+            raise CclConfigError(f"ccl: expected a path to a YAML file or a mapping, got {str(spec)!r} (no such file)")
+        data = {**base, **_read(path)}
+        data["algorithms"] = {**base["algorithms"], **_read(path).get("algorithms", {})}
+        source = str(path)
+    else:
+        raise CclConfigError(f"ccl: expected None, a path or a mapping, got {spec!r}")
+    return _parse(data, source)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CclConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise CclConfigError(f"{path}: expected a mapping with keys model and algorithms")
+    return data
+
+
+def _parse(data: dict, source: str) -> CclConfig:
+    unknown = sorted(set(data) - {"model", "algorithms"})
+    if unknown:
+        raise CclConfigError(f"{source}: {unknown[0]}: unknown key; expected model or algorithms")
+    model = data.get("model", "transfer")
+    if model not in MODELS:
+        raise CclConfigError(f"{source}: model: expected one of {', '.join(MODELS)}, got {model!r}")
+    algorithms = data.get("algorithms") or {}
+    if not isinstance(algorithms, dict):
+        raise CclConfigError(f"{source}: algorithms: expected a mapping collective -> algorithm")
+    rules = {}
+    for collective in COLLECTIVES:
+        if collective not in algorithms:
+            raise CclConfigError(f"{source}: algorithms.{collective}: missing; expected one of "
+                                 f"{', '.join(algorithms_for(collective))}")
+    for collective, value in algorithms.items():
+        key = f"algorithms.{collective}"
+        if collective not in COLLECTIVES:
+            raise CclConfigError(f"{source}: {key}: unknown collective; expected one of {', '.join(COLLECTIVES)}")
+        entries = [{"algorithm": value}] if isinstance(value, str) else value
+        if not isinstance(entries, list) or not entries:
+            raise CclConfigError(f"{source}: {key}: expected an algorithm name or a list of rules, got {value!r}")
+        parsed = []
+        for i, entry in enumerate(entries):
+            where = f"{key}[{i}]"
+            if not isinstance(entry, dict) or set(entry) - {"max_bytes", "algorithm"}:
+                raise CclConfigError(f"{source}: {where}: expected {{max_bytes: <int>, algorithm: <name>}}, got {entry!r}")
+            algorithm = entry.get("algorithm")
+            if algorithm not in algorithms_for(collective):
+                raise CclConfigError(f"{source}: {where}.algorithm: expected one of "
+                                     f"{', '.join(algorithms_for(collective))}, got {algorithm!r}")
+            max_bytes = entry.get("max_bytes")
+            if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+                raise CclConfigError(f"{source}: {where}.max_bytes: expected an int >= 0, got {max_bytes!r}")
+            parsed.append((max_bytes, algorithm))
+        rules[collective] = parsed
+    return CclConfig(model, rules, source)

@@ -1,0 +1,117 @@
+"""Point-to-point: matching sends with receives, and moving the data over the links.
+
+A send and a receive match when they name each other (a receive with ``src=None`` takes any
+sender), on the same group and tag, in posting order (posting happens in round order: C9).
+A matched pair is checked (size and dtype: ``CollectiveMismatchError`` in both ranks), and the
+transfer starts when both ranks' streams have reached their op.
+"""
+
+from __future__ import annotations
+
+from coopsim.engine import Handle
+from coopsim.errors import CollectiveMismatchError
+
+
+class P2POpHandle(Handle):
+    """One side of a point-to-point transfer; ``post`` says who waits for whom."""
+
+    __slots__ = ("post",)
+
+    def __init__(self, desc, post):
+        super().__init__(desc)
+        self.post = post
+
+
+class Post:
+    """A posted send or receive."""
+
+    __slots__ = ("kind", "rank", "peer", "group", "tag", "tensor", "flat", "task", "done",
+                 "ready", "match", "error")
+
+    def __init__(self, kind, rank, peer, group, tag, tensor, flat, task):
+        self.kind = kind  # "send" | "recv"
+        self.rank = rank
+        self.peer = peer  # global rank; None for recv from any source
+        self.group = group
+        self.tag = tag
+        self.tensor = tensor
+        self.flat = flat
+        self.task = task
+        self.done = P2POpHandle(self.describe(), self)
+        self.ready = False
+        self.match: Post | None = None
+        self.error = None
+
+    def describe(self) -> str:
+        peer = "any" if self.peer is None else self.peer
+        key = "dst" if self.kind == "send" else "src"
+        return f"{self.kind}({key}={peer}) by rank {self.rank}"
+
+
+class P2P:
+    def __init__(self, dist):
+        self.dist = dist
+        self.unmatched: list[Post] = []  # in posting order
+
+    def post(self, post: Post) -> Post:
+        for other in self.unmatched:
+            if self._pair(post, other):
+                self.unmatched.remove(other)
+                post.match, other.match = other, post
+                self._check(post, other)
+                return post
+        self.unmatched.append(post)
+        return post
+
+    @staticmethod
+    def _pair(a: Post, b: Post) -> bool:
+        if a.kind == b.kind or a.group is not b.group or a.tag != b.tag:
+            return False
+        send, recv = (a, b) if a.kind == "send" else (b, a)
+        return send.peer == recv.rank and recv.peer in (None, send.rank)
+
+    def _check(self, a: Post, b: Post) -> None:
+        send, recv = (a, b) if a.kind == "send" else (b, a)
+        if send.flat.size == recv.flat.size and send.tensor.dtype is recv.tensor.dtype:
+            return
+        msg = (f"send/recv mismatch between rank {send.rank} and rank {recv.rank}: "
+               f"{send.describe()} sends {send.flat.size} elements of {send.tensor.dtype}, "
+               f"{recv.describe()} expects {recv.flat.size} elements of {recv.tensor.dtype}")
+        scheduler = self.dist.ctx._scheduler
+        for side in (send, recv):
+            side.error = CollectiveMismatchError(msg, None, ["size" if send.flat.size != recv.flat.size else "dtype"])
+        other = b  # a is the caller: it raises; b may be blocked
+        if not other.task.greenlet.dead:
+            scheduler.interrupt(other.task, other.error)
+        raise a.error
+
+    def ready(self, post: Post) -> Handle:
+        """The post's stream reached it; start the transfer once both sides are there."""
+        post.ready = True
+        other = post.match
+        if other is not None and other.ready:
+            self._transfer(post if post.kind == "send" else other)
+        return post.done
+
+    def _transfer(self, send: Post) -> None:
+        recv = send.match
+        ctx = self.dist.ctx
+        engine = ctx.engine
+        payload = send.flat.copy()
+        nbytes = payload.size * send.tensor.dtype.itemsize
+        src_dev, dst_dev = send.tensor._storage.device.index, recv.tensor._storage.device.index
+        route = ctx.topology.route(src_dev, dst_dev)
+
+        def arrived(_h):
+            recv.flat[:] = payload
+            engine.schedule(send.done, engine.now_ns)
+            engine.schedule(recv.done, engine.now_ns)
+
+        ctx.network.transfer(route, nbytes, f"p2p rank {send.rank} -> rank {recv.rank}", on_done=arrived)
+
+    def waits_on(self, handle) -> tuple[int | None, str] | None:
+        """(peer rank or None, description) if ``handle`` is a p2p side, else None."""
+        if isinstance(handle, P2POpHandle):
+            post = handle.post
+            return post.peer, post.describe()
+        return None

@@ -1,0 +1,631 @@
+"""Tensor ops: dtypes and type promotion, shape and scalar rules, storage, and the ops.
+
+``coopsim.tensor`` holds the ``Tensor`` surface and the host-read barrier; this module holds
+what its device ops do (docs/adr/0005-device-cost-model.md). Each op validates everything on
+the host (errors mirror PyTorch's messages), allocates its result, and enqueues on the
+device's stream a ``fn`` that computes the numbers when the op completes, never before.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import namedtuple
+
+import numpy as np
+
+# ``torch.return_types.max``: what ``max(dim)`` returns.
+MaxResult = namedtuple("max", ["values", "indices"])
+
+
+class DType:
+    """A tensor element type, as ``torch.dtype``: ``itemsize`` bytes per element.
+
+    Invariants: the five instances below are the only ones; they are immutable.
+    ``_np`` is the numpy type of the stored data, ``_opmath`` the type ops compute in
+    (float32 for the 16-bit floats, as CUDA kernels do). bfloat16 has no numpy type: it is
+    stored as float32 holding only bfloat16 values (every op that writes it rounds, see
+    ``round_bfloat16``); its sizes and costs are bfloat16's (2 bytes an element).
+    """
+
+    __slots__ = ("_name", "itemsize", "is_floating_point", "is_signed", "is_complex", "_np",
+                 "_opmath", "_scalar_name")
+
+    def __init__(self, name: str, itemsize: int, floating: bool, np_type, opmath, scalar_name: str):
+        for slot, value in (("_name", name), ("itemsize", itemsize), ("is_floating_point", floating),
+                            ("is_signed", True), ("is_complex", False), ("_np", np.dtype(np_type)),
+                            ("_opmath", np.dtype(opmath)), ("_scalar_name", scalar_name)):
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"dtype {self} is immutable")
+
+    def __repr__(self) -> str:
+        return f"torch.{self._name}"
+
+    def __reduce__(self):
+        return _dtype_named, (self._name,)
+
+
+float32 = DType("float32", 4, True, np.float32, np.float32, "Float")
+float16 = DType("float16", 2, True, np.float16, np.float32, "Half")
+bfloat16 = DType("bfloat16", 2, True, np.float32, np.float32, "BFloat16")
+int32 = DType("int32", 4, False, np.int32, np.int32, "Int")
+int64 = DType("int64", 8, False, np.int64, np.int64, "Long")
+DTYPES = (float32, float16, bfloat16, int32, int64)
+_FROM_NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float16): float16,
+               np.dtype(np.int32): int32, np.dtype(np.int64): int64}
+
+
+def _dtype_named(name: str) -> DType:
+    return next(d for d in DTYPES if d._name == name)
+
+
+def dtype_arg(dtype, default: DType, what: str) -> DType:
+    """``dtype`` (None: ``default``) checked to be one of ``DTYPES``."""
+    if dtype is None:
+        return default
+    if isinstance(dtype, DType):
+        return dtype
+    raise TypeError(f"{what}: dtype must be a coopsim dtype (ctx.float32, ctx.float16, "
+                    f"ctx.bfloat16, ctx.int32 or ctx.int64), got {dtype!r}")
+
+
+def dtype_of_numpy(np_dtype, what: str) -> DType:
+    """The coopsim dtype of a numpy array's dtype (float32, float16, int32, int64)."""
+    found = _FROM_NUMPY.get(np.dtype(np_dtype))
+    if found is None:
+        raise TypeError(f"{what}: numpy dtype {np.dtype(np_dtype)} is not supported; coopsim "
+                        f"tensors are float32, float16, bfloat16, int32 or int64 (convert the "
+                        f"array first, or pass dtype=...)")
+    return found
+
+
+# -- type promotion (torch's rules, restricted to the supported dtypes) ----------------------
+
+def promote(a: DType | None, b: DType | None) -> DType | None:
+    """``torch.promote_types`` for the supported dtypes (None: no operand of that kind)."""
+    if a is b or b is None:
+        return a
+    if a is None:
+        return b
+    if a.is_floating_point != b.is_floating_point:
+        return a if a.is_floating_point else b
+    return float32 if a.is_floating_point else int64  # two distinct floats / two distinct ints
+
+
+def _combine(higher: DType | None, lower: DType | None) -> DType | None:
+    if higher is None:
+        return lower
+    if lower is None or higher.is_floating_point:
+        return higher
+    return promote(higher, lower) if lower.is_floating_point else higher
+
+
+def result_type(operands) -> DType:
+    """``torch.result_type``: tensors with dimensions decide over 0-d tensors, which decide
+    over Python scalars, unless the lower kind is floating and the higher is not.
+
+    ``operands`` holds ``(dtype, ndim)`` for tensors and Python ``int``/``float`` scalars
+    (a Python int counts as int64, a Python float as float32, torch's default dtype).
+    """
+    dims = zeros = wrapped = None
+    for v in operands:
+        if type(v) is tuple:
+            if v[1]:
+                dims = promote(dims, v[0])
+            else:
+                zeros = promote(zeros, v[0])
+        else:
+            wrapped = promote(wrapped, int64 if type(v) is int else float32)
+    return _combine(dims, _combine(zeros, wrapped))
+
+
+def can_cast(src: DType, dst: DType) -> bool:
+    """torch's ``canCast`` for an op's result into an in-place output: not float into int."""
+    return dst.is_floating_point or not src.is_floating_point
+
+
+# -- Python scalars ----------------------------------------------------------------------------
+
+def scalar(value, what: str):
+    """A Python number operand as ``int`` or ``float`` (bools are ints); else TypeError."""
+    t = type(value)
+    if t is int or t is float:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"{what}: expected a Tensor or a Python number, got {t.__name__}")
+
+
+def checked_scalar(value, np_type: np.dtype, what: str):
+    """``value`` converted to ``np_type`` as torch's ``checked_convert`` does: an integer or a
+    finite float outside the type's range raises (floats into ints truncate; inf and nan
+    convert to float types only)."""
+    def overflow():
+        return RuntimeError(f"{what}: value {value} cannot be converted to type {np_type} "
+                            f"without overflow")
+
+    if np_type.kind == "i":
+        if type(value) is float:
+            if value != value or abs(value) == float("inf"):
+                raise overflow()
+            value = int(value)
+        info = np.iinfo(np_type)
+        if not info.min <= value <= info.max:
+            raise overflow()
+        return np_type.type(value)
+    try:
+        as_float = float(value)
+    except OverflowError:
+        raise overflow() from None
+    if as_float != as_float or abs(as_float) == float("inf") or abs(as_float) <= float(np.finfo(np_type).max):
+        return np_type.type(as_float)
+    raise overflow()
+
+
+_BFLOAT16_MAX = 3.3895313892515355e38
+
+
+def checked_fill(value, dtype: DType, what: str):
+    """A fill value for a tensor of ``dtype`` (bfloat16's range is checked, then rounded)."""
+    if dtype is bfloat16 and type(value) is float and _BFLOAT16_MAX < abs(value) < float("inf"):
+        raise RuntimeError(f"{what}: value {value} cannot be converted to type torch.bfloat16 "
+                           f"without overflow")
+    return checked_scalar(value, dtype._np, what)
+
+
+# -- bfloat16 ----------------------------------------------------------------------------------
+
+def round_bfloat16(a: np.ndarray) -> None:
+    """Round float32 ``a`` in place to the nearest bfloat16 value, ties to even.
+
+    A bfloat16 is the upper 16 bits of a float32. Adding ``0x7FFF`` plus the kept part's
+    lowest bit to the bits, then dropping the low 16, rounds to nearest with exact halves to
+    the even neighbour. Overflow rounds to inf, as a conversion would; NaNs are restored
+    (the carry can turn one into -0.0). Works on any strided view.
+    """
+    if a.size == 0:
+        return
+    nans = np.isnan(a)
+    bits = a.view(np.uint32)
+    bits += (bits >> 16) & 1
+    bits += 0x7FFF
+    bits &= 0xFFFF0000
+    if nans.any():
+        a[nans] = np.nan
+
+
+# -- shapes ------------------------------------------------------------------------------------
+
+def size_arg(args: tuple, what: str) -> tuple:
+    """``zeros(2, 3)`` / ``zeros((2, 3))`` / ``zeros([2, 3])`` -> ``(2, 3)``, checked."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    shape = []
+    for s in args:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"{what}: size must be ints or one tuple of ints, got {args!r}")
+        if s < 0:
+            raise RuntimeError(f"{what}: Trying to create tensor with negative dimension {s}: "
+                               f"{list(args)}")
+        shape.append(int(s))
+    return tuple(shape)
+
+
+def infer_shape(args: tuple, numel: int, what: str) -> tuple:
+    """A ``view``/``reshape`` target shape, with at most one ``-1`` inferred from ``numel``."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in args):
+        raise TypeError(f"{what}: shape must be ints or one tuple of ints, got {args!r}")
+    shape = [int(s) for s in args]
+    if shape.count(-1) > 1:
+        raise RuntimeError(f"{what}: only one dimension can be inferred, got {shape}")
+    if any(s < -1 for s in shape):
+        raise RuntimeError(f"{what}: invalid shape dimension {min(shape)} in {shape}")
+    known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+        shape[shape.index(-1)] = numel // known
+    elif known != numel:
+        raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+    return tuple(shape)
+
+
+def broadcast_shapes(a: tuple, b: tuple) -> tuple:
+    """numpy/torch broadcasting of two shapes, with torch's error message."""
+    if a == b:
+        return a
+    n = max(len(a), len(b))
+    a1 = (1,) * (n - len(a)) + a
+    b1 = (1,) * (n - len(b)) + b
+    out = []
+    for i, (x, y) in enumerate(zip(a1, b1)):
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(f"The size of tensor a ({x}) must match the size of tensor b "
+                               f"({y}) at non-singleton dimension {i}")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def wrap_dim(dim, ndim: int, what: str) -> int:
+    """A dimension index in ``[-ndim, ndim)`` made non-negative (a 0-d tensor takes 0 and -1)."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{what}: dim must be an int, got {dim!r}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{what}: Dimension out of range (expected to be in range of "
+                         f"[{-n}, {n - 1}], but got {dim})")
+    return int(dim) % n
+
+
+def reduce_dims(dim, ndim: int, what: str) -> tuple:
+    """The axes a reduction over ``dim`` (None, an int, or a sequence of ints) covers."""
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):  # torch: [] means all
+        return tuple(range(ndim))
+    dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    axes = [wrap_dim(d, ndim, what) for d in dims]
+    for a in axes:
+        if axes.count(a) > 1:
+            raise RuntimeError(f"{what}: dim {a} appears multiple times in the list of dims")
+    return tuple(sorted(axes)) if ndim else ()
+
+
+def reduced_shape(shape: tuple, axes: tuple, keepdim: bool) -> tuple:
+    if keepdim:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+def matmul_shape(a: tuple, b: tuple, a_dtype: DType, b_dtype: DType) -> tuple:
+    """``torch.matmul``'s result shape and its ``(batch, m, n, k)``, with torch's errors."""
+    if not a or not b:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
+                           f"{len(a)}D and {len(b)}D")
+    if a_dtype is not b_dtype:
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {a_dtype} != {b_dtype}")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        if len(a) == 1 and len(b) == 1:
+            raise RuntimeError(f"inconsistent tensor size, expected tensor [{a[0]}] and src "
+                               f"[{b[0]}] to have the same number of elements, but got {a[0]} "
+                               f"and {b[0]} elements respectively")
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
+                           f"({'x'.join(map(str, a))} and {'x'.join(map(str, b))})")
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    m, k, n = a2[-2], a2[-1], b2[-1]
+    shape = batch + ((m,) if len(a) > 1 else ()) + ((n,) if len(b) > 1 else ())
+    return shape, int(np.prod(batch, dtype=np.int64)), m, n, k
+
+
+def host_array(data, dtype: DType | None, what: str) -> tuple[np.ndarray, DType]:
+    """Host ``data`` as a fresh array of the tensor's numpy type, and the tensor's dtype.
+
+    Without ``dtype``, torch.tensor's inference: Python ints -> int64, floats -> float32;
+    numpy arrays keep their dtype, which must be a supported one.
+    """
+    try:
+        array = np.array(data)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"{what}: cannot make a tensor of this data: {e}") from None
+    if array.dtype.kind not in "if":
+        raise TypeError(f"{what}: cannot make a tensor of {type(data).__name__} data of numpy "
+                        f"dtype {array.dtype}; give ints or floats")
+    if dtype is None:
+        if isinstance(data, np.ndarray):
+            dtype = dtype_of_numpy(array.dtype, what)
+        else:
+            dtype = int64 if array.dtype.kind == "i" else float32
+    dtype = dtype_arg(dtype, None, what)
+    with np.errstate(all="ignore"):
+        return array.astype(dtype._np), dtype
+
+
+def host_value(value, dtype: DType, what: str):
+    """A Python number as the stored value of one element of ``dtype`` (checked, rounded)."""
+    v = np.array(checked_fill(value, dtype, what), dtype._np)
+    if dtype is bfloat16:
+        round_bfloat16(v)
+    return v[()]
+
+
+# -- storage and launch ------------------------------------------------------------------------
+
+class Storage:
+    """One allocation on one device (a ``SimDevice``).
+
+    ``last_write`` is the Handle of the last op enqueued that writes ``data`` (None: no op
+    ever did, e.g. ``empty``); a host read waits for it. ``nbytes`` (the dtype's size, 2 bytes
+    an element for bfloat16) is accounted on ``device`` from construction until the storage
+    is collected, after its last tensor. Construct only through ``allocate``.
+    """
+
+    __slots__ = ("ctx", "device", "data", "nbytes", "last_write")
+
+    def __init__(self, ctx, device, data: np.ndarray, nbytes: int):
+        self.ctx = ctx
+        self.device = device
+        self.data = data
+        self.nbytes = nbytes
+        self.last_write = None
+
+    def __del__(self):
+        self.device.free(self.nbytes)
+
+
+def allocate(make, ctx, device, shape: tuple, dtype: DType, init=np.empty):
+    """``make(array, storage, dtype)`` (``Tensor._make``) over a fresh storage of ``shape``
+    whose data is ``init(shape, dtype._np)``: by default uninitialised memory that an op
+    will write entirely. The device's accounting comes first, so an allocation beyond its
+    memory raises OutOfMemoryError before any host memory is taken."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    device.allocate(nbytes)
+    try:
+        array = init(shape, dtype._np)
+    except BaseException:
+        device.free(nbytes)
+        raise
+    return make(array, Storage(ctx, device, array, nbytes), dtype)
+
+
+def _result(t, shape: tuple, dtype: DType):
+    """A fresh tensor (of ``t``'s class) on ``t``'s device, for an op to write."""
+    s = t._storage
+    return allocate(t._make, s.ctx, s.device, shape, dtype)
+
+
+def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
+    """Enqueue an op on ``device``'s stream (roofline cost); it becomes the last write of the
+    storages of the ``written`` tensors."""
+    op = device.launch(desc, nbytes, flops, dtype._name, fn)
+    for t in written:
+        t._storage.last_write = op
+    return op
+
+
+def nbytes(t) -> int:
+    return t._array.size * t._dtype.itemsize
+
+
+def same_device(a, b) -> None:
+    if a._storage.device is not b._storage.device:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                           f"devices, cuda:{a._storage.device.index} and cuda:{b._storage.device.index}!")
+
+
+def _check_overlap(out, src) -> None:
+    """torch refuses an op whose input partly overlaps the memory it writes."""
+    a, b = out._array, src._array
+    if out._storage is not src._storage or a is b:
+        return
+    same = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+    if not same and np.may_share_memory(a, b):
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the "
+                           "written-to tensor refer to a single memory location. Please clone() "
+                           "the tensor before performing the operation.")
+
+
+# -- ops: each validates on the host, allocates its result, enqueues its fn -------------------
+# ``t`` is always a Tensor; ops make their results with ``t._make``, so this module never
+# imports ``coopsim.tensor`` (which imports it).
+
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
+
+
+def binary(name: str, t, other, reflected: bool = False, out=None, alpha=1):
+    """``t <name> other`` (``other <name> t`` if ``reflected``) elementwise with broadcasting,
+    into a new tensor or into ``out`` (in-place ops pass ``out=t``).
+
+    ``other`` is a tensor or a Python number. Computes in the promoted type's opmath (float32
+    for 16-bit floats), then casts to the output's dtype. Cost: bytes of the tensor inputs
+    read + bytes of the output written; one flop an output element.
+    """
+    what = name if out is None else name + "_"
+    ot = isinstance(other, type(t))
+    if ot:
+        same_device(t, other)
+    else:
+        other = scalar(other, what)
+    x, y = (other, t) if reflected else (t, other)
+    xt, yt = (ot, True) if reflected else (True, ot)
+    promoted = result_type(((x._dtype, x._array.ndim) if xt else x, (y._dtype, y._array.ndim) if yt else y))
+    if name == "div" and not promoted.is_floating_point:
+        promoted = float32  # true division, as torch
+    compute = promoted._opmath
+    alpha_c = None
+    if alpha != 1:
+        alpha = scalar(alpha, what)
+        if type(alpha) is float and not promoted.is_floating_point:
+            raise RuntimeError("For integral input tensors, argument alpha must not be a floating "
+                               "point number.")
+        alpha_c = checked_scalar(alpha, compute, what)
+    shape = broadcast_shapes(x._array.shape if xt else (), y._array.shape if yt else ())
+    if out is None:
+        out = _result(t, shape, promoted)
+    else:
+        if shape != out._array.shape:
+            raise RuntimeError(f"output with shape {list(out._array.shape)} doesn't match the "
+                               f"broadcast shape {list(shape)}")
+        if not can_cast(promoted, out._dtype):
+            raise RuntimeError(f"result type {promoted._scalar_name} can't be cast to the desired "
+                               f"output type {out._dtype._scalar_name}")
+        if ot:
+            _check_overlap(out, other)
+    xa = x._array if xt else checked_scalar(x, compute, what)
+    ya = y._array if yt else checked_scalar(y, compute, what)
+    out_arr = out._array
+    direct = out_arr.dtype == compute
+    rounds = out._dtype is bfloat16
+    ufunc = _UFUNCS[name]
+
+    def fn():
+        with np.errstate(all="ignore"):
+            a = xa.astype(compute, copy=False) if xt else xa
+            b = ya.astype(compute, copy=False) if yt else ya
+            if alpha_c is not None:
+                b = np.multiply(b, alpha_c)
+            if direct:
+                ufunc(a, b, out=out_arr)
+            else:
+                np.copyto(out_arr, ufunc(a, b), casting="unsafe")
+            if rounds:
+                round_bfloat16(out_arr)
+
+    device = t._storage.device
+    launch(device, (what + " {} on cuda:{}", shape, device.index),
+           nbytes(t) + (nbytes(other) if ot else 0) + nbytes(out), out_arr.size, promoted, fn, out)
+    return out
+
+
+def reduce(name: str, t, dim, keepdim: bool):
+    """``sum``/``mean`` over ``dim`` (None: all), accumulated in float32 (floats) or int64;
+    integer sums are int64, as torch. Cost: bytes of the input read + bytes of the result
+    written; one flop an input element."""
+    dtype = t._dtype
+    if name == "mean" and not dtype.is_floating_point:
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
+                           f"floating point or complex dtype. Got: {dtype._scalar_name}")
+    arr = t._array
+    axes = reduce_dims(dim, arr.ndim, name)
+    out_dtype = dtype if dtype.is_floating_point else int64
+    out = _result(t, reduced_shape(arr.shape, axes, keepdim), out_dtype)
+    out_arr = out._array
+    acc = np.dtype(np.float32 if dtype.is_floating_point else np.int64)
+    count = acc.type(math.prod(arr.shape[a] for a in axes))
+    rounds = out_dtype is bfloat16
+
+    def fn():
+        with np.errstate(all="ignore"):
+            r = np.sum(arr, axis=axes, dtype=acc, keepdims=keepdim)
+            if name == "mean":
+                r = np.divide(r, count)
+            np.copyto(out_arr, r, casting="unsafe")
+            if rounds:
+                round_bfloat16(out_arr)
+
+    device = t._storage.device
+    launch(device, (name + " {} on cuda:{}", arr.shape, device.index), nbytes(t) + nbytes(out),
+           arr.size, dtype, fn, out)
+    return out
+
+
+def max_(t, dim, keepdim: bool):
+    """``max()`` -> a 0-d tensor; ``max(dim)`` -> ``(values, indices)`` (the first index of
+    the maximum, int64). Cost: bytes read + bytes written; one flop an input element."""
+    arr, device = t._array, t._storage.device
+    if dim is None:
+        if arr.size == 0:
+            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() "
+                               "== 0. Specify the reduction dim with the 'dim' argument.")
+        out = _result(t, (), t._dtype)
+        out_arr = out._array
+        launch(device, ("max {} on cuda:{}", arr.shape, device.index), nbytes(t) + nbytes(out),
+               arr.size, t._dtype, lambda: np.copyto(out_arr, np.max(arr)), out)
+        return out
+    d = wrap_dim(dim, arr.ndim, "max")
+    if arr.ndim and arr.shape[d] == 0:
+        raise IndexError(f"max(): Expected reduction dim {d} to have non-zero size.")
+    axis = d if arr.ndim else None
+    shape = reduced_shape(arr.shape, (d,) if arr.ndim else (), keepdim)
+    values, indices = _result(t, shape, t._dtype), _result(t, shape, int64)
+    v_arr, i_arr = values._array, indices._array
+
+    def fn():
+        np.copyto(v_arr, np.max(arr, axis=axis, keepdims=keepdim))
+        np.copyto(i_arr, np.argmax(arr, axis=axis, keepdims=keepdim))
+
+    launch(device, ("max(dim={}) {} on cuda:{}", d, arr.shape, device.index),
+           nbytes(t) + nbytes(values) + nbytes(indices), arr.size, t._dtype, fn, values, indices)
+    return MaxResult(values, indices)
+
+
+def matmul(a, b):
+    """``torch.matmul``. Cost: bytes of a, b and the result; ``2 * batch * m * n * k`` flops
+    at the dtype's peak (float16/bfloat16 accumulate in float32)."""
+    if not isinstance(b, type(a)):
+        raise TypeError(f"matmul: expected a Tensor, got {type(b).__name__}")
+    same_device(a, b)
+    shape, batch, m, n, k = matmul_shape(a._array.shape, b._array.shape, a._dtype, b._dtype)
+    out = _result(a, shape, a._dtype)
+    aa, ba, out_arr = a._array, b._array, out._array
+    compute = a._dtype._opmath
+    direct = out_arr.dtype == compute
+    rounds = a._dtype is bfloat16
+
+    def fn():
+        with np.errstate(all="ignore"):
+            x, y = aa.astype(compute, copy=False), ba.astype(compute, copy=False)
+            if direct:
+                np.matmul(x, y, out=out_arr)
+            else:
+                np.copyto(out_arr, np.matmul(x, y), casting="unsafe")
+            if rounds:
+                round_bfloat16(out_arr)
+
+    device = a._storage.device
+    launch(device, ("matmul {} @ {} on cuda:{}", aa.shape, ba.shape, device.index),
+           nbytes(a) + nbytes(b) + nbytes(out), 2 * batch * m * n * k, a._dtype, fn, out)
+    return out
+
+
+def copy(dst, src):
+    """``dst.copy_(src)``: src broadcast to dst's shape and cast to its dtype (floats into
+    ints truncate; out-of-range values are numpy's). Cost: bytes of src read + dst written."""
+    if not isinstance(src, type(dst)):
+        raise TypeError(f"copy_: expected a Tensor as src, got {type(src).__name__}")
+    same_device(dst, src)
+    d_arr, s_arr = dst._array, src._array
+    broadcastable = len(s_arr.shape) <= len(d_arr.shape) and all(
+        s == d or s == 1 for s, d in zip(reversed(s_arr.shape), reversed(d_arr.shape)))
+    if not broadcastable:
+        raise RuntimeError(f"copy_: the source's shape {list(s_arr.shape)} cannot be broadcast "
+                           f"to the destination's shape {list(d_arr.shape)}")
+    if src is dst:
+        return dst
+    _check_overlap(dst, src)
+    rounds = dst._dtype is bfloat16 and src._dtype is not bfloat16
+
+    def fn():
+        with np.errstate(all="ignore"):
+            np.copyto(d_arr, s_arr, casting="unsafe")
+            if rounds:
+                round_bfloat16(d_arr)
+
+    device = dst._storage.device
+    launch(device, ("copy_ {} on cuda:{}", d_arr.shape, device.index), nbytes(src) + nbytes(dst),
+           0, dst._dtype, fn, dst)
+    return dst
+
+
+def fill(dst, value, what: str):
+    """Every element of ``dst`` := ``value`` (a Python number, checked on the host, or a 0-d
+    tensor read on the device). Cost: bytes of dst written (+ the value tensor's read)."""
+    d_arr, device = dst._array, dst._storage.device
+    cost = nbytes(dst)
+    if isinstance(value, type(dst)):
+        same_device(dst, value)
+        if value._array.ndim:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                               f"with {value._array.ndim} dimensions.")
+        v_arr, rounds = value._array, dst._dtype is bfloat16 and value._dtype is not bfloat16
+        cost += nbytes(value)
+
+        def fn():
+            with np.errstate(all="ignore"):
+                np.copyto(d_arr, v_arr, casting="unsafe")
+                if rounds:
+                    round_bfloat16(d_arr)
+    else:
+        v = host_value(scalar(value, what), dst._dtype, what)
+
+        def fn():
+            d_arr[...] = v
+
+    launch(device, (what + " {} on cuda:{}", d_arr.shape, device.index), cost, 0, dst._dtype, fn, dst)
+    return dst
