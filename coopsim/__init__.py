@@ -1,7 +1,9 @@
 """coopsim: run an N-rank distributed program as N greenlets on a modelled machine."""
 
 from coopsim.errors import (
+    CollectiveMismatchError,
     DeadlockError,
+    DistTimeoutError,
     ProcessException,
     ProcessRaisedException,
     SimulationError,
@@ -11,7 +13,9 @@ from coopsim.errors import (
 from coopsim.runtime import RuntimeContext
 
 __all__ = [
+    "CollectiveMismatchError",
     "DeadlockError",
+    "DistTimeoutError",
     "ProcessException",
     "ProcessRaisedException",
     "RuntimeContext",

@@ -544,6 +544,7 @@ class Distributed:
                                         device.kind.launch_overhead_ns)
         if kind == "recv":
             tensor._storage.last_write = op
+        state.p2p.track(op, post)
         work = Work(self._ctx, op, lambda: post.error)
         work._post = post
         return work

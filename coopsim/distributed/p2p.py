@@ -52,6 +52,7 @@ class P2P:
     def __init__(self, dist):
         self.dist = dist
         self.unmatched: list[Post] = []  # in posting order
+        self.by_op: dict = {}  # stream op Handle -> its Post, while incomplete (for reports)
 
     def post(self, post: Post) -> Post:
         for other in self.unmatched:
@@ -109,9 +110,12 @@ class P2P:
 
         ctx.network.transfer(route, nbytes, f"p2p rank {send.rank} -> rank {recv.rank}", on_done=arrived)
 
+    def track(self, op: Handle, post: Post) -> None:
+        """Remember that stream op ``op`` is ``post``'s, until it completes."""
+        self.by_op[op] = post
+        op.add_callback(lambda _op: self.by_op.pop(op, None))
+
     def waits_on(self, handle) -> tuple[int | None, str] | None:
-        """(peer rank or None, description) if ``handle`` is a p2p side, else None."""
-        if isinstance(handle, P2POpHandle):
-            post = handle.post
-            return post.peer, post.describe()
-        return None
+        """(peer rank or None, description) if ``handle`` is a p2p op, else None."""
+        post = handle.post if isinstance(handle, P2POpHandle) else self.by_op.get(handle)
+        return None if post is None else (post.peer, post.describe())

@@ -211,7 +211,9 @@ class Scheduler:
         serial = 0
         while not goal():
             if self.interrupts:
-                self._deliver_interrupts()
+                failed = self._deliver_interrupts([])
+                if failed:
+                    raise self._failure(failed)
                 continue
             if runnable:
                 batch = runnable[:]
@@ -255,6 +257,8 @@ class Scheduler:
                         h.waiters = [waiters, t]
                 pending.clear()
                 if failed:
+                    if self.interrupts:  # siblings failed by the same event fail in this round too
+                        self._deliver_interrupts(failed)
                     raise self._failure(failed)
                 if deadline is not None and time.monotonic() > deadline:
                     return False
@@ -274,10 +278,12 @@ class Scheduler:
                 woken.clear()
         return True
 
-    def _deliver_interrupts(self) -> None:
+    def _deliver_interrupts(self, failed: list) -> list:
+        """Throw the pending interrupts; the tasks that fail by them join ``failed``."""
         interrupts = sorted(self.interrupts, key=lambda item: item[0].key)
         self.interrupts.clear()
-        failed = []
+        interrupted = {t for t, _ in interrupts}
+        self.runnable[:] = [t for t in self.runnable if t not in interrupted]
         for t, error in interrupts:
             if t.greenlet.dead:
                 continue
@@ -287,8 +293,7 @@ class Scheduler:
                 if t.state is FAILED:
                     failed.append(t)
         self._register_pending()  # tasks that caught the error and wait again
-        if failed:
-            raise self._failure(failed)
+        return failed
 
     def _register_pending(self) -> None:
         """Move ``ctx._pending_worker_waits`` onto their handles (``_loop`` inlines this)."""
