@@ -214,7 +214,7 @@ def reference(plan: Plan, arrivals) -> None:
     if kind in ("all_reduce", "reduce", "reduce_scatter"):
         acc = ins[0].copy()
         for x in ins[1:]:
-            acc = op(acc, x)
+            op(acc, x, out=acc)
         if plan.post is not None:
             acc = plan.post(acc)
         if kind == "all_reduce":
