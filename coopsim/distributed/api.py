@@ -16,7 +16,7 @@ import numpy as np
 
 from coopsim.distributed.algorithms import build_schedule, chunks
 from coopsim.distributed.ccl import load_ccl
-from coopsim.distributed.collective import Arrival, Plan
+from coopsim.distributed.collective import Arrival, Compiled, Plan
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import P2P
 from coopsim.engine import Handle
@@ -111,8 +111,17 @@ class DistState:
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(self)
         self.pending: dict[int, list] = {}  # rank -> its open collective Arrivals, in order
+        self._schedules: dict = {}  # build_schedule's arguments -> Schedule
+        self._compiled: dict = {}  # Schedule -> Compiled (TimedRun's tables for it)
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
         self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
+
+    def compiled(self, schedule):
+        """``TimedRun``'s tables for ``schedule``, built once per schedule."""
+        compiled = self._compiled.get(id(schedule))
+        if compiled is None or compiled.schedule is not schedule:
+            compiled = self._compiled[id(schedule)] = Compiled(schedule)
+        return compiled
 
     def monitored_barrier(self, group, task, timeout_ns: float, wait_all_ranks: bool):
         """Member 0 waits for the others (at most ``timeout_ns``: a real timeout, which fires
@@ -183,8 +192,11 @@ class DistState:
             if fp.get("splits_in") is not None:
                 schedule = _uneven_all_to_all(fp, arrivals)
             else:
-                schedule = build_schedule(kind, algorithm, p, count, root if kind in _ROOTED else None,
-                                          nodes if algorithm == "hierarchical" else None)
+                key = (kind, algorithm, p, count, root if kind in _ROOTED else None,
+                       tuple(nodes) if algorithm == "hierarchical" else None)
+                schedule = self._schedules.get(key)
+                if schedule is None:
+                    schedule = self._schedules[key] = build_schedule(*key[:5], key[5] and list(key[5]))
         return Plan(collective=kind, algorithm=algorithm, schedule=schedule, nbytes=nbytes,
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
                     devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma)

@@ -158,7 +158,7 @@ class Collective:
         if dist.ccl.model == "analytic":
             self._run_analytic(arrivals, spec)
         else:
-            TimedRun(self, arrivals, spec).start()
+            TimedRun(self, arrivals, spec, dist.compiled(spec.schedule)).start()
 
     def _run_analytic(self, arrivals, spec) -> None:
         engine = self.dist.ctx.engine
@@ -246,17 +246,61 @@ def reference(plan: Plan, arrivals) -> None:
         raise AssertionError(kind)
 
 
+class Compiled:
+    """A schedule prepared for ``TimedRun`` (built once per schedule, then reused).
+
+    ``items[k][r]``: indices into step k's transfers that rank r takes part in, in listed
+    order. ``eager[k][r]``: rank r may apply its step-k receives on arrival, reading the
+    sender's buffer directly (no snapshot copy): its receives write pairwise disjoint slices
+    that none of its step-k sends reads, and it has no local copy in the step. Then neither
+    the order of applications nor any send of the step can observe the difference, and the
+    sender cannot change the slice before the payload is applied (it writes its own buffers
+    only by its own receives, which are disjoint from its sends, or at the end of its step,
+    after this transfer was delivered).
+    """
+
+    def __init__(self, schedule):
+        p = schedule.p
+        self.schedule = schedule
+        self.items = []
+        self.eager = []
+        for step in schedule.steps:
+            per_rank = [[] for _ in range(p)]
+            for i, x in enumerate(step.xfers):
+                per_rank[x.src].append(i)
+                if x.dst != x.src:
+                    per_rank[x.dst].append(i)
+            self.items.append(per_rank)
+            self.eager.append([_eager(r, [step.xfers[i] for i in per_rank[r]]) for r in range(p)])
+
+
+def _eager(r: int, xfers) -> bool:
+    writes, reads = [], []
+    for x in xfers:
+        if x.src == x.dst:
+            return False
+        if x.dst == r:
+            writes.append((x.dst_buf, x.dst_off, x.dst_off + x.count))
+        else:
+            reads.append((x.src_buf, x.src_off, x.src_off + x.count))
+    for i, (buf, lo, hi) in enumerate(writes):
+        for other in writes[i + 1:] + reads:
+            if other[0] == buf and other[1] < hi and lo < other[2]:
+                return False
+    return True
+
+
 class TimedRun:
     """A schedule executed on the network (ADR-0008 semantics, ADR-0004 link contention).
 
     Per rank: its current step; the items (transfers sent or received, local copies) of that
     step still outstanding; the payloads received for it. A transfer of step k starts when
     both ends have started step k; a reduction costs ``gamma`` per byte after arrival; a rank
-    applies its step's receives in listed order when the step's items are all done, then
-    starts the next step.
+    applies its step's receives in listed order when the step's items are all done (or on
+    arrival, where ``Compiled.eager`` shows that is the same), then starts the next step.
     """
 
-    def __init__(self, collective: Collective, arrivals, plan: Plan):
+    def __init__(self, collective: Collective, arrivals, plan: Plan, compiled: Compiled):
         self.collective = collective
         self.arrivals = arrivals
         self.plan = plan
@@ -266,15 +310,8 @@ class TimedRun:
         self.step = [-1] * p
         self.outstanding = [0] * p
         self.received: list[list] = [[] for _ in range(p)]
-        # per step: for each rank, its items (index into step.xfers)
-        self.items = []
-        for step in schedule.steps:
-            per_rank = [[] for _ in range(p)]
-            for i, x in enumerate(step.xfers):
-                per_rank[x.src].append(i)
-                if x.dst != x.src:
-                    per_rank[x.dst].append(i)
-            self.items.append(per_rank)
+        self.items = compiled.items
+        self.eager = compiled.eager
         self.ends_started = [dict() for _ in schedule.steps]
         tmp = schedule.tmp_count
         self.bufs = [{"in": a.ins, "out": a.outs,
@@ -317,15 +354,19 @@ class TimedRun:
         timer.add_callback(lambda _t: self._item_done(r))
 
     def _send(self, k, i, x) -> None:
-        payload = self._payload(x)
+        eager = self.eager[k][x.dst]
+        payload = None if eager else self._payload(x)
         plan = self.plan
         nbytes = x.count * plan.itemsize
         route = self.ctx.topology.route(plan.devices[x.src], plan.devices[x.dst])
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
 
         def arrived(_h):
+            if eager:
+                self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
+            else:
+                self.received[x.dst].append((i, x, payload))
             self._item_done(x.src)
-            self.received[x.dst].append((i, x, payload))
             if x.reduce and plan.gamma_ns_per_byte:
                 timer = self.ctx.engine.timer(nbytes * plan.gamma_ns_per_byte, ("reduce in {}", self.collective.name))
                 timer.add_callback(lambda _t: self._item_done(x.dst))
@@ -339,17 +380,19 @@ class TimedRun:
         if self.outstanding[r]:
             return
         k = self.step[r]
-        received = sorted(self.received[r], key=_listed_order)  # applications in listed order
-        self.received[r] = []
-        ufunc = self.plan.ufunc
-        for _, x, payload in received:
-            target = self.bufs[r][x.dst_buf]
-            lo, hi = x.dst_off, x.dst_off + x.count
-            if x.reduce:
-                ufunc(target[lo:hi], payload, out=target[lo:hi])
-            else:
-                target[lo:hi] = payload
+        if self.received[r]:
+            received = sorted(self.received[r], key=_listed_order)  # applications in listed order
+            self.received[r] = []
+            for _, x, payload in received:
+                self._apply(x, payload)
         self._start_step(r, k + 1)
+
+    def _apply(self, x, payload) -> None:
+        target = self.bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
+        if x.reduce:
+            self.plan.ufunc(target, payload, out=target)
+        else:
+            target[:] = payload
 
     def _rank_done(self, r: int) -> None:
         arrival = self.arrivals[r]
