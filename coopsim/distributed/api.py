@@ -10,7 +10,7 @@ done. State lives per spawn on ``ctx._scheduler.spawn.dist`` (a ``DistState``).
 from __future__ import annotations
 
 import datetime
-import warnings
+import functools
 
 import numpy as np
 
@@ -165,12 +165,16 @@ class DistState:
         kind = _KINDS.get(kind, kind)
         dtype = fp["dtype_obj"]
         count = fp["count"]
-        if p == 1 or count == 0:
+        splits_in = fp.get("splits_in")
+        moves = any(any(a.fingerprint["splits_in"]) for a in arrivals) if splits_in is not None else count
+        if p == 1 or not moves:
             _single_rank(kind, arrivals, fp)
             return None
         itemsize = dtype.itemsize
         total = count if kind in ("all_reduce", "broadcast", "reduce") else count * p
         nbytes = total * itemsize
+        if splits_in is not None:  # uneven all_to_all: the formula's n is the largest rank's total
+            nbytes = max(sum(a.fingerprint["splits_in"]) for a in arrivals) * itemsize
         devices = [a.fingerprint["device"] for a in arrivals]
         topology = self.ctx.topology
         nodes = [topology.devices[d].node for d in devices]
@@ -185,7 +189,7 @@ class DistState:
         reduce_op = fp["reduce_op"]
         post = None
         if reduce_op == "AVG":
-            post = (lambda a: a / p) if dtype.is_floating_point else (lambda a: a // p)
+            post = (lambda a: a / p) if dtype.is_floating_point else (lambda a: _truncating_div(a, p))
         ufunc = _UFUNCS[reduce_op] if reduce_op else np.add
         schedule = None
         if self.ccl.model == "transfer":
@@ -220,6 +224,11 @@ _KINDS = {"all_reduce": "all_reduce", "broadcast": "broadcast", "reduce": "reduc
           "all_to_all": "all_to_all", "all_to_all_single": "all_to_all", "gather": "gather",
           "scatter": "scatter", "barrier": "all_reduce", "monitored_barrier": "all_reduce"}
 _ROOTED = ("broadcast", "reduce", "gather", "scatter")
+
+
+def _truncating_div(a: np.ndarray, p: int) -> np.ndarray:
+    """Integer division rounding toward zero, as C (NCCL's ncclAvg on integers)."""
+    return np.where(a < 0, -((-a) // p), a // p).astype(a.dtype)
 
 
 def _equal_nodes(nodes) -> bool:
@@ -526,9 +535,56 @@ class Distributed:
         if not p2p_op_list or not all(isinstance(p, P2POp) for p in p2p_op_list):
             raise ValueError("Invalid ``p2p_op_list``. Each op is expected to to be of type "
                              "``torch.distributed.P2POp``.")
-        return [p.op(p.tensor, p.peer, p.group, p.tag) for p in p2p_op_list]
+        return self._p2p_batch([("send" if p.op.__name__ == "isend" else "recv", p.tensor, p.peer,
+                                 p.group, p.tag, p.group_peer) for p in p2p_op_list])
 
     def _p2p(self, kind, tensor, peer, group, tag, group_peer):
+        return self._p2p_batch([(kind, tensor, peer, group, tag, group_peer)])[0]
+
+    def _p2p_batch(self, ops) -> list:
+        """Post the ops, then enqueue them as ONE stream op (NCCL's group semantics: the ops
+        of a batch progress together, so a ring of send-then-receive does not deadlock)."""
+        posts = [self._p2p_post(*op) for op in ops]
+        live = [post for post in posts if post is not None]
+        if not live:
+            return posts
+        state = self._spawn_state()
+        device = live[0].tensor._storage.device
+        if any(post.tensor._storage.device is not device for post in live):
+            raise ValueError("batch_isend_irecv: all tensors must be on one device")
+
+        def start():
+            handles = [state.p2p.ready(post) for post in live]
+            if len(handles) == 1:
+                return handles[0]
+            done = Handle(f"batch of {len(handles)} p2p ops")
+            remaining = [len(handles)]
+
+            def one_done(_h):
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    self._ctx.engine.schedule(done, self._ctx.engine.now_ns)
+
+            for h in handles:
+                h.add_callback(one_done)
+            return done
+
+        desc = live[0].describe() if len(live) == 1 else f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
+        op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns)
+        works = []
+        for post in posts:
+            if post is None:
+                works.append(None)
+                continue
+            if post.kind == "recv":
+                post.tensor._storage.last_write = op
+            state.p2p.track(op, post)
+            work = Work(self._ctx, op, lambda post=post: post.error)
+            work._post = post
+            works.append(work)
+        return works
+
+    def _p2p_post(self, kind, tensor, peer, group, tag, group_peer):
         what = "isend" if kind == "send" else "irecv"
         task, state = self._caller(what)
         g = self._group(state, group)
@@ -550,16 +606,7 @@ class Distributed:
                              "of the current process.")
         from coopsim.distributed.p2p import Post
 
-        post = state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
-        device = tensor._storage.device
-        op = device.stream.enqueue_work(post.describe(), lambda: state.p2p.ready(post),
-                                        device.kind.launch_overhead_ns)
-        if kind == "recv":
-            tensor._storage.last_write = op
-        state.p2p.track(op, post)
-        work = Work(self._ctx, op, lambda: post.error)
-        work._post = post
-        return work
+        return state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
 
     # -- the collective core --------------------------------------------------------------
 
@@ -601,8 +648,17 @@ class Distributed:
             "count": count, "dtype_obj": dtype, "device": device.index, "root_member": root_member,
             "splits_in": splits_in, "splits_out": splits_out,
         }
-        if dtype._name == "bfloat16" and finish is None:
-            finish = _round_bfloat16(outs)
+        finishers = []
+        if ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
+            # in-place forms (output is the input's chunk, or the input is the output's chunk):
+            # the schedule writes a separate buffer, copied into the tensor when done
+            target, outs = outs, np.empty_like(outs)
+            finishers.append(functools.partial(np.copyto, target, outs))
+        if dtype._name == "bfloat16":
+            finishers.insert(0, _round_bfloat16(outs))
+        if finish is not None:
+            finishers.append(finish)
+        finish = _chain(finishers)
         collective = g.collective(state, seq, what)
         arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, ins.size)
         done = collective.arrive(arrival)
@@ -615,6 +671,15 @@ class Distributed:
         for t in written:
             t._storage.last_write = op
         return Work(self._ctx, op, lambda: collective.error) if async_op else None
+
+
+def _chain(calls):
+    """One callable running ``calls`` in order (None if there are none)."""
+    if not calls:
+        return None
+    if len(calls) == 1:
+        return calls[0]
+    return lambda: [call() for call in calls] and None
 
 
 def _round_bfloat16(array):

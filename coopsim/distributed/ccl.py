@@ -32,8 +32,7 @@ class CclConfig:
                 continue
             if max_bytes is None or nbytes <= max_bytes:
                 return algorithm
-        raise CclConfigError(f"{self.source}: algorithms.{collective}: no rule matches a message of "
-                             f"{nbytes} bytes; end the list with a rule without max_bytes")
+        return "ring"  # only hierarchical rules matched, and the group is on one node
 
 
 def load_ccl(spec=None) -> CclConfig:
@@ -45,18 +44,26 @@ def load_ccl(spec=None) -> CclConfig:
     if spec is None:
         data = base
     elif isinstance(spec, dict):
-        data = {**base, **spec, "algorithms": {**base.get("algorithms", {}), **spec.get("algorithms", {})}}
         source = "RuntimeContext(ccl={...})"
+        data = _merge(base, spec, source)
     elif isinstance(spec, (str, Path)):
         path = Path(spec)
         if not path.is_file():
             raise CclConfigError(f"ccl: expected a path to a YAML file or a mapping, got {str(spec)!r} (no such file)")
-        data = {**base, **_read(path)}
-        data["algorithms"] = {**base["algorithms"], **_read(path).get("algorithms", {})}
         source = str(path)
+        data = _merge(base, _read(path), source)
     else:
         raise CclConfigError(f"ccl: expected None, a path or a mapping, got {spec!r}")
     return _parse(data, source)
+
+
+def _merge(base: dict, override: dict, source: str) -> dict:
+    """``override`` over ``base``; its ``algorithms`` replace base's per collective."""
+    algorithms = override.get("algorithms", {})
+    if not isinstance(algorithms, dict):
+        raise CclConfigError(f"{source}: algorithms: expected a mapping collective -> algorithm "
+                             f"or rules, got {algorithms!r}")
+    return {**base, **override, "algorithms": {**base.get("algorithms", {}), **algorithms}}
 
 
 def _read(path: Path) -> dict:
@@ -104,5 +111,8 @@ def _parse(data: dict, source: str) -> CclConfig:
             if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
                 raise CclConfigError(f"{source}: {where}.max_bytes: expected an int >= 0, got {max_bytes!r}")
             parsed.append((max_bytes, algorithm))
+        if parsed[-1][0] is not None:
+            raise CclConfigError(f"{source}: {key}: the last rule must have no max_bytes (it takes "
+                                 f"the messages larger than every other rule's max_bytes)")
         rules[collective] = parsed
     return CclConfig(model, rules, source)

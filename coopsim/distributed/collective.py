@@ -73,6 +73,7 @@ class Collective:
         self.state = "gathering"  # -> armed -> running -> done | failed
         self.error: BaseException | None = None
         self.completed = 0  # members whose part is done
+        self.plan = None  # the Plan, once started (read by traces)
 
     @property
     def name(self) -> str:
@@ -98,6 +99,12 @@ class Collective:
     def _check(self, caller) -> None:
         fingerprints = [self.arrivals[m].fingerprint for m in range(self.group.size)]
         differ = [f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
+        if not differ and fingerprints[0].get("splits_in") is not None and any(
+                fingerprints[i]["splits_in"][j] != fingerprints[j]["splits_out"][i]
+                for i in range(self.group.size) for j in range(self.group.size)):
+            differ = ["splits"]  # rank i's input split j must be rank j's output split i
+            for fp in fingerprints:
+                fp["splits"] = (fp["splits_in"], fp["splits_out"])
         if not differ:
             self.state = "armed"
             if len(self.ready) == self.group.size:
@@ -137,10 +144,11 @@ class Collective:
 
     def member_ready(self, member: int) -> Handle:
         """Called when ``member``'s stream reaches the collective; returns its part's Handle."""
+        done = self.arrivals[member].done
         self.ready.add(member)
         if self.state == "armed" and len(self.ready) == self.group.size:
             self._start()
-        return self.arrivals[member].done
+        return done
 
     # -- execution ------------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Collective:
         for a in arrivals:
             if a.prepare is not None:
                 a.prepare()
-        spec = self.dist.plan(self, arrivals)
+        spec = self.plan = self.dist.plan(self, arrivals)
         if spec is None:  # nothing to move (p == 1 or no data): done now
             self._complete_all(arrivals)
             return
@@ -179,8 +187,19 @@ class Collective:
         engine = self.dist.ctx.engine
         engine.schedule(arrival.done, engine.now_ns)
         self.completed += 1
-        if self.completed == self.group.size:
+        if self.completed == self.group.size:  # let go of the buffers (the timeout alarm stays queued)
             self.state = "done"
+            self.arrivals = {m: _Done(a.task) for m, a in self.arrivals.items()}
+            self.group.forget(self.seq)
+
+
+class _Done:
+    """What stays of a completed member's arrival: enough for reports, no buffers."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task):
+        self.task = task
 
 
 def _listed_order(item) -> int:
@@ -239,7 +258,8 @@ def reference(plan: Plan, arrivals) -> None:
         for r, (off, count) in enumerate(chunks(data.size, p)):
             outs[r][:] = data[off:off + count]
     elif kind == "all_to_all":
-        sends = [np.split(x, p) for x in ins]
+        splits = [a.fingerprint.get("splits_in") or [x.size // p] * p for a, x in zip(arrivals, ins)]
+        sends = [np.split(x, np.cumsum(s)[:-1]) for x, s in zip(ins, splits)]
         for j in range(p):
             outs[j][:] = np.concatenate([sends[i][j] for i in range(p)])
     else:
@@ -373,7 +393,9 @@ class TimedRun:
             else:
                 self._item_done(x.dst)
 
-        self.ctx.network.transfer(route, nbytes, desc, on_done=arrived)
+        handle = self.ctx.network.transfer(route, nbytes, desc, on_done=arrived)
+        if self.ctx.network.trace is not None:
+            self.ctx.network.trace.label(handle, self.collective, k, x.src, x.dst)
 
     def _item_done(self, r: int) -> None:
         self.outstanding[r] -= 1

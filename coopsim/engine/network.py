@@ -113,10 +113,12 @@ class Network:
     next wake-up.
     """
 
-    __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns")
+    __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns",
+                 "trace")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.trace = None  # the TraceRecorder of an active ctx.sim.trace, else None
         self._seq = 0
         self._waiting: list[tuple[float, int, Transfer]] = []  # heap: in their latency phase
         self._streaming: dict[int, Transfer] = {}  # seq -> transfer
@@ -151,6 +153,8 @@ class Network:
         heappush(self._waiting, (t.stream_start_ns, t.seq, t))
         if t.stream_start_ns < self._wake_ns:
             self._set_wake(t.stream_start_ns)
+        if self.trace is not None:
+            self.trace.transfer(t)
         return handle
 
     def active(self) -> list[Transfer]:

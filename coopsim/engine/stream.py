@@ -17,15 +17,19 @@ class Stream:
 
     ``_tail_ns`` is the completion time of the last op while it is known; it is None while
     the last op waits for something whose completion time is not known yet.
+
+    ``trace`` is the ``TraceRecorder`` of an active ``ctx.sim.trace`` (None otherwise: then
+    the hooks cost one attribute check per op).
     """
 
-    __slots__ = ("engine", "name", "last", "_tail_ns")
+    __slots__ = ("engine", "name", "last", "_tail_ns", "trace")
 
     def __init__(self, engine: Engine, name: str):
         self.engine = engine
         self.name = name
         self.last: Handle | None = None
         self._tail_ns: float | None = 0.0
+        self.trace = None
 
     def enqueue(self, duration_ns: float, desc, fn=None, deps=()) -> Handle:
         """Enqueue an op of ``duration_ns``; returns the Handle that completes with it."""
@@ -45,6 +49,8 @@ class Stream:
             self._tail_ns = None
             self._start_after(op, duration_ns, blockers)
         self.last = op
+        if self.trace is not None:
+            self.trace.stream_op(self, op, duration_ns)
         return op
 
     def enqueue_work(self, desc, start, delay_ns: float = 0.0, deps=()) -> Handle:
@@ -61,6 +67,8 @@ class Stream:
 
         def begin(_ready):
             work = start()
+            if self.trace is not None:
+                self.trace.stream_work(self, op, work, delay_ns)
             if work.done:
                 finish(work)
             else:

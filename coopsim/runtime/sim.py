@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from coopsim.engine import Event
+from coopsim.engine.trace import TraceRecorder
 
 
 class Sim:
@@ -26,3 +27,9 @@ class Sim:
     def event(self, name: str = "event") -> Event:
         """A handle that completes only when someone calls its ``set()``."""
         return Event(self._ctx.engine, f"event {name!r}")
+
+    def trace(self, path) -> TraceRecorder:
+        """``with ctx.sim.trace("run.json"):`` records every device op and link transfer that
+        starts inside the block, and writes them to ``path`` on exit as a Chrome trace (open it
+        in https://ui.perfetto.dev or chrome://tracing); see ``coopsim.engine.trace``."""
+        return TraceRecorder(self._ctx, path)

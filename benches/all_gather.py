@@ -1,0 +1,11 @@
+"""python -m benches.all_gather: nccl-tests' all_gather_perf on a simulated machine (docs/adr/0010)."""
+
+from benches import collective_bench
+
+
+def main(argv=None) -> int:
+    return collective_bench.main(argv, collective="all_gather")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

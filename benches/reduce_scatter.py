@@ -1,0 +1,11 @@
+"""python -m benches.reduce_scatter: nccl-tests' reduce_scatter_perf on a simulated machine (docs/adr/0010)."""
+
+from benches import collective_bench
+
+
+def main(argv=None) -> int:
+    return collective_bench.main(argv, collective="reduce_scatter")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
