@@ -73,6 +73,7 @@ class Collective:
         self.state = "gathering"  # -> armed -> running -> done | failed
         self.error: BaseException | None = None
         self.completed = 0  # members whose part is done
+        self.alarm = None  # the timeout's Handle, armed at the first arrival
         self.plan = None  # the Plan, once started (read by traces)
 
     @property
@@ -89,9 +90,9 @@ class Collective:
         arrival.done = CollectiveOp(("{} (rank {})", self.name, rank), self, member)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
-            alarm = Handle(("timeout of {}", self.name))
-            alarm.add_callback(self._timed_out)
-            self.dist.ctx.engine.alarm(alarm, self.dist.ctx.engine.now_ns + self.group.timeout_ns)
+            self.alarm = Handle(("timeout of {}", self.name))
+            self.alarm.add_callback(self._timed_out)
+            self.dist.ctx.engine.alarm(self.alarm, self.dist.ctx.engine.now_ns + self.group.timeout_ns)
         if len(self.arrivals) == self.group.size:
             self._check(arrival.task)
         return arrival.done
@@ -187,8 +188,11 @@ class Collective:
         engine = self.dist.ctx.engine
         engine.schedule(arrival.done, engine.now_ns)
         self.completed += 1
-        if self.completed == self.group.size:  # let go of the buffers (the timeout alarm stays queued)
+        if self.completed == self.group.size:  # let go of the buffers; disarm the timeout
             self.state = "done"
+            if self.alarm is not None:
+                self.alarm.callbacks = None
+                self.alarm.done = True  # the engine skips it when its time comes
             self.arrivals = {m: _Done(a.task) for m, a in self.arrivals.items()}
             self.group.forget(self.seq)
 
