@@ -161,8 +161,7 @@ class DistState:
         """How ``collective`` runs: ``Plan`` (or None when nothing moves)."""
         fp = arrivals[0].fingerprint
         p = len(arrivals)
-        kind = fp["op"] if fp["op"] in _KINDS else "all_reduce"  # barrier: a 1-element all_reduce
-        kind = _KINDS.get(kind, kind)
+        kind = _KINDS[fp["op"]]  # the schedule's collective (a barrier is a 1-element all_reduce)
         dtype = fp["dtype_obj"]
         count = fp["count"]
         splits_in = fp.get("splits_in")
@@ -486,7 +485,7 @@ class Distributed:
                              f"Argument ``{list_name}`` must NOT be specified on non-source ranks.")
         staging = np.empty(flat.size * g.size, dtype=flat.dtype)
         if what == "gather":
-            return self._collective(what, group, async_op, [tensor], flat, staging if is_root else staging,
+            return self._collective(what, group, async_op, [tensor], flat, staging,
                                     tensor_list if is_root else [],
                                     finish=_scatter_into(staging, tensor_list) if is_root else None,
                                     root=root)
