@@ -14,7 +14,8 @@ import functools
 
 import numpy as np
 
-from coopsim.distributed.algorithms import build_schedule, chunks
+from coopsim.distributed.algorithms import build_schedule
+from coopsim.distributed.algorithms.schedule import Xfer, make_schedule
 from coopsim.distributed.ccl import load_ccl
 from coopsim.distributed.collective import Arrival, Compiled, Plan
 from coopsim.distributed.group import ProcessGroup
@@ -246,8 +247,6 @@ def _single_rank(kind, arrivals, fp) -> None:
 
 def _uneven_all_to_all(fp, arrivals):
     """all_to_all_single with split sizes: pairwise exchange, step k: i -> (i + k) % p."""
-    from coopsim.distributed.algorithms.schedule import Xfer, make_schedule
-
     p = len(arrivals)
     splits_in = [a.fingerprint["splits_in"] for a in arrivals]
     splits_out = [a.fingerprint["splits_out"] for a in arrivals]

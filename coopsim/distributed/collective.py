@@ -337,6 +337,7 @@ class TimedRun:
         self.items = compiled.items
         self.eager = compiled.eager
         self.ends_started = [dict() for _ in schedule.steps]
+        self._routes: dict = {}  # (src, dst) -> route: looked up once per pair, not per transfer
         tmp = schedule.tmp_count
         self.bufs = [{"in": a.ins, "out": a.outs,
                       "tmp": np.zeros(tmp, dtype=(a.ins if a.ins is not None else a.outs).dtype)}
@@ -366,6 +367,13 @@ class TimedRun:
             if started[i] == 2:
                 self._send(k, i, x)
 
+    def route(self, src: int, dst: int) -> tuple:
+        route = self._routes.get((src, dst))
+        if route is None:
+            devices = self.plan.devices
+            route = self._routes[src, dst] = self.ctx.topology.route(devices[src], devices[dst])
+        return route
+
     def _payload(self, x):
         return self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count].copy()
 
@@ -382,7 +390,7 @@ class TimedRun:
         payload = None if eager else self._payload(x)
         plan = self.plan
         nbytes = x.count * plan.itemsize
-        route = self.ctx.topology.route(plan.devices[x.src], plan.devices[x.dst])
+        route = self.route(x.src, x.dst)
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
 
         def arrived(_h):

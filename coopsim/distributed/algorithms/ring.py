@@ -14,35 +14,31 @@ L-1 steps, position i of the ring holds part i of the region, reduced over the w
 from coopsim.distributed.algorithms.schedule import Xfer, chunks, make_schedule
 
 
-def reduce_scatter_inplace(ring, off, n):
-    """Steps reducing "out"[off:off+n] over ``ring`` (a list of ranks); position i ends with
-    part i of ``chunks(n, len(ring))``. At step k position i forwards part (i-k-1) mod L."""
+def _ring_pass(ring, off, n, shift, reduce):
+    """L-1 steps over ``ring`` on "out"[off:off+n]: at step k position i forwards part
+    (i - k + shift) mod L of ``chunks(n, L)`` to position i+1, reducing or copying it."""
     size = len(ring)
     parts = chunks(n, size)
     steps = []
     for k in range(size - 1):
         xfers = []
         for i, rank in enumerate(ring):
-            part_off, count = parts[(i - k - 1) % size]
+            part_off, count = parts[(i - k + shift) % size]
             xfers.append(Xfer(rank, ring[(i + 1) % size], "out", off + part_off,
-                              "out", off + part_off, count, True))
+                              "out", off + part_off, count, reduce))
         steps.append(xfers)
     return steps
+
+
+def reduce_scatter_inplace(ring, off, n):
+    """Steps reducing "out"[off:off+n] over ``ring`` (a list of ranks); position i ends with
+    part i of ``chunks(n, len(ring))``. At step k position i forwards part (i-k-1) mod L."""
+    return _ring_pass(ring, off, n, -1, True)
 
 
 def all_gather_inplace(ring, off, n):
     """Steps after which every position holds all parts; position i starts with part i."""
-    size = len(ring)
-    parts = chunks(n, size)
-    steps = []
-    for k in range(size - 1):
-        xfers = []
-        for i, rank in enumerate(ring):
-            part_off, count = parts[(i - k) % size]
-            xfers.append(Xfer(rank, ring[(i + 1) % size], "out", off + part_off,
-                              "out", off + part_off, count, False))
-        steps.append(xfers)
-    return steps
+    return _ring_pass(ring, off, n, 0, False)
 
 
 def all_reduce_inplace(ring, off, n):
