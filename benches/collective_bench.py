@@ -35,7 +35,7 @@ import numpy as np
 
 import coopsim
 from coopsim.distributed.algorithms import algorithms_for
-from coopsim.distributed.api import _flat
+from coopsim.distributed.api import out_of_place
 from coopsim.distributed.ccl import MODELS, load_ccl
 from coopsim.engine.trace import TraceRecorder, write_chrome_trace
 from coopsim.tensor_ops import round_bfloat16
@@ -564,8 +564,7 @@ class SizeRun:
         op = getattr(dist.ReduceOp, OPS[cfg.op])
         name, root, p = cfg.collective.name, cfg.root, cfg.nranks
         if name in ("all_reduce", "broadcast", "reduce") and not self.in_place:
-            return out_of_place(dist, name, send, recv, OPS[cfg.op] if name != "broadcast" else None,
-                                root if name != "all_reduce" else None)
+            return out_of_place(dist, name, recv, send, op=op, root=root)
         if name == "all_reduce":
             dist.all_reduce(recv, op=op, async_op=True)
         elif name == "broadcast":
@@ -594,21 +593,6 @@ class SizeRun:
             self.state["injected"] = True
             got[0] += 1  # the one wrong element the tests look for
         return int(np.count_nonzero(got != expected))
-
-
-def out_of_place(dist, what: str, send, recv, reduce_op, root):
-    """NCCL's out-of-place all_reduce, broadcast and reduce (distinct send and receive buffers),
-    which torch.distributed has no call for: the distributed layer's own entry point with
-    distinct input and output buffers. Their schedules work in the output buffer, so the input
-    is staged into it when the collective starts, at no cost (NCCL's first step reads the send
-    buffer directly)."""
-    ins, outs = _flat(send, what), _flat(recv, what)
-
-    def stage():
-        outs[:] = ins
-
-    return dist._collective(what, None, True, [recv, send], ins, outs, [recv], reduce_op=reduce_op,
-                            root=(root, None) if root is not None else (None, None), prepare=stage)
 
 
 def _rank_main(rank, run: SizeRun):

@@ -671,6 +671,28 @@ class Distributed:
         return Work(self._ctx, op, lambda: collective.error) if async_op else None
 
 
+def out_of_place(dist, kind: str, output, input, *, op=ReduceOp.SUM, root=None):
+    """NCCL's out-of-place ``all_reduce``, ``broadcast`` and ``reduce`` (distinct send and
+    receive buffers), which torch.distributed has no call for; returns the ``Work``.
+
+    ``dist`` is a context's ``distributed`` namespace, ``root`` the global rank of the
+    source or destination for ``broadcast``/``reduce``. The schedules work in the output
+    buffer, so the input is staged into it when the collective starts, at no cost (NCCL's
+    first step reads the send buffer directly).
+    """
+    if kind not in ("all_reduce", "broadcast", "reduce"):
+        raise ValueError(f"out_of_place: kind must be all_reduce, broadcast or reduce, got {kind!r}")
+    ins, outs = _flat(input, kind), _flat(output, kind)
+    _same_dtype(output, input, kind)
+
+    def stage():
+        outs[:] = ins
+
+    reduce_op = _op(op, output) if kind != "broadcast" else None
+    return dist._collective(kind, None, True, [output, input], ins, outs, [output], reduce_op=reduce_op,
+                            root=(root, None) if kind != "all_reduce" else (None, None), prepare=stage)
+
+
 def _chain(calls):
     """One callable running ``calls`` in order (None if there are none)."""
     if not calls:
