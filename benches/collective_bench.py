@@ -37,8 +37,8 @@ import coopsim
 from coopsim.distributed.algorithms import algorithms_for
 from coopsim.distributed.api import out_of_place
 from coopsim.distributed.ccl import MODELS, load_ccl
-from coopsim.engine.trace import TraceRecorder, write_chrome_trace
-from coopsim.tensor_ops import round_bfloat16
+from coopsim.engine.trace import write_chrome_trace
+from coopsim.tensor.ops import round_bfloat16
 from coopsim.topology import TopologyError, bundled_topologies, load_topology
 
 DEFAULT_TOPOLOGY = "dgx_h100"
@@ -788,7 +788,7 @@ def run_section(cfg: Config, data: Data, k: int, algo, state: dict, out, trace_e
         results = {}
         for place, in_place in PLACEMENTS:  # a context each, so that memory is freed between
             with coopsim.RuntimeContext(cfg.topology, ccl=ccl) as ctx:
-                recorder = TraceRecorder(ctx) if cfg.args.trace else None
+                recorder = ctx.sim.trace(None) if cfg.args.trace else None
                 results[place] = measure(ctx, cfg, data, size, in_place, recorder, state)
                 if recorder is not None:
                     trace_events += recorder.events(k * (cfg.topology.num_devices + 1),

@@ -10,7 +10,7 @@ from coopsim.errors import (
     SpawnException,
     WatchdogTimeout,
 )
-from coopsim.runtime import RuntimeContext
+from coopsim.context import RuntimeContext
 
 __all__ = [
     "CollectiveMismatchError",

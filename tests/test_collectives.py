@@ -666,7 +666,7 @@ def plan_parameters(ctx, devices):
             route = ctx.topology.route(a, b)
             alpha = max(alpha, sum(link.latency_ns for link in route))
             beta = max(beta, 1.0 / min(link.bandwidth_GBps for link in route))
-    gamma = 3.0 / ctx._devices[devices[0]].kind.memory_bandwidth_GBps
+    gamma = 3.0 / ctx.sim.runtime.devices[devices[0]].kind.memory_bandwidth_GBps
     return alpha, beta, gamma
 
 
@@ -736,7 +736,7 @@ def test_virtual_time_is_the_closed_form_on_an_ideal_topology(collective, algori
         with coopsim.RuntimeContext(IDEAL, ccl=ccl_for(model, **{collective: algorithm})) as ctx:
             ctx.multiprocessing.spawn(timed_worker, args=(ctx, timed, records), nprocs=p)
             alpha, beta, gamma = plan_parameters(ctx, list(range(p)))
-            launch = ctx._devices[0].kind.launch_overhead_ns
+            launch = ctx.sim.runtime.devices[0].kind.launch_overhead_ns
         assert (alpha, beta, gamma) == ((700.0, 1 / 50, 3 / 1000) if p > 1 else (0.0, 0.0, 0.003))
         for k, (form, dtype, count, root) in enumerate(timed):
             nbytes = message_bytes(collective, p, count, np.dtype(dtype).itemsize)
@@ -839,9 +839,9 @@ def test_hierarchical_time_in_the_analytic_model_is_its_closed_form():
         for k, ranks in enumerate(groups):
             alpha, beta, gamma = plan_parameters(ctx, ranks)
             nodes = [ctx.topology.devices[r].node for r in ranks]
-            want = ctx._devices[0].kind.launch_overhead_ns + analytic_time_ns(
+            want = ctx.sim.runtime.devices[0].kind.launch_overhead_ns + analytic_time_ns(
                 "all_reduce", "hierarchical", len(ranks), 4 * 16 * 8 * 4, alpha, beta, gamma, nodes)
-            ring = ctx._devices[0].kind.launch_overhead_ns + analytic_time_ns(
+            ring = ctx.sim.runtime.devices[0].kind.launch_overhead_ns + analytic_time_ns(
                 "all_reduce", "ring", len(ranks), 4 * 16 * 8 * 4, alpha, beta, gamma)
             start = max(results[k, r][0] for r in ranks)
             got = max(results[k, r][1] for r in ranks) - start
@@ -873,7 +873,7 @@ def test_hierarchical_time_in_the_transfer_model_follows_each_level():
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=16)
         a_in, b_in, gamma = plan_parameters(ctx, list(range(8)))
         a_x, b_x, _ = plan_parameters(ctx, [0, 8])
-        launch = ctx._devices[0].kind.launch_overhead_ns
+        launch = ctx.sim.runtime.devices[0].kind.launch_overhead_ns
     assert (a_in, a_x) == (700.0, 4500.0) and (1 / b_in, 1 / b_x) == pytest.approx((360, 45))
     local, c = 8, n * 4 / 8
     want = (launch + (local - 1) * (a_in + c * (b_in + gamma)) + (local - 1) * (a_in + c * b_in)

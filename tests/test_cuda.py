@@ -29,7 +29,7 @@ def op_of(t):
 
 
 def test_the_small_topology_has_the_numbers_these_tests_assume(ctx):
-    kind = ctx._devices[0].kind
+    kind = ctx.sim.runtime.devices[0].kind
     assert (kind.memory_bandwidth_GBps, kind.launch_overhead_ns) == (BW, OVERHEAD)
     assert kind.peak_flops["float32"] / 1e9 == PEAK["float32"]
     assert kind.peak_flops["float16"] / 1e9 == PEAK["float16"]

@@ -68,8 +68,8 @@ def test_interrupt_raises_in_each_blocked_rank_so_each_is_a_root_cause(ctx):
             ctx.wait(events[rank])
         else:
             ctx.wait(ctx.sim.timer(1))
-            for task in sorted(ctx._ranks.values(), key=lambda t: t.key)[:2]:
-                ctx._scheduler.interrupt(task, ValueError(f"interrupted {task.name}"))
+            for task in sorted(ctx.sim.runtime.tasks.values(), key=lambda t: t.key)[:2]:
+                ctx.sim.runtime.interrupt(task, ValueError(f"interrupted {task.name}"))
             ctx.wait(ctx.sim.timer(1))
 
     with pytest.raises(coopsim.SpawnException) as info:

@@ -90,7 +90,7 @@ def test_kernel_cost_is_the_roofline_of_the_whole_grid(ctx):
     out = vector_add(ctx, x, y, block=block)
     ctx.cuda.synchronize()
     elapsed = ctx.sim.now_ns() - start
-    device = ctx._devices[0]
+    device = ctx.sim.runtime.devices[0]
     expected = device.kind.launch_overhead_ns + device.memory_ns(3 * n * 4)
     assert elapsed == pytest.approx(expected, rel=1e-9)
     assert out.sum().item() == 2 * n
@@ -116,12 +116,12 @@ def test_a_failing_program_is_its_ranks_root_cause():
 
 
 def test_a_blocked_program_shows_in_the_deadlock_report():
-    def waiting_kernel(tl, event):
-        tl._ctx.wait(event)  # NEVER-SET
+    def waiting_kernel(tl, ctx, event):
+        ctx.wait(event)  # NEVER-SET
 
     def worker(rank, ctx):
         x = ctx.zeros(1)
-        ctx.launch(waiting_kernel, 1, ctx.sim.event("never"))
+        ctx.launch(waiting_kernel, 1, ctx, ctx.sim.event("never"))
         ctx.launch(lambda tl, x: None, 1, x)
         x.item()
 

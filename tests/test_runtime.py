@@ -45,7 +45,7 @@ class SwitchCounter:
 # --- C2, C3: wait ---------------------------------------------------------------------------
 
 def test_c2_pending_queue_exists_and_starts_empty(ctx):
-    assert ctx._pending_worker_waits == []
+    assert ctx.sim.runtime.pending_waits == []
 
 
 def test_c2_wait_in_worker_defers_to_main_and_resumes_complete(ctx):
@@ -58,13 +58,13 @@ def test_c2_wait_in_worker_defers_to_main_and_resumes_complete(ctx):
             seen["done_on_resume"] = h.done
             seen["now"] = ctx.sim.now_ns()
         else:  # runs in the same round, after rank 0 deferred its wait
-            seen["pending_seen_by_rank1"] = [(r.rank, h.desc) for r, h in ctx._pending_worker_waits]
+            seen["pending_seen_by_rank1"] = [(r.rank, h.desc) for r, h in ctx.sim.runtime.pending_waits]
 
     spawn(ctx, worker, 2)
     assert seen["pending_seen_by_rank1"] == [(0, "timer(100 ns)")]
     assert seen["done_on_resume"] is True
     assert seen["now"] == 100.0
-    assert ctx._pending_worker_waits == []
+    assert ctx.sim.runtime.pending_waits == []
 
 
 def test_c2_wait_on_complete_handle_in_worker_does_not_switch(ctx):
@@ -219,7 +219,7 @@ def test_c6_exception_becomes_spawn_exception_with_pending_queue_cleared(ctx):
     assert isinstance(e, coopsim.ProcessRaisedException) and isinstance(e, coopsim.ProcessException)
     assert list(e.errors) == [2] and isinstance(e.errors[2], ValueError)
     assert e.error_index == 2
-    assert ctx._pending_worker_waits == []
+    assert ctx.sim.runtime.pending_waits == []
 
 
 def test_c6_torch_message_format_with_every_root_cause(ctx):
@@ -461,7 +461,7 @@ def test_c4_no_greenlet_survives_spawn(ctx, body, expected):
     assert sorted(finals) == [0, 1, 2, 3]
     assert all(r() is None or r().dead for r in refs)
     assert live_coopsim_greenlets() == []
-    assert ctx._ranks == {}
+    assert ctx.sim.runtime.tasks == {}
 
 
 def test_c4_unjoined_spawn_is_aborted_when_the_context_closes():

@@ -12,20 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coopsim.engine import OutOfMemoryError
-from coopsim.runtime.context import RuntimeContext
-from coopsim.runtime.cuda import Cuda
-from coopsim.tensor import _DEVICE_SIDE, _HOST_READ_BARRIERS, Tensor, TensorAPI
-from coopsim.tensor_ops import round_bfloat16
+from coopsim.context import RuntimeContext
+from coopsim.tensor.ops import round_bfloat16
+from coopsim.tensor.tensor import _DEVICE_SIDE, _HOST_READ_BARRIERS, Tensor
 
-# Until RuntimeContext inherits TensorAPI and sets ctx.cuda itself, wire them here.
-_Ctx = RuntimeContext if issubclass(RuntimeContext, TensorAPI) else type("Ctx", (TensorAPI, RuntimeContext), {})
-
-
-def make_ctx(**kwargs):
-    ctx = _Ctx(**kwargs)
-    if not hasattr(ctx, "cuda"):
-        ctx.cuda = ctx.accelerator = Cuda(ctx)
-    return ctx
+make_ctx = RuntimeContext
 
 
 @pytest.fixture
@@ -239,7 +230,7 @@ def test_c8_read_in_a_rank_yields_through_ctx_wait(ctx):
             seen["op"] = t._storage.last_write
             seen["value"] = t.sum().item()
         else:  # runs in the same round, after rank 0 blocked in its read
-            seen["pending"] = [(task.rank, h) for task, h in ctx._pending_worker_waits]
+            seen["pending"] = [(task.rank, h) for task, h in ctx.sim.runtime.pending_waits]
 
     spawn(ctx, worker, 2)
     assert seen["value"] == 16.0
@@ -778,7 +769,7 @@ def test_bfloat16_is_honest_values_sizes_and_numpy_refusal(mctx):
 # -- memory ------------------------------------------------------------------------------------------
 
 def test_storage_memory_is_accounted_and_freed_with_its_last_tensor(ctx):
-    dev = ctx._devices[0]
+    dev = ctx.sim.runtime.devices[0]
     t = ctx.zeros(1000)
     view = t[10:20]
     assert dev.allocated_bytes == 4000
@@ -793,7 +784,7 @@ def test_storage_memory_is_accounted_and_freed_with_its_last_tensor(ctx):
 def test_allocation_beyond_device_memory_raises_out_of_memory(ctx):
     with pytest.raises(OutOfMemoryError, match="exceed"):
         ctx.empty(5 * 2**30)  # 20 GiB of float32 on a 16 GiB device
-    assert ctx._devices[0].allocated_bytes == 0
+    assert ctx.sim.runtime.devices[0].allocated_bytes == 0
 
 
 # -- object protocol ---------------------------------------------------------------------------------
@@ -819,7 +810,7 @@ def _program(rank, ctx, out):
     y = (x @ x.t()).mean(1) / 3 - x.sum()
     h = x.half() * 0.1
     out[rank] = (y.tolist(), h.float().sum().item(), ctx.sim.now_ns(),
-                 y._storage.last_write.time_ns, ctx._devices[rank].stream.last.time_ns)
+                 y._storage.last_write.time_ns, ctx.sim.runtime.devices[rank].stream.last.time_ns)
 
 
 def test_c9_same_program_twice_same_values_and_virtual_times():

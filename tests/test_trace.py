@@ -141,9 +141,9 @@ def test_recording_starts_and_stops_with_the_block(tmp_path):
         (ctx.ones(4) + 1).numpy()  # before: not recorded
         with ctx.sim.trace(path) as recorder:
             assert ctx.network.trace is recorder
-            assert all(d.stream.trace is recorder for d in ctx._devices)
+            assert all(d.stream.trace is recorder for d in ctx.sim.runtime.devices)
             (ctx.ones(8) * 2).numpy()
-        assert ctx.network.trace is None and all(d.stream.trace is None for d in ctx._devices)
+        assert ctx.network.trace is None and all(d.stream.trace is None for d in ctx.sim.runtime.devices)
         (ctx.ones(16) + 3).numpy()  # after: not recorded
     names = [e["name"] for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
     assert names and all("(8,)" in n for n in names)

@@ -1,8 +1,8 @@
-"""Process groups and the per-spawn state of ``ctx.distributed``."""
+"""Process groups: ordered sets of ranks, each numbering its collectives."""
 
 from __future__ import annotations
 
-from coopsim.distributed.collective import Collective
+from coopsim.distributed.rendezvous import Collective
 
 
 class ProcessGroup:
@@ -30,10 +30,11 @@ class ProcessGroup:
         self._seq[rank] += 1
         return self._seq[rank]
 
-    def collective(self, dist, seq: int, kind: str) -> Collective:
+    def collective(self, state, seq: int, kind: str) -> Collective:
+        """The rendezvous of collective number ``seq`` (``state``: the spawn's DistState)."""
         c = self._collectives.get(seq)
         if c is None:
-            c = self._collectives[seq] = Collective(dist, self, seq, kind)
+            c = self._collectives[seq] = Collective(state, self, seq, kind)
         return c
 
     def forget(self, seq: int) -> None:

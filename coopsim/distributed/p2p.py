@@ -49,8 +49,10 @@ class Post:
 
 
 class P2P:
-    def __init__(self, dist):
-        self.dist = dist
+    """The matching of one spawn's sends and receives."""
+
+    def __init__(self, rt):
+        self.rt = rt  # the runtime port
         self.unmatched: list[Post] = []  # in posting order
         self.by_op: dict = {}  # stream op Handle -> its Post, while incomplete (for reports)
 
@@ -78,12 +80,11 @@ class P2P:
         msg = (f"send/recv mismatch between rank {send.rank} and rank {recv.rank}: "
                f"{send.describe()} sends {send.flat.size} elements of {send.tensor.dtype}, "
                f"{recv.describe()} expects {recv.flat.size} elements of {recv.tensor.dtype}")
-        scheduler = self.dist.ctx._scheduler
         for side in (send, recv):
             side.error = CollectiveMismatchError(msg, None, ["size" if send.flat.size != recv.flat.size else "dtype"])
         other = b  # a is the caller: it raises; b may be blocked
         if not other.task.greenlet.dead:
-            scheduler.interrupt(other.task, other.error)
+            self.rt.interrupt(other.task, other.error)
         raise a.error
 
     def ready(self, post: Post) -> Handle:
@@ -96,19 +97,19 @@ class P2P:
 
     def _transfer(self, send: Post) -> None:
         recv = send.match
-        ctx = self.dist.ctx
-        engine = ctx.engine
+        rt = self.rt
+        engine = rt.engine
         payload = send.flat.copy()
         nbytes = payload.size * send.tensor.dtype.itemsize
         src_dev, dst_dev = send.tensor._storage.device.index, recv.tensor._storage.device.index
-        route = ctx.topology.route(src_dev, dst_dev)
+        route = rt.topology.route(src_dev, dst_dev)
 
         def arrived(_h):
             recv.flat[:] = payload
             engine.schedule(send.done, engine.now_ns)
             engine.schedule(recv.done, engine.now_ns)
 
-        ctx.network.transfer(route, nbytes, f"p2p rank {send.rank} -> rank {recv.rank}", on_done=arrived)
+        rt.network.transfer(route, nbytes, f"p2p rank {send.rank} -> rank {recv.rank}", on_done=arrived)
 
     def track(self, op: Handle, post: Post) -> None:
         """Remember that stream op ``op`` is ``post``'s, until it completes."""

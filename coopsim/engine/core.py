@@ -48,6 +48,13 @@ class Handle:
         else:
             self.callbacks.append(callback)
 
+    def cancel(self) -> None:
+        """Make sure this pending handle never completes: its callbacks are dropped and the
+        engine skips it when its time comes (to disarm an alarm or abandon work). It then
+        reads as done with no ``time_ns``; do not wait on a cancelled handle."""
+        self.callbacks = None
+        self.done = True
+
     def _complete(self, time_ns: float) -> None:
         self.done = True
         self.time_ns = time_ns
@@ -60,6 +67,26 @@ class Handle:
     def __repr__(self) -> str:
         state = f"done at {self.time_ns} ns" if self.done else "pending"
         return f"<Handle {self.desc}: {state}>"
+
+
+def all_of(engine: "Engine", handles, desc) -> Handle:
+    """A handle that completes at the instant the last of ``handles`` completes (at once,
+    in the engine's next step, if all are done already)."""
+    pending = [h for h in handles if not h.done]
+    joined = Handle(desc)
+    if not pending:
+        engine.schedule(joined, engine.now_ns)
+        return joined
+    remaining = [len(pending)]
+
+    def one_done(_h):
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            engine.schedule(joined, engine.now_ns)
+
+    for h in pending:
+        h.add_callback(one_done)
+    return joined
 
 
 class Event(Handle):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coopsim.engine.core import Engine, Handle
+from coopsim.engine.core import Engine, Handle, all_of
 
 
 class Stream:
@@ -95,15 +95,10 @@ class Stream:
         return self._tail_ns
 
     def _start_after(self, op: Handle, duration_ns: float, blockers: list) -> None:
-        remaining = [len(blockers)]
+        def ready(_joined):
+            end = self.engine.now_ns + duration_ns
+            self.engine.schedule(op, end)
+            if self.last is op:
+                self._tail_ns = end
 
-        def ready(_done):
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                end = self.engine.now_ns + duration_ns
-                self.engine.schedule(op, end)
-                if self.last is op:
-                    self._tail_ns = end
-
-        for blocker in blockers:
-            blocker.add_callback(ready)
+        all_of(self.engine, blockers, ("blockers of {}", op)).add_callback(ready)

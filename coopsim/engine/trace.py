@@ -45,35 +45,36 @@ class TraceRecorder:
     (benches.collective_bench). Ops still running at exit have no end and are left out.
     """
 
-    def __init__(self, ctx, path=None):
-        self._ctx = ctx
+    def __init__(self, rt, path=None):
+        """``rt``: the runtime port (its ``engine``, ``devices``, ``network``, ``topology``)."""
+        self._rt = rt
         self.path = path
-        self._device_of = {dev.stream: dev.index for dev in ctx._devices}
-        names = {d.name: d.index for d in ctx.topology.devices}
+        self._device_of = {dev.stream: dev.index for dev in rt.devices}
+        names = {d.name: d.index for d in rt.topology.devices}
         # a link's process: the device it leaves, else the device it enters, else "network"
         self._owner = {}
-        for link in ctx.topology.links:
+        for link in rt.topology.links:
             owner = names.get(link.src, names.get(link.dst))
-            self._owner[link.index] = ctx.topology.num_devices if owner is None else owner
+            self._owner[link.index] = rt.topology.num_devices if owner is None else owner
         self._slices: list[tuple] = []  # (pid, track, start_ns, end_ns, name, args)
         self._labels: dict = {}  # transfer Handle -> args given by ``label``
 
     # -- attaching --------------------------------------------------------------------------
 
     def attach(self) -> "TraceRecorder":
-        network = self._ctx.network
+        network = self._rt.network
         if network.trace is not None:
             raise RuntimeError("a trace is already recording on this context; end it (leave "
                                "its `with ctx.sim.trace(...)` block) before starting another")
         network.trace = self
-        for dev in self._ctx._devices:
+        for dev in self._rt.devices:
             dev.stream.trace = self
         return self
 
     def detach(self) -> None:
-        if self._ctx.network.trace is self:
-            self._ctx.network.trace = None
-            for dev in self._ctx._devices:
+        if self._rt.network.trace is self:
+            self._rt.network.trace = None
+            for dev in self._rt.devices:
                 dev.stream.trace = None
 
     def __enter__(self) -> "TraceRecorder":
@@ -99,7 +100,7 @@ class TraceRecorder:
         """An op of unknown duration has just begun its ``work`` (a collective's or p2p's part),
         ``delay_ns`` (the launch overhead) after the stream started it."""
         dev = self._device_of[stream]
-        start_ns = self._ctx.engine.now_ns - delay_ns
+        start_ns = self._rt.engine.now_ns - delay_ns
 
         def done(h):
             name, args = _work_args(h.desc, work)
@@ -139,7 +140,7 @@ class TraceRecorder:
                ts_offset_ns: float = 0.0) -> list[dict]:
         """The trace events recorded so far; ``pid_offset``, ``process_prefix`` and
         ``ts_offset_ns`` let a tool put the traces of several contexts in one file."""
-        topology = self._ctx.topology
+        topology = self._rt.topology
         lanes: dict = {}  # (pid, link index) -> end_ns of each lane
         placed = []
         order = sorted(range(len(self._slices)), key=lambda i: (self._slices[i][2], i))
@@ -194,7 +195,7 @@ class TraceRecorder:
 
     def write(self, path) -> None:
         """Write the events recorded so far to ``path`` as a Chrome trace."""
-        write_chrome_trace(path, self.events(), topology=self._ctx.topology.name)
+        write_chrome_trace(path, self.events(), topology=self._rt.topology.name)
 
 
 def write_chrome_trace(path, events: list[dict], **other) -> None:
@@ -213,7 +214,7 @@ def _collective_args(collective) -> dict:
     args = {"collective": collective.kind, "seq": collective.seq, "group": collective.group.name}
     plan = collective.plan
     if plan is not None:
-        args.update(algorithm=plan.algorithm, model=collective.dist.ccl.model, bytes=plan.nbytes)
+        args.update(algorithm=plan.algorithm, model=collective.state.ccl.model, bytes=plan.nbytes)
     return args
 
 

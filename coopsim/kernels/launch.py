@@ -32,8 +32,8 @@ def _grid(grid) -> tuple[int, int, int]:
 class Program:
     """The tile language as seen by one program instance (``tl`` in a kernel)."""
 
-    def __init__(self, ctx, device, pid: tuple, grid: tuple):
-        self._ctx = ctx
+    def __init__(self, rt, device, pid: tuple, grid: tuple):
+        self._rt = rt  # the runtime port
         self._device = device
         self._pid = pid
         self._grid = grid
@@ -108,8 +108,8 @@ class Program:
         self._spend(self._device.memory_ns(nbytes * self._share))
 
     def _spend(self, ns: float) -> None:
-        ctx = self._ctx
-        ctx.wait(ctx.engine.timer(ns))
+        rt = self._rt
+        rt.wait(rt.engine.timer(ns))
 
 
 def _check_bounds(offsets: np.ndarray, size: int, what: str) -> None:
@@ -128,7 +128,7 @@ def _flat(tensor, what: str) -> np.ndarray:
     return array.reshape(-1)
 
 
-def launch(ctx, kernel, grid, *args) -> Handle:
+def launch(rt, kernel, grid, *args) -> Handle:
     """Enqueue ``kernel`` over ``grid`` on the caller's device stream; return the op's Handle.
 
     Every Tensor argument is taken as written by the kernel: a host read of it waits for the
@@ -137,10 +137,9 @@ def launch(ctx, kernel, grid, *args) -> Handle:
     if not callable(kernel):
         raise TypeError(f"launch: kernel must be callable, got {kernel!r}")
     dims = _grid(grid)
-    device = ctx._device()
-    owner = ctx._current_task()
-    ctx._launches += 1
-    number = ctx._launches
+    device = rt.current_device()
+    owner = rt.current_task()
+    number = rt.next_launch()
     name = getattr(kernel, "__name__", "kernel")
     tensors = [a for a in args if hasattr(a, "_array") and hasattr(a, "_storage")]
 
@@ -151,15 +150,15 @@ def launch(ctx, kernel, grid, *args) -> Handle:
         def ended(_task):
             remaining[0] -= 1
             if remaining[0] == 0:
-                ctx.engine.schedule(done, ctx.engine.now_ns)
+                rt.engine.schedule(done, rt.engine.now_ns)
 
         rank = owner.rank if owner is not None else None
         for flat, pid in enumerate(itertools.product(range(dims[0]), range(dims[1]), range(dims[2]))):
-            tl = Program(ctx, device, pid, dims)
+            tl = Program(rt, device, pid, dims)
             task = Task(f"kernel {name}{list(pid)} of {owner.name if owner is not None else 'main'}",
-                        rank, (-1 if rank is None else rank, number, flat), ctx.engine.now_ns,
+                        rank, (-1 if rank is None else rank, number, flat), rt.engine.now_ns,
                         owner=owner, on_end=ended, device=device.index)
-            ctx._scheduler.add_task(task, kernel, (tl, *args))
+            rt.add_task(task, kernel, (tl, *args))
         return done
 
     op = device.stream.enqueue_work(f"kernel {name} (launch {number}) on dev{device.index}",

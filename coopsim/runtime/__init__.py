@@ -1,5 +1,5 @@
-"""RuntimeContext, the scheduler and spawn."""
+"""The scheduler, tasks, spawn, and the runtime port the layers above use."""
 
-from coopsim.runtime.context import RuntimeContext
+from coopsim.runtime.port import Runtime
 
-__all__ = ["RuntimeContext"]
+__all__ = ["Runtime"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 import warnings
 
-from greenlet import getcurrent
-
 from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
 from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Spawn
 
@@ -66,26 +64,26 @@ class Multiprocessing:
     ProcessRaisedException = ProcessRaisedException
     SpawnException = SpawnException
 
-    def __init__(self, ctx):
-        self._ctx = ctx
+    def __init__(self, rt):
+        self._rt = rt  # the runtime port
 
     def start_processes(self, fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
         """Run ``fn(rank, *args)`` for each rank in ``range(nprocs)`` as a worker greenlet."""
-        ctx = self._ctx
+        rt = self._rt
         if not callable(fn):
             raise TypeError(f"spawn: fn must be callable, got {fn!r} of type {type(fn).__name__}")
         if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
             raise ValueError(f"spawn: nprocs must be an int >= 1, got {nprocs!r}")
         if not isinstance(args, tuple):
             raise TypeError(f"spawn: args must be a tuple, got {type(args).__name__}")
-        ctx._check_thread("spawn")
-        current = ctx._ranks.get(getcurrent())
+        rt.check_thread("spawn")
+        current = rt.current_task()
         if current is not None:
             raise RuntimeError(
                 f"spawn called from inside rank {current.rank}: ranks cannot spawn ranks; "
                 f"call spawn from the main program"
             )
-        scheduler = ctx._scheduler
+        scheduler = rt.scheduler
         if scheduler.spawn is not None:
             raise RuntimeError(
                 "spawn: this RuntimeContext already runs a spawn that has not been joined; "

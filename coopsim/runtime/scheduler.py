@@ -6,7 +6,7 @@ program instances of launched kernels. Its loop (C5):
 1. **Round**: resume every runnable task in a deterministic order (ranks ascending, each
    rank's programs after it; or a seeded permutation), each until it blocks in
    ``ctx.wait`` or ends. A blocking task appends ``(task, handle)`` to
-   ``ctx._pending_worker_waits`` and switches back here.
+   ``runtime.pending_waits`` and switches back here.
 2. Register the pending waits on their handles; clear the queue.
 3. **Drain**: if no task is runnable, complete the earliest instant of the event queue
    (``Engine.step_instant``), until a completion wakes a task or the run's goal is met.
@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import random
+import sys
 import time
 import traceback
 
@@ -99,12 +100,14 @@ class Spawn:
         self.ranks = ranks
         self.outcome: BaseException | None = None
         self.finished = False
-        self.dist = None  # ctx.distributed's state for this spawn (a DistState), once initialised
+        self.state: dict = {}  # per-spawn slots of the layers above (Runtime.spawn_state)
 
 
 class Scheduler:
-    def __init__(self, ctx):
-        self.ctx = ctx
+    """The loop of one ``Runtime`` (the port that owns it, ``rt``)."""
+
+    def __init__(self, rt):
+        self.rt = rt
         self.parent = None  # the greenlet that drives the loop and parents every task
         self.to_scheduler = None  # parent.switch, bound once: how a blocking task yields
         self.runnable: list[Task] = []
@@ -112,7 +115,7 @@ class Scheduler:
         self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
-        self._rng = random.Random(ctx.seed) if ctx.rank_order == "shuffled" else None
+        self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -131,7 +134,7 @@ class Scheduler:
             self._claim_parent()
         task.greenlet = greenlet(_body(task, fn, args), parent=self.parent)
         task.switch = task.greenlet.switch
-        self.ctx._ranks[task.greenlet] = task
+        self.rt.tasks[task.greenlet] = task
         self.runnable.append(task)
         self.live += 1
         return task
@@ -151,12 +154,12 @@ class Scheduler:
         self.interrupts.append((task, error))
 
     def start_spawn(self, fn, args, nprocs: int) -> Spawn:
-        ctx = self.ctx
+        rt = self.rt
         self._claim_parent()
         ranks = []
         for i in range(nprocs):
-            task = Task(f"rank {i}", i, (i,), ctx.engine.now_ns, device=i)
-            task.pid = ctx._new_pid()
+            task = Task(f"rank {i}", i, (i,), rt.engine.now_ns, device=i)
+            task.pid = rt.new_pid()
             ranks.append(self.add_task(task, fn, (i, *args)))
         self.spawn = Spawn(ranks)
         return self.spawn
@@ -187,24 +190,24 @@ class Scheduler:
         aborting every live task.
         """
         self._claim_parent()
-        ctx = self.ctx
-        watchdog = Watchdog(ctx.watchdog_s, ctx._thread_id) if ctx.watchdog_s else None
+        rt = self.rt
+        watchdog = Watchdog(rt.watchdog_s, rt.thread_id) if rt.watchdog_s else None
         try:
             if watchdog is None:
                 return self._loop(goal, deadline, None)
             with watchdog:
                 return self._loop(goal, deadline, watchdog)
         except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
-            error = WatchdogTimeout(watchdog.fired[1].rank, None, ctx.watchdog_s)
+            error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:
             error = e
         self.abort()
         raise error
 
     def _loop(self, goal, deadline, watchdog) -> bool:
-        ctx = self.ctx
-        pending = ctx._pending_worker_waits
-        engine = ctx.engine
+        rt = self.rt
+        pending = rt.pending_waits
+        engine = rt.engine
         step_instant = engine.step_instant
         runnable, woken = self.runnable, self.woken
         wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
@@ -296,8 +299,8 @@ class Scheduler:
         return failed
 
     def _register_pending(self) -> None:
-        """Move ``ctx._pending_worker_waits`` onto their handles (``_loop`` inlines this)."""
-        pending = self.ctx._pending_worker_waits
+        """Move ``runtime.pending_waits`` onto their handles (``_loop`` inlines this)."""
+        pending = self.rt.pending_waits
         for t, h in pending:
             t.waiting = h
             if h.done:
@@ -313,11 +316,11 @@ class Scheduler:
 
     def _ended(self, t: Task) -> None:
         self.live -= 1
-        del self.ctx._ranks[t.greenlet]
+        del self.rt.tasks[t.greenlet]
 
     def live_tasks(self) -> list[Task]:
-        """The live tasks in round order (``ctx._ranks`` holds them, keyed by greenlet)."""
-        return sorted(self.ctx._ranks.values(), key=_task_key)
+        """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
+        return sorted(self.rt.tasks.values(), key=_task_key)
 
     def abort(self) -> None:
         """Throw ``RankAborted`` into every live task until it ends.
@@ -325,7 +328,7 @@ class Scheduler:
         A task whose ``finally`` block waits switches back here; the next throw raises at
         that wait, so an aborted task cannot block.
         """
-        ctx = self.ctx
+        rt = self.rt
         for t in self.live_tasks():
             g = t.greenlet
             for _ in range(100):
@@ -334,13 +337,13 @@ class Scheduler:
                 g.throw(RankAborted(f"{t.name} aborted"))
             if t.state not in _FINAL:
                 t.state = ABORTED
-        ctx._ranks.clear()
+        rt.tasks.clear()
         self.runnable.clear()
         for h in self.woken:
             h.waiters = None
         self.woken.clear()
         self.interrupts.clear()
-        ctx._pending_worker_waits.clear()
+        rt.pending_waits.clear()
         self.live = 0
 
     def _failure(self, failed: list[Task]) -> BaseException:
@@ -349,7 +352,7 @@ class Scheduler:
         if busy:
             t = busy[0]
             return WatchdogTimeout(t.rank, user_location_of_traceback(t.error.__traceback__),
-                                   self.ctx.watchdog_s)
+                                   self.rt.watchdog_s)
         by_rank: dict = {}
         for t in sorted(failed, key=_task_key):
             by_rank.setdefault(t.rank, t)
@@ -383,6 +386,31 @@ class Scheduler:
                 "time_ns": t.now_ns,
                 "where": user_location(frame) if frame is not None else None,
             })
-        report = {"time_ns": self.ctx.engine.now_ns, "ranks": rows, "details": []}
-        self.ctx.distributed.explain_deadlock(report, spawn_ranks + programs)
+        report = {"time_ns": self.rt.engine.now_ns, "ranks": rows, "details": []}
+        for explain in self.rt.explainers:
+            explain(report, spawn_ranks + programs)
         return report
+
+    def drive_until(self, handle):
+        """Main's wait: run rounds (kernel programs) and drains until ``handle`` is done."""
+        if self.spawn is not None:
+            raise RuntimeError(
+                "wait called from main while a spawn started with join=False is running: "
+                "its ranks only progress inside ProcessContext.join(); call join() instead"
+            )
+        try:
+            self.run(lambda: handle.done)
+        except DeadlockError as e:
+            e.report["ranks"].insert(0, {
+                "rank": None, "task": "main", "state": "blocked", "waits_for": handle.desc,
+                "time_ns": self.rt.engine.now_ns, "where": user_location(sys._getframe(1)),
+            })
+            raise DeadlockError(e.report) from None
+        return handle
+
+    def close(self) -> None:
+        """Abort every live task (a spawn never joined to the end, kernel programs never
+        waited for); their ``finally`` blocks run."""
+        self.abort()
+        if self.spawn is not None:
+            self._finish_spawn(None)

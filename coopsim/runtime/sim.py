@@ -7,14 +7,17 @@ from coopsim.engine.trace import TraceRecorder
 
 
 class Sim:
-    def __init__(self, ctx):
-        self._ctx = ctx
-        self.timer = ctx.engine.timer
+    """``ctx.sim``: ``timer``, ``event``, ``now_ns``, ``trace``, ``seed``; and ``runtime``, the
+    runtime port (for extensions and tests: see ``coopsim.runtime.port``)."""
+
+    def __init__(self, rt):
+        self.runtime = rt
+        self.timer = rt.engine.timer
         """``timer(ns) -> Handle``: completes ``ns`` after the caller's current virtual time."""
 
     @property
     def seed(self) -> int:
-        return self._ctx.seed
+        return self.runtime.seed
 
     def now_ns(self) -> float:
         """The calling rank's virtual time in ns.
@@ -22,14 +25,15 @@ class Sim:
         A rank runs only right after the drain that woke it, so while any rank (or main)
         runs, its time is the engine's current time: one clock serves them all.
         """
-        return self._ctx.engine.now_ns
+        return self.runtime.engine.now_ns
 
     def event(self, name: str = "event") -> Event:
         """A handle that completes only when someone calls its ``set()``."""
-        return Event(self._ctx.engine, f"event {name!r}")
+        return Event(self.runtime.engine, f"event {name!r}")
 
-    def trace(self, path) -> TraceRecorder:
+    def trace(self, path=None) -> TraceRecorder:
         """``with ctx.sim.trace("run.json"):`` records every device op and link transfer that
         starts inside the block, and writes them to ``path`` on exit as a Chrome trace (open it
-        in https://ui.perfetto.dev or chrome://tracing); see ``coopsim.engine.trace``."""
-        return TraceRecorder(self._ctx, path)
+        in https://ui.perfetto.dev or chrome://tracing); see ``coopsim.engine.trace``. With no
+        ``path``, nothing is written: a tool reads the recorder's ``events()``."""
+        return TraceRecorder(self.runtime, path)

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from coopsim.distributed.algorithms.halving_doubling import power_of_two_split
 from coopsim.distributed.algorithms.hierarchical import node_rings
 from coopsim.distributed.algorithms.registry import check_supported
+from coopsim.distributed.tables import IN_PLACE
 
 
 def schedule_time_ns(schedule, itemsize, alpha_ns, beta_ns_per_byte, gamma_ns_per_byte):
@@ -144,7 +145,7 @@ def analytic_time_ns(collective, algorithm, p, nbytes, alpha_ns, beta_ns_per_byt
 def exact_multiple(collective, algorithm, p, nodes=None):
     """``analytic_time_ns`` is exact when the element count n (for all_reduce, broadcast,
     reduce; always for the other collectives, whose n is p * count) is a multiple of this."""
-    if collective not in ("all_reduce", "broadcast", "reduce"):
+    if collective not in IN_PLACE:
         return 1
     if algorithm in ("ring", "hierarchical") and collective == "all_reduce":
         return p

@@ -6,11 +6,7 @@ import operator
 from types import MappingProxyType
 
 from coopsim.distributed.algorithms import direct, halving_doubling, hierarchical, ring, trees
-
-COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce",
-               "all_to_all", "gather", "scatter")
-ROOTED = frozenset({"broadcast", "reduce", "gather", "scatter"})
-IN_PLACE = frozenset({"all_reduce", "broadcast", "reduce"})
+from coopsim.distributed.tables import COLLECTIVES, IN_PLACE, ROOTED  # noqa: F401 - re-exported
 
 BUILDERS = MappingProxyType({
     ("all_reduce", "ring"): ring.all_reduce,

@@ -13,7 +13,7 @@ Model (docs/adr/0005-device-cost-model.md, docs/adr/0006-host-read-barrier.md):
   ``ctx.wait`` for that tensor's storage's ``last_write`` only (C8). Everything else
   (``_DEVICE_SIDE``) never waits. ``tests/test_tensor.py`` checks that the two lists cover
   every public name and dunder method of ``Tensor``.
-- What each op computes and costs is in ``coopsim.tensor_ops``.
+- What each op computes and costs is in ``coopsim.tensor.ops``.
 
 Invariants:
 - Every op that writes a storage is enqueued on its device's stream, so stream order alone
@@ -31,8 +31,8 @@ import numbers
 
 import numpy as np
 
-from coopsim import tensor_ops as ops
-from coopsim.tensor_ops import (
+from coopsim.tensor import ops
+from coopsim.tensor.ops import (
     DType,
     allocate,
     bfloat16,
@@ -98,11 +98,11 @@ class Device:
         return f"device(type='{self.type}', index={self.index})"
 
 
-def device_index(ctx, device, what: str) -> int:
+def device_index(rt, device, what: str) -> int:
     """The index of the device that ``device`` names (None, "cuda", "cuda:i", i, a Device) for
-    the caller; raises if it is not a device of ``ctx``'s topology."""
+    the caller; raises if it is not a device of the runtime ``rt``'s topology."""
     if device is None:
-        return ctx._device().index
+        return rt.current_device().index
     if not isinstance(device, (Device, str, int)) or isinstance(device, bool):
         raise TypeError(f"{what}: device must be a torch-style device ('cuda', 'cuda:1', 1 or "
                         f"ctx.device(...)), got {device!r}")
@@ -111,11 +111,11 @@ def device_index(ctx, device, what: str) -> int:
         raise RuntimeError(f"{what}: coopsim tensors live in accelerator memory; device "
                            f"'{device}' holds none (use 'cuda' or 'cuda:<i>', or omit device=)")
     if device.index is None:
-        return ctx._device().index
-    count = len(ctx._devices)
+        return rt.current_device().index
+    count = len(rt.devices)
     if device.index >= count:
         raise RuntimeError(f"{what}: device cuda:{device.index} does not exist: topology "
-                           f"{ctx.topology.name!r} has {count} devices (cuda:0 to cuda:{count - 1})")
+                           f"{rt.topology.name!r} has {count} devices (cuda:0 to cuda:{count - 1})")
     return device.index
 
 
@@ -183,7 +183,7 @@ class Tensor:
         storage = self._storage
         last = storage.last_write
         if last is not None and not last.done:
-            storage.ctx.wait(last)
+            storage.rt.wait(last)
         return self._array
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
@@ -457,7 +457,7 @@ class Tensor:
     def _like(self, dtype: DType) -> "Tensor":
         """A fresh contiguous tensor of this shape on this device, for an op to write."""
         s = self._storage
-        return allocate(self._make, s.ctx, s.device, self._array.shape, dtype)
+        return allocate(self._make, s.rt, s.device, self._array.shape, dtype)
 
     def contiguous(self) -> "Tensor":
         return self if self._array.flags.c_contiguous else self.clone()
@@ -480,7 +480,7 @@ class Tensor:
             else:
                 device = a
         if device is not None:
-            index = device_index(self._storage.ctx, device, "to")
+            index = device_index(self._storage.rt, device, "to")
             if index != self._storage.device.index:
                 raise RuntimeError(f"to: copying a tensor from cuda:{self._storage.device.index} "
                                    f"to cuda:{index} is a transfer between devices, which tensors "
@@ -530,10 +530,10 @@ class Tensor:
 
 # -- creation on the context -------------------------------------------------------------------
 
-def _created(ctx, what: str, device, shape: tuple, dtype: DType, init) -> Tensor:
+def _created(rt, what: str, device, shape: tuple, dtype: DType, init) -> Tensor:
     """A tensor holding ``init(shape, dtype._np)``, with the cost of a device op writing it
     (host data counts as written at memory bandwidth: there is no PCIe model)."""
-    dev = ctx._devices[device_index(ctx, device, what)]
+    dev = rt.devices[device_index(rt, device, what)]
 
     def data(shape, np_dtype):
         array = init(shape, np_dtype)
@@ -541,7 +541,7 @@ def _created(ctx, what: str, device, shape: tuple, dtype: DType, init) -> Tensor
             round_bfloat16(array)
         return array
 
-    t = allocate(Tensor._make, ctx, dev, shape, dtype, data)
+    t = allocate(Tensor._make, rt, dev, shape, dtype, data)
     launch(dev, (what + " {} on cuda:{}", shape, dev.index), nbytes(t), 0, dtype, None, t)
     return t
 
@@ -552,9 +552,9 @@ def _given(array: np.ndarray):
 
 
 class TensorAPI:
-    """torch-named tensor creation and dtypes, mixed into ``RuntimeContext`` (``self`` is the
-    context). Tensors are created on the caller's current device (a rank's own; device 0 in
-    main), or on ``device=`` ("cuda", "cuda:i", i)."""
+    """torch-named tensor creation and dtypes over one runtime; ``RuntimeContext`` exposes
+    its public names. Tensors are created on the caller's current device (a rank's own;
+    device 0 in main), or on ``device=`` ("cuda", "cuda:i", i)."""
 
     Tensor = Tensor
     dtype = DType
@@ -565,6 +565,9 @@ class TensorAPI:
     int32 = int32
     int64 = int64
 
+    def __init__(self, rt):
+        self._rt = rt  # the runtime port
+
     def is_tensor(self, obj) -> bool:
         return isinstance(obj, Tensor)
 
@@ -572,16 +575,16 @@ class TensorAPI:
         """No op, no time, as torch.empty; the memory reads as zeros (deterministic, C9)."""
         shape = size_arg(size, "empty")
         dtype = dtype_arg(dtype, float32, "empty")
-        dev = self._devices[device_index(self, device, "empty")]
-        return allocate(Tensor._make, self, dev, shape, dtype, np.zeros)
+        dev = self._rt.devices[device_index(self._rt, device, "empty")]
+        return allocate(Tensor._make, self._rt, dev, shape, dtype, np.zeros)
 
     def zeros(self, *size, dtype=None, device=None) -> Tensor:
         dtype = dtype_arg(dtype, float32, "zeros")
-        return _created(self, "zeros", device, size_arg(size, "zeros"), dtype, np.zeros)
+        return _created(self._rt, "zeros", device, size_arg(size, "zeros"), dtype, np.zeros)
 
     def ones(self, *size, dtype=None, device=None) -> Tensor:
         dtype = dtype_arg(dtype, float32, "ones")
-        return _created(self, "ones", device, size_arg(size, "ones"), dtype, np.ones)
+        return _created(self._rt, "ones", device, size_arg(size, "ones"), dtype, np.ones)
 
     def full(self, size, fill_value, *, dtype=None, device=None) -> Tensor:
         """dtype from ``fill_value`` if not given: int -> int64, float -> float32."""
@@ -589,7 +592,7 @@ class TensorAPI:
         dtype = dtype_arg(dtype, int64 if type(value) is int else float32, "full")
         shape = size_arg(size if isinstance(size, (tuple, list)) else (size,), "full")
         v = host_value(value, dtype, "full")
-        return _created(self, "full", device, shape, dtype, lambda s, np_dtype: np.full(s, v, np_dtype))
+        return _created(self._rt, "full", device, shape, dtype, lambda s, np_dtype: np.full(s, v, np_dtype))
 
     def arange(self, start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
         """``[start, end)`` by ``step``; int64 if all are ints, else float32."""
@@ -605,7 +608,7 @@ class TensorAPI:
         dtype = dtype_arg(dtype, int64 if exact else float32, "arange")
         with np.errstate(all="ignore"):
             data = np.arange(start, end, step, dtype=np.int64 if exact else np.float64).astype(dtype._np)
-        return _created(self, "arange", device, data.shape, dtype, _given(data))
+        return _created(self._rt, "arange", device, data.shape, dtype, _given(data))
 
     def tensor(self, data, *, dtype=None, device=None) -> Tensor:
         """A copy of host ``data`` (numbers, nested lists, numpy arrays) on the device; of a
@@ -613,7 +616,7 @@ class TensorAPI:
         if isinstance(data, Tensor):
             return data.to(dtype=dtype, device=device, copy=True)
         array, dtype = host_array(data, dtype, "tensor")
-        return _created(self, "tensor", device, array.shape, dtype, _given(array))
+        return _created(self._rt, "tensor", device, array.shape, dtype, _given(array))
 
     def from_numpy(self, ndarray) -> Tensor:
         """A copy of ``ndarray`` on the current device (torch's shares memory with a CPU
@@ -622,7 +625,7 @@ class TensorAPI:
         if not isinstance(ndarray, np.ndarray):
             raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
         dtype = dtype_of_numpy(ndarray.dtype, "from_numpy")
-        return _created(self, "from_numpy", None, ndarray.shape, dtype,
+        return _created(self._rt, "from_numpy", None, ndarray.shape, dtype,
                         _given(ndarray.astype(dtype._np, copy=True)))
 
     # torch's aliases; they shadow the builtins ``float``/``int`` in this class body only.

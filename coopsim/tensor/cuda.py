@@ -8,7 +8,7 @@ PyTorch, and is exact: ``(end - start) / 1e6`` of the events' completion times i
 from __future__ import annotations
 
 from coopsim.engine import OutOfMemoryError
-from coopsim.tensor import Device, device_index
+from coopsim.tensor.tensor import Device, device_index
 
 
 class Stream:
@@ -17,10 +17,10 @@ class Stream:
     Every device op of coopsim runs on this stream; there is one per device.
     """
 
-    def __init__(self, ctx, index: int):
-        self._ctx = ctx
+    def __init__(self, cuda, index: int):
+        self._cuda = cuda  # the Cuda namespace this stream belongs to
         self.device_index = index
-        self._stream = ctx._devices[index].stream
+        self._stream = cuda._rt.devices[index].stream
 
     @property
     def device(self) -> Device:
@@ -30,7 +30,7 @@ class Stream:
         """Wait (host) until all work queued on the stream is complete."""
         last = self._stream.last
         if last is not None:
-            self._ctx.wait(last)
+            self._cuda._rt.wait(last)
 
     def query(self) -> bool:
         """True if all work queued on the stream is complete."""
@@ -38,7 +38,7 @@ class Stream:
         return last is None or last.done
 
     def record_event(self, event=None):
-        event = event if event is not None else self._ctx.cuda.Event()
+        event = event if event is not None else self._cuda.Event()
         event.record(self)
         return event
 
@@ -61,11 +61,11 @@ class Event:
 
     A recorded event completes when all the work queued on its stream before it has
     completed; that completion's virtual time is its timestamp. Recording costs no time.
-    ``Cuda`` gives each context a subclass bound to it (``ctx.cuda.Event``), so that
-    ``ctx.cuda.Event(enable_timing=True)`` works as in torch.
+    ``Cuda`` gives each context a subclass bound to its namespace (``ctx.cuda.Event``), so
+    that ``ctx.cuda.Event(enable_timing=True)`` works as in torch.
     """
 
-    _ctx = None  # set on each context's subclass
+    _cuda = None  # the Cuda namespace, set on each context's subclass
 
     def __init__(self, enable_timing: bool = False, blocking: bool = False,
                  interprocess: bool = False):
@@ -76,7 +76,7 @@ class Event:
 
     def _stream(self, stream, what: str):
         if stream is None:
-            return Stream(self._ctx, self._ctx._device().index)
+            return Stream(self._cuda, self._cuda._rt.current_device().index)
         if not isinstance(stream, Stream):
             raise TypeError(f"Event.{what}: stream must be None or ctx.cuda.current_stream(...), "
                             f"got {stream!r}")
@@ -100,7 +100,7 @@ class Event:
     def synchronize(self) -> None:
         """Wait (host) until the event has completed; returns at once if never recorded."""
         if self._handle is not None:
-            self._ctx.wait(self._handle)
+            self._cuda._rt.wait(self._handle)
 
     def elapsed_time(self, end_event: "Event") -> float:
         """Milliseconds of virtual time from this event to ``end_event``; both must have
@@ -123,43 +123,37 @@ class Cuda:
     """The ``torch.cuda``-shaped namespace of a ``RuntimeContext``.
 
     The caller's current device is its rank's task's ``device`` (rank r starts on device r),
-    or ``ctx._main_device`` in main (0 to start with).
+    or main's current device in main (0 to start with).
     """
 
     OutOfMemoryError = OutOfMemoryError
 
-    def __init__(self, ctx):
-        self._ctx = ctx
-        self.Event = type("Event", (Event,), {"_ctx": ctx, "__module__": __name__})
+    def __init__(self, rt):
+        self._rt = rt  # the runtime port
+        self.Event = type("Event", (Event,), {"_cuda": self, "__module__": __name__})
 
     def is_available(self) -> bool:
         return True
 
     def device_count(self) -> int:
-        return len(self._ctx._devices)
+        return len(self._rt.devices)
 
     def current_device(self) -> int:
-        return self._ctx._device().index
+        return self._rt.current_device().index
 
     def set_device(self, device) -> None:
         """Make ``device`` (an int, "cuda:i" or ctx.device) the caller's current device."""
-        ctx = self._ctx
-        index = device_index(ctx, device, "set_device")
-        task = ctx._current_task()
-        if task is None:
-            ctx._main_device = index
-        else:
-            task.device = index
+        self._rt.set_current_device(device_index(self._rt, device, "set_device"))
 
     def synchronize(self, device=None) -> None:
         """Wait (host) until all work queued on ``device`` (default: the current) is done."""
-        Stream(self._ctx, device_index(self._ctx, device, "synchronize")).synchronize()
+        Stream(self, device_index(self._rt, device, "synchronize")).synchronize()
 
     def current_stream(self, device=None) -> Stream:
-        return Stream(self._ctx, device_index(self._ctx, device, "current_stream"))
+        return Stream(self, device_index(self._rt, device, "current_stream"))
 
     default_stream = current_stream
 
     def memory_allocated(self, device=None) -> int:
         """Bytes held by live tensors' storages on ``device`` (default: the current)."""
-        return self._ctx._devices[device_index(self._ctx, device, "memory_allocated")].allocated_bytes
+        return self._rt.devices[device_index(self._rt, device, "memory_allocated")].allocated_bytes

@@ -44,7 +44,7 @@ class DType:
         return f"torch.{self._name}"
 
     def __reduce__(self):
-        return _dtype_named, (self._name,)
+        return dtype_named, (self._name,)
 
 
 float32 = DType("float32", 4, True, np.float32, np.float32, "Float")
@@ -57,7 +57,8 @@ _FROM_NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float16): float16,
                np.dtype(np.int32): int32, np.dtype(np.int64): int64}
 
 
-def _dtype_named(name: str) -> DType:
+def dtype_named(name: str) -> DType:
+    """The dtype called ``name`` ("float32" ...)."""
     return next(d for d in DTYPES if d._name == name)
 
 
@@ -345,10 +346,10 @@ class Storage:
     is collected, after its last tensor. Construct only through ``allocate``.
     """
 
-    __slots__ = ("ctx", "device", "data", "nbytes", "last_write")
+    __slots__ = ("rt", "device", "data", "nbytes", "last_write")
 
-    def __init__(self, ctx, device, data: np.ndarray, nbytes: int):
-        self.ctx = ctx
+    def __init__(self, rt, device, data: np.ndarray, nbytes: int):
+        self.rt = rt  # the runtime port: host reads wait through rt.wait
         self.device = device
         self.data = data
         self.nbytes = nbytes
@@ -358,7 +359,7 @@ class Storage:
         self.device.free(self.nbytes)
 
 
-def allocate(make, ctx, device, shape: tuple, dtype: DType, init=np.empty):
+def allocate(make, rt, device, shape: tuple, dtype: DType, init=np.empty):
     """``make(array, storage, dtype)`` (``Tensor._make``) over a fresh storage of ``shape``
     whose data is ``init(shape, dtype._np)``: by default uninitialised memory that an op
     will write entirely. The device's accounting comes first, so an allocation beyond its
@@ -370,13 +371,13 @@ def allocate(make, ctx, device, shape: tuple, dtype: DType, init=np.empty):
     except BaseException:
         device.free(nbytes)
         raise
-    return make(array, Storage(ctx, device, array, nbytes), dtype)
+    return make(array, Storage(rt, device, array, nbytes), dtype)
 
 
 def _result(t, shape: tuple, dtype: DType):
     """A fresh tensor (of ``t``'s class) on ``t``'s device, for an op to write."""
     s = t._storage
-    return allocate(t._make, s.ctx, s.device, shape, dtype)
+    return allocate(t._make, s.rt, s.device, shape, dtype)
 
 
 def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):

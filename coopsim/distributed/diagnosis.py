@@ -1,0 +1,81 @@
+"""Deadlock diagnosis for the distributed layer, registered with the runtime port.
+
+On a deadlock the scheduler builds one row per task; ``explain_deadlock`` adds what only
+this layer knows: for a rank stuck behind a collective, the op, group, sequence number, who
+arrived, who is missing and what the missing ranks are doing; for point-to-point, the
+wait-for cycle.
+"""
+
+from __future__ import annotations
+
+from coopsim.distributed.state import SLOT
+
+
+def explain_deadlock(rt, report: dict, tasks) -> None:
+    """Add to a deadlock report what the distributed layer knows: for a rank stuck behind a
+    collective, the op, group, sequence number, who arrived, who is missing and what the
+    missing ranks are doing; for point-to-point, the wait-for cycle."""
+    state = rt.spawn_state(SLOT)
+    if state is None:
+        return
+    rows = report["ranks"]
+    by_rank = {row["rank"]: row for row in rows if row["task"] == f"rank {row['rank']}"}
+    peers = {}
+    seen = set()
+    for row, task in zip(rows, tasks):
+        if row["state"] != "blocked" or task.owner is not None:
+            continue
+        h = task.waiting
+        p2p = state.p2p.waits_on(h)
+        if p2p is not None:
+            peers[task.rank] = p2p
+            continue
+        collective = getattr(h, "collective", None)
+        if collective is None and state.pending.get(task.rank):
+            collective = state.pending[task.rank][0].done.collective
+        if collective is None or collective.status in ("done", "failed"):
+            continue
+        arrived = sorted(collective.group.ranks[m] for m in collective.arrivals)
+        missing = collective.missing()
+        row["collective"] = {"op": collective.kind, "group": collective.group.name,
+                             "seq": collective.seq, "arrived": arrived, "missing": missing}
+        if getattr(h, "collective", None) is not collective:
+            row["waits_for"] = f"{row['waits_for']}, behind {collective.name} on its stream"
+        if collective.name in seen:
+            continue
+        seen.add(collective.name)
+        line = (f"{collective.name}: arrived {arrived or 'none'}, missing {missing or 'none'}")
+        for r in missing:
+            other = by_rank.get(r)
+            if other is None:
+                continue
+            if other["state"] == "blocked":
+                doing = f"blocked at {other['where']} waiting for {other['waits_for']}"
+            else:
+                doing = other["state"]
+            line += f"\n    rank {r} is {doing}"
+        if not missing:
+            line += " (all arrived; some stream never reached it)"
+        report["details"].append(line)
+    for cycle in _cycles(peers):
+        chain = " -> ".join(f"rank {r} {peers[r][1].split(' by ')[0]}" for r in cycle)
+        report["details"].append(f"point-to-point wait-for cycle: {chain} -> rank {cycle[0]}")
+        for r in cycle:
+            by_rank[r]["cycle"] = list(cycle)
+
+
+def _cycles(peers: dict) -> list[list[int]]:
+    """Cycles in the graph rank -> the peer it waits for, each once, from its lowest rank."""
+    cycles, done = [], set()
+    for start in sorted(peers):
+        path, r = [], start
+        while r in peers and r not in path and r not in done:
+            path.append(r)
+            r = peers[r][0]
+        if r in path:
+            cycle = path[path.index(r):]
+            low = cycle.index(min(cycle))
+            cycles.append(cycle[low:] + cycle[:low])
+        done.update(path)
+    return cycles
+

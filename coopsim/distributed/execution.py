@@ -1,0 +1,240 @@
+"""Execution of a planned collective: the analytic model's reference numbers, and the
+timed run of a schedule on the links (ADR-0008 semantics, ADR-0004 link contention).
+
+Invariants:
+- ``reference`` computes every collective by its definition, reducing in rank order;
+- ``TimedRun`` moves data only by the schedule's transfers and writes a member's output
+  buffers no later than that member's completion (``Collective.member_done``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coopsim.distributed.algorithms import analytic_time_ns, chunks
+from coopsim.engine import Handle
+
+
+def _listed_order(item) -> int:
+    return item[0]
+
+
+def reference(plan, arrivals) -> None:
+    """The analytic model's numbers: the collective's definition, reduced in rank order."""
+    p = len(arrivals)
+    op, kind, root = plan.ufunc, plan.collective, plan.root
+    ins = [a.ins for a in arrivals]
+    outs = [a.outs for a in arrivals]
+    if kind in ("all_reduce", "reduce", "reduce_scatter"):
+        acc = ins[0].copy()
+        for x in ins[1:]:
+            op(acc, x, out=acc)
+        if plan.post is not None:
+            acc = plan.post(acc)
+        if kind == "all_reduce":
+            for out in outs:
+                out[:] = acc
+        elif kind == "reduce":
+            outs[root][:] = acc
+        else:
+            for r, (off, count) in enumerate(chunks(acc.size, p)):
+                outs[r][:] = acc[off:off + count]
+    elif kind == "broadcast":
+        data = ins[root].copy()
+        for out in outs:
+            out[:] = data
+    elif kind in ("all_gather", "gather"):
+        data = np.concatenate(ins)
+        for r, out in enumerate(outs):
+            if kind == "all_gather" or r == root:
+                out[:] = data
+    elif kind == "scatter":
+        data = ins[root]
+        for r, (off, count) in enumerate(chunks(data.size, p)):
+            outs[r][:] = data[off:off + count]
+    elif kind == "all_to_all":
+        splits = [a.fingerprint.get("splits_in") or [x.size // p] * p for a, x in zip(arrivals, ins)]
+        sends = [np.split(x, np.cumsum(s)[:-1]) for x, s in zip(ins, splits)]
+        for j in range(p):
+            outs[j][:] = np.concatenate([sends[i][j] for i in range(p)])
+    else:
+        raise AssertionError(kind)
+
+
+class Compiled:
+    """A schedule prepared for ``TimedRun`` (built once per schedule, then reused).
+
+    ``items[k][r]``: indices into step k's transfers that rank r takes part in, in listed
+    order. ``eager[k][r]``: rank r may apply its step-k receives on arrival, reading the
+    sender's buffer directly (no snapshot copy): its receives write pairwise disjoint slices
+    that none of its step-k sends reads, and it has no local copy in the step. Then neither
+    the order of applications nor any send of the step can observe the difference, and the
+    sender cannot change the slice before the payload is applied (it writes its own buffers
+    only by its own receives, which are disjoint from its sends, or at the end of its step,
+    after this transfer was delivered).
+    """
+
+    def __init__(self, schedule):
+        p = schedule.p
+        self.schedule = schedule
+        self.items = []
+        self.eager = []
+        for step in schedule.steps:
+            per_rank = [[] for _ in range(p)]
+            for i, x in enumerate(step.xfers):
+                per_rank[x.src].append(i)
+                if x.dst != x.src:
+                    per_rank[x.dst].append(i)
+            self.items.append(per_rank)
+            self.eager.append([_eager(r, [step.xfers[i] for i in per_rank[r]]) for r in range(p)])
+
+
+def _eager(r: int, xfers) -> bool:
+    writes, reads = [], []
+    for x in xfers:
+        if x.src == x.dst:
+            return False
+        if x.dst == r:
+            writes.append((x.dst_buf, x.dst_off, x.dst_off + x.count))
+        else:
+            reads.append((x.src_buf, x.src_off, x.src_off + x.count))
+    for i, (buf, lo, hi) in enumerate(writes):
+        for other in writes[i + 1:] + reads:
+            if other[0] == buf and other[1] < hi and lo < other[2]:
+                return False
+    return True
+
+
+class TimedRun:
+    """A schedule executed on the network (ADR-0008 semantics, ADR-0004 link contention).
+
+    Per rank: its current step; the items (transfers sent or received, local copies) of that
+    step still outstanding; the payloads received for it. A transfer of step k starts when
+    both ends have started step k; a reduction costs ``gamma`` per byte after arrival; a rank
+    applies its step's receives in listed order when the step's items are all done (or on
+    arrival, where ``Compiled.eager`` shows that is the same), then starts the next step.
+    """
+
+    def __init__(self, collective, arrivals, plan, compiled: Compiled):
+        self.collective = collective
+        self.arrivals = arrivals
+        self.plan = plan
+        self.rt = collective.state.rt  # the runtime port
+        schedule = plan.schedule
+        p = schedule.p
+        self.step = [-1] * p
+        self.outstanding = [0] * p
+        self.received: list[list] = [[] for _ in range(p)]
+        self.items = compiled.items
+        self.eager = compiled.eager
+        self.ends_started = [dict() for _ in schedule.steps]
+        self._routes: dict = {}  # (src, dst) -> route: looked up once per pair, not per transfer
+        tmp = schedule.tmp_count
+        self.bufs = [{"in": a.ins, "out": a.outs,
+                      "tmp": np.zeros(tmp, dtype=(a.ins if a.ins is not None else a.outs).dtype)}
+                     for a in arrivals]
+
+    def start(self) -> None:
+        for r in range(self.plan.schedule.p):
+            self._start_step(r, 0)
+
+    def _start_step(self, r: int, k: int) -> None:
+        steps = self.plan.schedule.steps
+        while k < len(steps) and not self.items[k][r]:
+            k += 1  # a step without this rank
+        self.step[r] = k
+        if k == len(steps):
+            self._rank_done(r)
+            return
+        xfers = steps[k].xfers
+        self.outstanding[r] = len(self.items[k][r])
+        started = self.ends_started[k]
+        for i in self.items[k][r]:
+            x = xfers[i]
+            if x.src == x.dst:
+                self._local(r, i, x)
+                continue
+            started[i] = started.get(i, 0) + 1
+            if started[i] == 2:
+                self._send(k, i, x)
+
+    def route(self, src: int, dst: int) -> tuple:
+        route = self._routes.get((src, dst))
+        if route is None:
+            devices = self.plan.devices
+            route = self._routes[src, dst] = self.rt.topology.route(devices[src], devices[dst])
+        return route
+
+    def _payload(self, x):
+        return self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count].copy()
+
+    def _local(self, r, i, x) -> None:
+        payload = self._payload(x)
+        nbytes = x.count * self.plan.itemsize
+        delay = nbytes * self.plan.gamma_ns_per_byte if x.reduce else 0.0
+        self.received[r].append((i, x, payload))
+        timer = self.rt.engine.timer(delay, ("local {} in {}", "reduce" if x.reduce else "copy", self.collective.name))
+        timer.add_callback(lambda _t: self._item_done(r))
+
+    def _send(self, k, i, x) -> None:
+        eager = self.eager[k][x.dst]
+        payload = None if eager else self._payload(x)
+        plan = self.plan
+        nbytes = x.count * plan.itemsize
+        route = self.route(x.src, x.dst)
+        desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
+
+        def arrived(_h):
+            if eager:
+                self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
+            else:
+                self.received[x.dst].append((i, x, payload))
+            self._item_done(x.src)
+            if x.reduce and plan.gamma_ns_per_byte:
+                timer = self.rt.engine.timer(nbytes * plan.gamma_ns_per_byte, ("reduce in {}", self.collective.name))
+                timer.add_callback(lambda _t: self._item_done(x.dst))
+            else:
+                self._item_done(x.dst)
+
+        handle = self.rt.network.transfer(route, nbytes, desc, on_done=arrived)
+        if self.rt.network.trace is not None:
+            self.rt.network.trace.label(handle, self.collective, k, x.src, x.dst)
+
+    def _item_done(self, r: int) -> None:
+        self.outstanding[r] -= 1
+        if self.outstanding[r]:
+            return
+        k = self.step[r]
+        if self.received[r]:
+            received = sorted(self.received[r], key=_listed_order)  # applications in listed order
+            self.received[r] = []
+            for _, x, payload in received:
+                self._apply(x, payload)
+        self._start_step(r, k + 1)
+
+    def _apply(self, x, payload) -> None:
+        target = self.bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
+        if x.reduce:
+            self.plan.ufunc(target, payload, out=target)
+        else:
+            target[:] = payload
+
+    def _rank_done(self, r: int) -> None:
+        arrival = self.arrivals[r]
+        if self.plan.post is not None and arrival.outs is not None and self._holds_result(r):
+            arrival.outs[:] = self.plan.post(arrival.outs)
+        self.collective.member_done(arrival)
+
+    def _holds_result(self, r: int) -> bool:
+        kind = self.plan.collective
+        return kind in ("all_reduce", "reduce_scatter") or (kind == "reduce" and r == self.plan.root)
+
+
+def run_analytic(collective, arrivals, plan) -> None:
+    """Complete every member at the closed-form time from now, with the reference numbers."""
+    engine = collective.state.rt.engine
+    ns = analytic_time_ns(plan.collective, plan.algorithm, len(arrivals), plan.nbytes,
+                          plan.alpha_ns, plan.beta_ns_per_byte, plan.gamma_ns_per_byte, plan.nodes)
+    finished = Handle(("{} (analytic)", collective.name))
+    finished.add_callback(lambda _h: (reference(plan, arrivals), collective.complete_all(arrivals)))
+    engine.schedule(finished, engine.now_ns + ns)

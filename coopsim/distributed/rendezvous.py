@@ -1,0 +1,203 @@
+"""Rendezvous of one collective: arrivals, fingerprints, start and completion.
+
+Life of a collective (one per group and sequence number):
+
+1. **Arrivals.** Each member's call records an ``Arrival`` (its fingerprint, its buffers, the
+   Handle that completes with its part) and enqueues one op on its device stream.
+2. **Check.** When every member has arrived, the fingerprints (op, seq, shapes, dtypes,
+   reduce op, root, split sizes) are compared; any difference raises
+   ``CollectiveMismatchError`` in every member (C6: each is a root cause).
+3. **Start.** Each member's stream op calls ``ready`` when the stream reaches it; when all
+   are ready, it is planned (``planning``) and run (``execution``): by the ``transfer`` model
+   (its algorithm's schedule on the topology's links, ``TimedRun``) or the ``analytic``
+   model (closed form; numbers from the reference reduction).
+4. **Completion.** Each member's Handle completes when its part is done; outputs are written
+   into the tensors' memory at that virtual time (C8: host reads wait for it).
+
+A collective that has not completed ``timeout`` of virtual time after its first arrival, while
+the simulation advances, fails its waiting members with ``DistTimeoutError``.
+"""
+
+from __future__ import annotations
+
+from coopsim.distributed.execution import TimedRun, run_analytic
+from coopsim.engine import Handle
+from coopsim.errors import CollectiveMismatchError, DistTimeoutError
+
+FINGERPRINT_FIELDS = ("op", "seq", "shapes", "dtypes", "reduce_op", "root", "splits")
+
+
+class CollectiveOp(Handle):
+    """A member's part of a collective: completes when that member's part is done."""
+
+    __slots__ = ("collective", "member")
+
+    def __init__(self, desc, collective, member):
+        super().__init__(desc)
+        self.collective = collective
+        self.member = member
+
+
+class Arrival:
+    """One member's call: ``ins``/``outs`` are its flat buffers (numpy views), ``prepare``
+    (optional) fills ``ins`` when the collective starts, ``finish`` (optional) runs when the
+    member's part completes (e.g. copies a staging buffer into a tensor list)."""
+
+    __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
+                 "numel")
+
+    def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0):
+        self.task = task
+        self.member = member
+        self.fingerprint = fingerprint
+        self.ins = ins
+        self.outs = outs
+        self.done = None
+        self.prepare = prepare
+        self.finish = finish
+        self.numel = numel
+
+
+class Collective:
+    """The rendezvous of one collective of ``group`` at sequence number ``seq``."""
+
+    def __init__(self, state, group, seq: int, kind: str):
+        self.state = state  # the spawn's DistState: its runtime port, planner and ccl
+        self.group = group
+        self.seq = seq
+        self.kind = kind  # the op of the first arrival (fingerprints say if others differ)
+        self.arrivals: dict[int, Arrival] = {}
+        self.ready: set[int] = set()
+        self.status = "gathering"  # -> armed -> running -> done | failed
+        self.error: BaseException | None = None
+        self.completed = 0  # members whose part is done
+        self.alarm = None  # the timeout's Handle, armed at the first arrival
+        self.plan = None  # the Plan, once started (read by traces)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} #{self.seq} on group {self.group.name}"
+
+    def missing(self) -> list[int]:
+        """Global ranks of the members that have not arrived."""
+        return [r for i, r in enumerate(self.group.ranks) if i not in self.arrivals]
+
+    def arrive(self, arrival: Arrival) -> CollectiveOp:
+        member = arrival.member
+        rank = self.group.ranks[member]
+        arrival.done = CollectiveOp(("{} (rank {})", self.name, rank), self, member)
+        self.arrivals[member] = arrival
+        if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
+            self.alarm = Handle(("timeout of {}", self.name))
+            self.alarm.add_callback(self._timed_out)
+            engine = self.state.rt.engine
+            engine.alarm(self.alarm, engine.now_ns + self.group.timeout_ns)
+        if len(self.arrivals) == self.group.size:
+            self._check(arrival.task)
+        return arrival.done
+
+    def _check(self, caller) -> None:
+        fingerprints = [self.arrivals[m].fingerprint for m in range(self.group.size)]
+        differ = [f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
+        if not differ and fingerprints[0].get("splits_in") is not None and any(
+                fingerprints[i]["splits_in"][j] != fingerprints[j]["splits_out"][i]
+                for i in range(self.group.size) for j in range(self.group.size)):
+            differ = ["splits"]  # rank i's input split j must be rank j's output split i
+            for fp in fingerprints:
+                fp["splits"] = (fp["splits_in"], fp["splits_out"])
+        if not differ:
+            self.status = "armed"
+            if len(self.ready) == self.group.size:
+                self._start()
+            return
+        lines = [f"{self.kind} #{self.seq} on group {self.group.name}: the ranks' calls do not "
+                 f"match (different {', '.join(differ)})"]
+        for m, fp in enumerate(fingerprints):
+            shown = ", ".join(f"{k}={fp[k]}" for k in FINGERPRINT_FIELDS if fp[k] is not None)
+            lines.append(f"  rank {self.group.ranks[m]}: {shown}")
+        lines.append(f"fields that differ: {', '.join(differ)}")
+        self._fail(CollectiveMismatchError("\n".join(lines), self, differ), caller)
+
+    def _fail(self, error, caller=None) -> None:
+        """Raise ``error`` in every live member, each as its own failure (root causes)."""
+        self.status, self.error = "failed", error
+        rt = self.state.rt
+        for m in sorted(self.arrivals):
+            task = self.arrivals[m].task
+            if task is not caller and not task.greenlet.dead:
+                rt.interrupt(task, _copy_error(error))
+        if caller is not None:
+            raise error
+
+    def _timed_out(self, _alarm) -> None:
+        if self.status in ("done", "failed"):
+            return
+        timeout_ms = self.group.timeout_ns / 1e6
+        first = self.arrivals[min(self.arrivals)]
+        error = DistTimeoutError(
+            f"Watchdog caught collective operation timeout: WorkCoopsim(SeqNum={self.seq}, "
+            f"OpType={self.kind.upper()}, NumelIn={first.numel}, NumelOut={first.numel}, "
+            f"Timeout(ms)={timeout_ms:g}) ran for {timeout_ms:g} milliseconds before timing out. "
+            f"Missing ranks: {self.missing() or 'none (their streams never reached it)'}",
+            self)
+        self._fail(error)
+
+    def member_ready(self, member: int) -> Handle:
+        """Called when ``member``'s stream reaches the collective; returns its part's Handle."""
+        done = self.arrivals[member].done
+        self.ready.add(member)
+        if self.status == "armed" and len(self.ready) == self.group.size:
+            self._start()
+        return done
+
+    # -- execution ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.status = "running"
+        arrivals = [self.arrivals[m] for m in range(self.group.size)]
+        for a in arrivals:
+            if a.prepare is not None:
+                a.prepare()
+        planner = self.state.planner
+        plan = self.plan = planner.plan(arrivals)
+        if plan is None:  # nothing to move (p == 1 or no data): done now
+            self.complete_all(arrivals)
+        elif planner.ccl.model == "analytic":
+            run_analytic(self, arrivals, plan)
+        else:
+            TimedRun(self, arrivals, plan, planner.compiled(plan.schedule)).start()
+
+    def complete_all(self, arrivals) -> None:
+        for a in arrivals:
+            self.member_done(a)
+
+    def member_done(self, arrival: Arrival) -> None:
+        if arrival.finish is not None:
+            arrival.finish()
+        engine = self.state.rt.engine
+        engine.schedule(arrival.done, engine.now_ns)
+        self.completed += 1
+        if self.completed == self.group.size:  # let go of the buffers; disarm the timeout
+            self.status = "done"
+            if self.alarm is not None:
+                self.alarm.cancel()
+            self.arrivals = {m: _Done(a.task) for m, a in self.arrivals.items()}
+            self.group.forget(self.seq)
+
+
+class _Done:
+    """What stays of a completed member's arrival: enough for reports, no buffers."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task):
+        self.task = task
+
+
+def _copy_error(error):
+    clone = type(error).__new__(type(error))
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    return clone
+
+

@@ -1,0 +1,65 @@
+"""The per-spawn state of ``torch.distributed``: process groups, initialisation, open
+collectives, p2p matching, planning caches, and gloo's monitored barrier.
+
+A ``DistState`` lives in the running spawn's slot ``"distributed"`` (``Runtime.spawn_state``),
+created by the first ``init_process_group`` of the spawn, so nothing of it outlives the spawn.
+"""
+
+from __future__ import annotations
+
+from coopsim.distributed.group import ProcessGroup
+from coopsim.distributed.p2p import P2P
+from coopsim.distributed.planning import Planner
+from coopsim.engine import Handle
+
+SLOT = "distributed"
+
+
+class DistState:
+    """One spawn's process groups, p2p matching and per-rank initialisation."""
+
+    def __init__(self, rt, ccl, world_size: int, timeout_ns: float):
+        self.rt = rt  # the runtime port
+        self.ccl = ccl
+        self.planner = Planner(rt, ccl)
+        self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
+        self.groups = [self.world]  # index = creation order, as every rank creates them
+        self.initialized: dict[int, str] = {}  # rank -> backend
+        self.new_group_calls: dict[int, int] = {}
+        self.p2p = P2P(rt)
+        self.pending: dict[int, list] = {}  # rank -> its open collective Arrivals, in order
+        self._barriers: dict = {}  # (group id, number) -> monitored barrier state
+        self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
+
+    def monitored_barrier(self, group, task, timeout_ns: float, wait_all_ranks: bool):
+        """Member 0 waits for the others (at most ``timeout_ns``: a real timeout, which fires
+        whatever else happens), then releases them; it raises naming the missing ranks."""
+        rt = self.rt
+        engine = rt.engine
+        key = (group.gid, task.rank)
+        number = self._barrier_calls[key] = self._barrier_calls.get(key, 0) + 1
+        entry = self._barriers.setdefault((group.gid, number), {
+            "arrived": set(), "all": Handle(f"monitored_barrier #{number} on group {group.name}: all arrived"),
+            "release": Handle(f"monitored_barrier #{number} on group {group.name}: release by rank {group.ranks[0]}")})
+        member = group.member(task.rank)
+        entry["arrived"].add(member)
+        if len(entry["arrived"]) == group.size:
+            engine.schedule(entry["all"], engine.now_ns)
+        if member != 0:
+            rt.wait(entry["release"])
+            return None
+        gate = Handle(f"monitored_barrier #{number} on group {group.name}")
+        timer = engine.timer(timeout_ns, f"monitored_barrier timeout ({timeout_ns / 1e6:g} ms)")
+        for h in (timer, entry["all"]):  # any of the two opens the gate
+            h.add_callback(lambda _h: gate.done or engine.schedule(gate, engine.now_ns))
+        rt.wait(gate)
+        if not entry["all"].done:
+            missing = [group.ranks[m] for m in range(group.size) if m not in entry["arrived"]]
+            ms = f"{timeout_ns / 1e6:g}"
+            if wait_all_ranks:
+                raise RuntimeError(f"[Rank {task.rank}]: Ranks {', '.join(map(str, missing))} failed "
+                                   f"to pass monitoredBarrier in {ms} ms")
+            raise RuntimeError(f"[Rank {task.rank}]: Rank {missing[0]} failed to pass "
+                               f"monitoredBarrier in {ms} ms")
+        engine.schedule(entry["release"], engine.now_ns)
+        return None

@@ -1,0 +1,115 @@
+"""Argument checks of the torch.distributed calls, with ``ReduceOp``.
+
+Every check runs on the host at the call, in the calling rank, and raises what PyTorch
+raises there (``torch/distributed/distributed_c10d.py``), so that nothing invalid reaches
+the rendezvous or the engine.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+
+from coopsim.distributed.tables import IN_PLACE, KIND
+
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # gloo's default, as torch.distributed
+
+
+class _RedOp:
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: int):
+        self.name, self.value = name, value
+
+    def __repr__(self) -> str:
+        return f"<RedOpType.{self.name}: {self.value}>"
+
+
+class ReduceOp:
+    """``torch.distributed.ReduceOp``."""
+
+    SUM = _RedOp("SUM", 0)
+    AVG = _RedOp("AVG", 1)
+    PRODUCT = _RedOp("PRODUCT", 2)
+    MIN = _RedOp("MIN", 3)
+    MAX = _RedOp("MAX", 4)
+    BAND = _RedOp("BAND", 5)
+    BOR = _RedOp("BOR", 6)
+    BXOR = _RedOp("BXOR", 7)
+
+
+def reduce_op_name(op, tensor) -> str:
+    """The name of ``op`` (a ``ReduceOp``), checked against ``tensor``'s dtype."""
+    if not isinstance(op, _RedOp):
+        raise ValueError(f"op must be a ctx.distributed.ReduceOp, got {op!r}")
+    if op.name in ("BAND", "BOR", "BXOR") and tensor.dtype.is_floating_point:
+        raise ValueError(f"Cannot use ReduceOp.{op.name} with {tensor.dtype}")
+    return op.name
+
+
+def flat(tensor, what: str) -> np.ndarray:
+    """The tensor's data as a flat numpy view (the tensor must be a contiguous coopsim one)."""
+    if not hasattr(tensor, "_storage"):
+        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
+    if not tensor.is_contiguous():
+        raise ValueError("Tensors must be contiguous")
+    return tensor._array.reshape(-1)
+
+
+def same_dtype(a, b, what) -> None:
+    if a.dtype is not b.dtype:
+        raise TypeError(f"{what}: output and input must have the same dtype, got {a.dtype} and {b.dtype}")
+
+
+def tensor_list(tensors, like, what, name) -> None:
+    """``tensors`` is a list of contiguous tensors of ``like``'s dtype and element count."""
+    if not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{what}: {name} must be a list of tensors, got {type(tensors).__name__}")
+    for t in tensors:
+        flat(t, what)
+        if t.dtype is not like.dtype or t.numel() != like.numel():
+            raise ValueError(f"{what}: every tensor of {name} must have {like.numel()} elements of "
+                             f"{like.dtype}, got {t.numel()} of {t.dtype}")
+
+
+def root_member(group, root, what) -> int:
+    """The group rank of the root given as ``(global rank, group rank)``, exactly one set."""
+    rank, group_rank = root
+    if (rank is None) == (group_rank is None):
+        raise ValueError(f"{what}: exactly one of src/dst and group_src/group_dst must be given")
+    if group_rank is not None:
+        if not 0 <= group_rank < group.size:
+            raise ValueError(f"{what}: group rank {group_rank} is not in 0..{group.size - 1}")
+        return group_rank
+    member = group.member(rank)
+    if member < 0:
+        raise ValueError(f"{what}: rank {rank} is not part of group {group.name} (ranks {list(group.ranks)})")
+    return member
+
+
+def splits(given, n_in, n_out, p, what):
+    """``all_to_all_single``'s (input, output) split sizes, defaulted to even and checked."""
+    split_in, split_out = given
+    split_in = split_in or [n_in // p] * p
+    split_out = split_out or [n_out // p] * p
+    for name, s, n in (("input_split_sizes", split_in, n_in), ("output_split_sizes", split_out, n_out)):
+        if len(s) != p or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in s) or sum(s) != n:
+            raise ValueError(f"{what}: {name} must be {p} non-negative ints summing to {n}, got {s}")
+    return split_in, split_out
+
+
+def count(what, ins, outs, p) -> int:
+    """Per-rank element count in ``build_schedule``'s terms."""
+    kind = KIND[what]
+    if kind in IN_PLACE or kind in ("all_gather", "gather"):
+        return ins.size
+    if kind in ("reduce_scatter", "scatter"):
+        return outs.size
+    return ins.size // p  # all_to_all
+
+
+def timeout_ns(timeout, what) -> float:
+    if isinstance(timeout, datetime.timedelta):
+        return timeout.total_seconds() * 1e9
+    raise TypeError(f"{what}: timeout must be a datetime.timedelta, got {timeout!r}")

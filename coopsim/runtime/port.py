@@ -1,0 +1,149 @@
+"""The runtime port: everything the layers above the scheduler may use.
+
+``tensor``, ``kernels``, ``distributed`` and the CUDA and ``sim`` namespaces talk to the
+runtime through one ``Runtime`` object, never through the context's private fields
+(docs/adr/0012-layering.md). A ``RuntimeContext`` builds one ``Runtime`` and hands it to
+every namespace; tests reach it as ``ctx.sim.runtime``.
+
+State (all of it per context, none in module globals):
+- ``engine``, ``network``, ``devices`` (one ``SimDevice`` per topology device, by index);
+- ``tasks``: greenlet -> ``Task`` for every live task (ranks of the running spawn, kernel
+  programs); a greenlet is in it exactly while its task is alive;
+- ``pending_waits``: ``(task, handle)`` appended by a task that blocks in ``wait``, moved onto
+  the handles by the scheduler after each round (empty between rounds, C2);
+- ``main_device``: main's current device (``torch.cuda.set_device`` in main);
+- ``scheduler``: rounds, drain, abort; ``scheduler.spawn`` is the running spawn, if any.
+
+A runtime is bound to the thread that created it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from greenlet import getcurrent
+
+from coopsim.engine import Engine, Handle, Network, SimDevice
+from coopsim.runtime.scheduler import Scheduler, Task
+
+RANK_ORDERS = ("ascending", "shuffled")
+
+
+class Runtime:
+    """One simulated machine's runtime: its clock, devices, links, tasks and scheduler."""
+
+    def __init__(self, topology, *, seed: int = 0, watchdog_s: float | None = None,
+                 rank_order: str = "ascending"):
+        self.topology = topology
+        self.seed = seed
+        self.watchdog_s = watchdog_s
+        self.rank_order = rank_order
+        self.engine = Engine()
+        self.devices = [SimDevice(self.engine, d, topology.name) for d in topology.devices]
+        self.network = Network(self.engine)
+        self.tasks: dict = {}
+        self.pending_waits: list = []
+        self.main_device = 0
+        self.thread_id = threading.get_ident()
+        self.explainers: list = []  # deadlock explainers: fn(report, tasks), in registration order
+        self._last_pid = 0
+        self._launches = 0
+        self.scheduler = Scheduler(self)
+
+    # -- who is calling ----------------------------------------------------------------------
+
+    def current_task(self) -> Task | None:
+        """The scheduler Task of the calling greenlet, or None in main."""
+        return self.tasks.get(getcurrent())
+
+    def current_device(self) -> SimDevice:
+        """The calling task's current device (a rank's is its rank's; main's is ``main_device``)."""
+        task = self.tasks.get(getcurrent())
+        index = self.main_device if task is None else task.device
+        if index >= len(self.devices):
+            who = "main" if task is None else task.name
+            raise RuntimeError(
+                f"{who} has no device {index}: topology {self.topology.name!r} has "
+                f"{len(self.devices)} devices; spawn at most that many ranks, or choose a "
+                f"larger topology (RuntimeContext(topology=...))"
+            )
+        return self.devices[index]
+
+    def set_current_device(self, index: int) -> None:
+        task = self.current_task()
+        if task is None:
+            self.main_device = index
+        else:
+            task.device = index
+
+    def check_thread(self, what: str) -> None:
+        if threading.get_ident() != self.thread_id:
+            raise RuntimeError(
+                f"{what} called from thread {threading.current_thread().name!r}, but this "
+                f"RuntimeContext belongs to the thread that created it; greenlets cannot "
+                f"cross threads"
+            )
+
+    # -- waiting (C2) ------------------------------------------------------------------------
+
+    def wait(self, handle: Handle) -> Handle:
+        """Wait until ``handle`` is complete (C2), and return it.
+
+        - already complete: return at once, no switch, no engine step;
+        - in a task: queue ``(task, handle)`` on ``pending_waits`` and switch to the
+          scheduler, which resumes the task once ``handle`` is complete (C3);
+        - in main with no spawn running: drive the engine until ``handle`` completes.
+        """
+        if handle.done:
+            return handle
+        task = self.tasks.get(getcurrent())
+        if task is not None:
+            self.pending_waits.append((task, handle))
+            self.scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
+            return handle
+        self.check_thread("wait")
+        return self.scheduler.drive_until(handle)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def add_task(self, task: Task, fn, args=()) -> Task:
+        """Make ``fn(*args)`` a runnable task whose greenlet's parent is the scheduler's (C4)."""
+        return self.scheduler.add_task(task, fn, args)
+
+    def interrupt(self, task: Task, error: BaseException) -> None:
+        """Raise ``error`` in the blocked ``task`` at its wait, next round (a failure that
+        concerns several ranks at once: each raises on its own, a root cause, C6)."""
+        self.scheduler.interrupt(task, error)
+
+    def new_pid(self) -> int:
+        self._last_pid += 1
+        return self._last_pid
+
+    def next_launch(self) -> int:
+        """Number the kernel launches of this runtime (orders their program tasks, C9)."""
+        self._launches += 1
+        return self._launches
+
+    # -- per-spawn state and diagnosis -------------------------------------------------------
+
+    @property
+    def spawn(self):
+        """The running spawn (``coopsim.runtime.scheduler.Spawn``), or None."""
+        return self.scheduler.spawn
+
+    def spawn_state(self, key: str):
+        """The running spawn's slot ``key`` (None if unset or no spawn runs). A layer keeps
+        its per-spawn state there, so that nothing of it outlives the spawn."""
+        spawn = self.scheduler.spawn
+        return None if spawn is None else spawn.state.get(key)
+
+    def set_spawn_state(self, key: str, value) -> None:
+        spawn = self.scheduler.spawn
+        if spawn is None:
+            raise RuntimeError(f"no spawn is running: cannot keep per-spawn state {key!r}")
+        spawn.state[key] = value
+
+    def add_deadlock_explainer(self, explain) -> None:
+        """``explain(report, tasks)`` adds details to every deadlock report, after the rows
+        (``tasks`` are the rows' tasks, in row order)."""
+        self.explainers.append(explain)
