@@ -18,7 +18,7 @@ import itertools
 
 import numpy as np
 
-from coopsim.engine import Handle
+from coopsim.engine import Handle, all_of
 from coopsim.runtime.scheduler import Task
 
 
@@ -144,22 +144,18 @@ def launch(rt, kernel, grid, *args) -> Handle:
     tensors = [a for a in args if hasattr(a, "_array") and hasattr(a, "_storage")]
 
     def start() -> Handle:
-        done = Handle(f"kernel {name} (launch {number}) programs")
-        remaining = [dims[0] * dims[1] * dims[2]]
-
-        def ended(_task):
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                rt.engine.schedule(done, rt.engine.now_ns)
-
         rank = owner.rank if owner is not None else None
+        ended = []  # one Handle per program, completed when its task ends
         for flat, pid in enumerate(itertools.product(range(dims[0]), range(dims[1]), range(dims[2]))):
             tl = Program(rt, device, pid, dims)
+            end = Handle(f"kernel {name}{list(pid)} ended")
             task = Task(f"kernel {name}{list(pid)} of {owner.name if owner is not None else 'main'}",
                         rank, (-1 if rank is None else rank, number, flat), rt.engine.now_ns,
-                        owner=owner, on_end=ended, device=device.index)
+                        owner=owner, on_end=lambda _task, end=end: rt.engine.schedule(end, rt.engine.now_ns),
+                        device=device.index)
+            ended.append(end)
             rt.add_task(task, kernel, (tl, *args))
-        return done
+        return all_of(rt.engine, ended, f"kernel {name} (launch {number}) programs")
 
     op = device.stream.enqueue_work(f"kernel {name} (launch {number}) on dev{device.index}",
                                     start, device.kind.launch_overhead_ns)
