@@ -18,20 +18,7 @@ import time
 
 import numpy as np
 
-from coopsim.runtime.context import RuntimeContext
-from coopsim.runtime.cuda import Cuda
-from coopsim.tensor import TensorAPI
-
-
-def make_context():
-    """A context with tensors (until RuntimeContext itself inherits TensorAPI)."""
-    if issubclass(RuntimeContext, TensorAPI):
-        ctx = RuntimeContext()
-    else:
-        ctx = type("Ctx", (TensorAPI, RuntimeContext), {})()
-    if not hasattr(ctx, "cuda"):
-        ctx.cuda = ctx.accelerator = Cuda(ctx)
-    return ctx
+import coopsim
 
 
 def best_per_call(fn, calls: int) -> float:
@@ -57,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions; the best is kept")
     args = parser.parse_args(argv)
 
-    ctx = make_context()
+    ctx = coopsim.RuntimeContext()
     rng = np.random.default_rng(0)
     rows = []
 
