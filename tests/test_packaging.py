@@ -98,3 +98,25 @@ def test_bench_datatypes_match_the_context_dtypes():
         dtype = getattr(coopsim.RuntimeContext, datatype.torch)
         assert dtype.itemsize == datatype.itemsize, name
         assert dtype.is_floating_point == datatype.is_floating_point, name
+
+
+def test_ci_readme_blocks_runs_each_block_and_names_the_failing_one(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n```python\nprint('first')\n```\n\n```bash\nfalse\n```\n\n"
+                      "```python\nimport sys\nsys.exit('the second block fails')\n```\n\n"
+                      "```python\nprint('never run')\n```\n")
+    result = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_blocks.py"), str(readme)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{readme}:3: ok" in result.stdout and "never run" not in result.stdout
+    assert f"{readme}:11: the python block failed (exit status 1)" in result.stderr
+    assert "the second block fails" in result.stderr
+
+
+def test_ci_builds_the_wheel_and_runs_it_outside_the_checkout():
+    """.ci/run goes on, after the README's commands, with the installed wheel."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "pip wheel --no-deps --quiet -w .ci-dist ." in ci
+    assert "python -m pip install --quiet .ci-dist/coopsim-*.whl" in ci  # not -e
+    assert ci.index('cd "$outside"') < ci.index("coopsim-bench allreduce -b 8 -e 1M")
+    assert 'python "$root/.ci/readme_blocks.py" "$root/README.md"' in ci
