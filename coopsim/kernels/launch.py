@@ -19,6 +19,7 @@ import itertools
 import numpy as np
 
 from coopsim.engine import Handle, all_of
+from coopsim.tensor.ops import flat as flat_view
 from coopsim.runtime.scheduler import Task
 
 
@@ -62,7 +63,7 @@ class Program:
     def load(self, tensor, offsets, mask=None, other=0) -> np.ndarray:
         """Elements ``offsets`` (into the tensor's flat, contiguous data); masked-off lanes
         read ``other``. Costs the bytes of the lanes read."""
-        flat = _flat(tensor, "load")
+        flat = flat_view(tensor, "load")
         offsets = np.asarray(offsets)
         _check_bounds(offsets if mask is None else offsets[np.broadcast_to(mask, offsets.shape)],
                       flat.size, "load")
@@ -79,7 +80,7 @@ class Program:
 
     def store(self, tensor, offsets, value, mask=None) -> None:
         """Write ``value`` (broadcast to ``offsets``' shape) at ``offsets``, where ``mask``."""
-        flat = _flat(tensor, "store")
+        flat = flat_view(tensor, "store")
         offsets = np.asarray(offsets)
         value = np.broadcast_to(np.asarray(value).astype(flat.dtype, copy=False), offsets.shape)
         _check_bounds(offsets if mask is None else offsets[np.broadcast_to(mask, offsets.shape)],
@@ -116,16 +117,6 @@ def _check_bounds(offsets: np.ndarray, size: int, what: str) -> None:
     if offsets.size and (offsets.min() < 0 or offsets.max() >= size):
         raise IndexError(f"{what}: offsets must lie in [0, {size}) (unmasked lanes), got "
                          f"{offsets.min()}..{offsets.max()}; mask the lanes past the end")
-
-
-def _flat(tensor, what: str) -> np.ndarray:
-    """The tensor's data as a flat writable numpy view (the tensor must be contiguous)."""
-    array = getattr(tensor, "_array", None)
-    if array is None:
-        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{what}: the tensor must be contiguous (call .contiguous() or .clone())")
-    return array.reshape(-1)
 
 
 def launch(rt, kernel, grid, *args) -> Handle:

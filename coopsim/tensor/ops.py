@@ -389,6 +389,17 @@ def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     return op
 
 
+def flat(tensor, what: str) -> np.ndarray:
+    """The data of a contiguous coopsim tensor as a flat numpy view of its storage (what
+    collectives and kernels read and write); raises at the caller for anything else."""
+    array = getattr(tensor, "_array", None)
+    if array is None or not hasattr(tensor, "_storage"):
+        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{what}: Tensors must be contiguous (call .contiguous() or .clone())")
+    return array.reshape(-1)
+
+
 def nbytes(t) -> int:
     return t._array.size * t._dtype.itemsize
 
