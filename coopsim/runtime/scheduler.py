@@ -32,6 +32,7 @@ from greenlet import GreenletExit, greenlet
 
 from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout
 from coopsim.runtime.frames import user_location, user_location_of_traceback
+from coopsim.runtime.gcpause import gc_paused
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
 # A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
@@ -193,10 +194,11 @@ class Scheduler:
         rt = self.rt
         watchdog = Watchdog(rt.watchdog_s, rt.thread_id) if rt.watchdog_s else None
         try:
-            if watchdog is None:
-                return self._loop(goal, deadline, None)
-            with watchdog:
-                return self._loop(goal, deadline, watchdog)
+            with gc_paused():
+                if watchdog is None:
+                    return self._loop(goal, deadline, None)
+                with watchdog:
+                    return self._loop(goal, deadline, watchdog)
         except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
             error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:

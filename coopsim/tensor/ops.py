@@ -53,13 +53,14 @@ bfloat16 = DType("bfloat16", 2, True, np.float32, np.float32, "BFloat16")
 int32 = DType("int32", 4, False, np.int32, np.int32, "Int")
 int64 = DType("int64", 8, False, np.int64, np.int64, "Long")
 DTYPES = (float32, float16, bfloat16, int32, int64)
+_BY_NAME = {d._name: d for d in DTYPES}
 _FROM_NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float16): float16,
                np.dtype(np.int32): int32, np.dtype(np.int64): int64}
 
 
 def dtype_named(name: str) -> DType:
     """The dtype called ``name`` ("float32" ...)."""
-    return next(d for d in DTYPES if d._name == name)
+    return _BY_NAME[name]
 
 
 def dtype_arg(dtype, default: DType, what: str) -> DType:
