@@ -12,8 +12,10 @@ See ``coopsim.tp.measure`` for what is measured, and the README ("Tensor paralle
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
+from coopsim.context import RuntimeContext
 from coopsim.tp.measure import check_mlp, measure_mlp
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -68,13 +70,21 @@ def main(argv=None) -> int:
             if getattr(args, name) % tp:
                 parser.error(f"--{name} {getattr(args, name)} is not divisible by --tp {tp}")
 
+    new_context = functools.partial(RuntimeContext, topology=args.topology)
+    try:
+        with new_context() as probe:
+            devices = probe.topology.num_devices
+    except (OSError, ValueError) as e:
+        parser.error(f"--topology {args.topology}: {e}")
+    if max(args.tp) > devices:
+        parser.error(f"--tp {max(args.tp)}: topology {args.topology!r} has only {devices} devices")
     checks = {}
     if args.check:
         for tp in args.tp:
-            checks[tp] = check_mlp(tp, sequence_parallel=args.sequence_parallel, topology=args.topology)
+            checks[tp] = check_mlp(new_context, tp, sequence_parallel=args.sequence_parallel)
             if checks[tp] > 1e-4:
                 raise SystemExit(f"--check failed: TP={tp} differs from the unsplit layer by {checks[tp]:.3g}")
-    rows = [measure_mlp(args.topology, tp, hidden=args.hidden, ffn=args.ffn, seq=args.seq,
+    rows = [measure_mlp(new_context, tp, hidden=args.hidden, ffn=args.ffn, seq=args.seq,
                         batch=args.batch, dtype=args.dtype, sequence_parallel=args.sequence_parallel)
             for tp in args.tp]
     if args.json:

@@ -34,3 +34,9 @@ def test_indivisible_sizes_are_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--ffn", "100", "--tp", "8"])
     assert "--ffn 100 is not divisible by --tp 8" in capsys.readouterr().err
+
+
+def test_more_ranks_than_devices_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--tp", "1,16"])
+    assert "--tp 16: topology 'dgx_h100' has only 8 devices" in capsys.readouterr().err

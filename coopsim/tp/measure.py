@@ -9,15 +9,19 @@ compute. With one stream per device, communication and compute never overlap, so
 ``compute + communication`` is the stream's busy time; ``total`` (wall of the phase, as
 virtual time) also counts the idle gaps. Figures are rank 0's; memory is the largest
 ``memory_allocated`` of any rank, sampled at the end of the forward and of the backward.
+
+``new_context(timing_only=...)`` makes each run's fresh ``RuntimeContext`` (e.g.
+``functools.partial(RuntimeContext, topology="dgx_h100")``): the caller picks the machine,
+and this layer never imports the context (layers import downward only).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-import coopsim
 from coopsim.tp import layers as L
 from coopsim.tp import parallel_state as ps
+from coopsim.tp.reference import mlp_reference
 
 
 def _split(events, device: int, start_ns: float, end_ns: float) -> dict:
@@ -60,14 +64,14 @@ def _worker(rank, ctx, tp, shape, dtype, sequence_parallel, marks):
     marks[rank] = (ctx.cuda.current_device(), t0, t1, t2, t3, max(memory, ctx.cuda.memory_allocated()))
 
 
-def measure_mlp(topology, tp: int, *, hidden: int, ffn: int, seq: int, batch: int = 1,
+def measure_mlp(new_context, tp: int, *, hidden: int, ffn: int, seq: int, batch: int = 1,
                 dtype: str = "bfloat16", sequence_parallel: bool = False,
                 timing_only: bool = True) -> dict:
-    """Forward and backward of a ParallelMLP on ``tp`` ranks of ``topology``: per phase
-    ``compute_ns``, ``communication_ns``, ``total_ns`` (rank 0), and ``memory_bytes``."""
-    with coopsim.RuntimeContext(topology=topology, timing_only=timing_only) as ctx:
+    """Forward and backward of a ParallelMLP on ``tp`` ranks of a ``new_context()``: per
+    phase ``compute_ns``, ``communication_ns``, ``total_ns`` (rank 0), and ``memory_bytes``."""
+    with new_context(timing_only=timing_only) as ctx:
         if tp > ctx.topology.num_devices:
-            raise ValueError(f"--tp {tp}: topology {ctx.topology.name!r} has only "
+            raise ValueError(f"measure_mlp: tp={tp} ranks, but topology {ctx.topology.name!r} has only "
                              f"{ctx.topology.num_devices} devices")
         marks = {}
         with ctx.sim.trace() as recorder:
@@ -81,7 +85,7 @@ def measure_mlp(topology, tp: int, *, hidden: int, ffn: int, seq: int, batch: in
             "memory_bytes": max(m[5] for m in marks.values())}
 
 
-def collectives_time_ns(topology, calls, *, timing_only: bool = True) -> float:
+def collectives_time_ns(new_context, calls, *, timing_only: bool = True) -> float:
     """Rank 0's stream time of ``calls`` (``(kind, shape, dtype)``: ``all_reduce`` of a tensor
     of ``shape``, ``all_gather`` of ``shape`` per rank, ``reduce_scatter`` into ``shape`` per
     rank), issued one after the other by as many ranks as the topology has devices."""
@@ -112,7 +116,7 @@ def collectives_time_ns(topology, calls, *, timing_only: bool = True) -> float:
         ctx.cuda.synchronize()
         out[rank] = (ctx.cuda.current_device(), t0, ctx.sim.now_ns())
 
-    with coopsim.RuntimeContext(topology=topology, timing_only=timing_only) as ctx:
+    with new_context(timing_only=timing_only) as ctx:
         out = {}
         with ctx.sim.trace() as recorder:
             ctx.multiprocessing.spawn(worker, args=(ctx, out), nprocs=ctx.topology.num_devices)
@@ -120,12 +124,10 @@ def collectives_time_ns(topology, calls, *, timing_only: bool = True) -> float:
         return _split(recorder.events(), device, t0, t1)["communication_ns"]
 
 
-def check_mlp(tp: int, *, sequence_parallel: bool = False, topology="dgx_h100", seed: int = 0,
+def check_mlp(new_context, tp: int, *, sequence_parallel: bool = False, seed: int = 0,
               hidden: int = 16, ffn: int = 64, seq: int = 8, batch: int = 2) -> float:
     """The largest absolute difference between a ParallelMLP on ``tp`` ranks (with data,
     float32) and the unsplit numpy layer, over the output and the input gradient."""
-    from coopsim.tp.reference import mlp_reference
-
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(seq, batch, hidden)).astype(np.float32)
     g = rng.normal(size=(seq, batch, hidden)).astype(np.float32)
@@ -143,7 +145,7 @@ def check_mlp(tp: int, *, sequence_parallel: bool = False, topology="dgx_h100", 
         results[rank] = (out.numpy(), grad_in.numpy(), mlp.dense_h_to_4h.master_weight,
                          mlp.dense_4h_to_h.master_weight)
 
-    with coopsim.RuntimeContext(topology=topology) as ctx:
+    with new_context(timing_only=False) as ctx:
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=tp)
     w1, w2 = results[0][2], results[0][3]
     ref = mlp_reference(x, w1, np.zeros(ffn, np.float32), w2, g)
