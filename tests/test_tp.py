@@ -297,6 +297,13 @@ LAYERS = {
         lambda ctx, r: (L.ParallelMLP(ctx, H, FFN, sequence_parallel=True), ctx.zeros(S // TP, B, H),
                         ctx.zeros(S // TP, B, H)),
         [(AG, BYTES_H), (RS, BYTES_H)], [(AG, BYTES_H), (AG, BYTES_H), (RS, BYTES_H)]),
+    "embedding": (
+        lambda ctx, r: (L.VocabParallelEmbedding(ctx, 4 * H, H), ctx.zeros(B, S, dtype=ctx.int64), ctx.zeros(B, S, H)),
+        [(AR, BYTES_H)], []),
+    "embedding reduce_scatter": (
+        lambda ctx, r: (L.VocabParallelEmbedding(ctx, 4 * H, H, reduce_scatter_embeddings=True),
+                        ctx.zeros(B, S, dtype=ctx.int64), ctx.zeros(S // TP, B, H)),
+        [(RS, BYTES_H)], [(AG, BYTES_H)]),
 }
 
 
