@@ -21,7 +21,7 @@ from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival
 from coopsim.distributed.state import SLOT
 from coopsim.engine import all_of
-from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16
+from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
 
 
 class _NonGroupMember:
@@ -130,17 +130,20 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
         "splits_in": splits_in, "splits_out": splits_out,
     }
     finishers = []
-    if ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
+    hollow = bool(tensors) and timing_only(tensors[0])
+    if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
+        prepare = finish = None
+    elif ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
         # in-place forms (output is the input's chunk, or the input is the output's chunk):
         # the schedule writes a separate buffer, copied into the tensor when done
         target, outs = outs, np.empty_like(outs)
         finishers.append(functools.partial(np.copyto, target, outs))
-    if dtype is bfloat16:
+    if dtype is bfloat16 and not hollow:
         finishers.insert(0, functools.partial(round_bfloat16, outs))
     if finish is not None:
         finishers.append(finish)
     rendezvous = g.collective(state, seq, what)
-    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, _chain(finishers), ins.size)
+    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, _chain(finishers), ins.size, hollow)
     done = rendezvous.arrive(arrival)
     pending = state.pending.setdefault(task.rank, [])
     pending.append(arrival)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from coopsim.engine import Handle
 from coopsim.errors import CollectiveMismatchError
+from coopsim.tensor.ops import timing_only
 
 
 class P2POpHandle(Handle):
@@ -99,13 +100,14 @@ class P2P:
         recv = send.match
         rt = self.rt
         engine = rt.engine
-        payload = send.flat.copy()
-        nbytes = payload.size * send.tensor.dtype.itemsize
+        payload = None if timing_only(send.tensor) else send.flat.copy()  # timing-only: no data moves (ADR-0020)
+        nbytes = send.flat.size * send.tensor.dtype.itemsize
         src_dev, dst_dev = send.tensor._storage.device.index, recv.tensor._storage.device.index
         route = rt.topology.route(src_dev, dst_dev)
 
         def arrived(_h):
-            recv.flat[:] = payload
+            if payload is not None:
+                recv.flat[:] = payload
             engine.schedule(send.done, engine.now_ns)
             engine.schedule(recv.done, engine.now_ns)
 

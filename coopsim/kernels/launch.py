@@ -85,12 +85,15 @@ class Program:
         value = np.broadcast_to(np.asarray(value).astype(flat.dtype, copy=False), offsets.shape)
         _check_bounds(offsets if mask is None else offsets[np.broadcast_to(mask, offsets.shape)],
                       flat.size, "store")
+        hollow = not flat.flags.writeable  # a timing-only tensor: the store costs, writes nothing
         if mask is None:
-            flat[offsets] = value
+            if not hollow:
+                flat[offsets] = value
             lanes = offsets.size
         else:
             mask = np.broadcast_to(np.asarray(mask, dtype=bool), offsets.shape)
-            flat[offsets[mask]] = value[mask]
+            if not hollow:
+                flat[offsets[mask]] = value[mask]
             lanes = int(mask.sum())
         self._spend_memory(lanes * flat.itemsize)
 

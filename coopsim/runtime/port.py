@@ -33,7 +33,7 @@ class Runtime:
     """One simulated machine's runtime: its clock, devices, links, tasks and scheduler."""
 
     def __init__(self, topology, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending"):
+                 rank_order: str = "ascending", timing_only: bool = False):
         self.topology = topology
         self.seed = seed
         self.watchdog_s = watchdog_s
@@ -49,6 +49,7 @@ class Runtime:
         self._last_pid = 0
         self._launches = 0
         self.scheduler = Scheduler(self)
+        self.timing_only = timing_only  # tensors have shapes and dtypes, no data (ADR-0020)
 
     # -- who is calling ----------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from coopsim.tensor.hollow import hollow_array
+
 # ``torch.return_types.max``: what ``max(dim)`` returns.
 MaxResult = namedtuple("max", ["values", "indices"])
 
@@ -360,13 +362,30 @@ class Storage:
         self.device.free(self.nbytes)
 
 
+class TimingOnlyStorage(Storage):
+    """A storage of a timing-only runtime (docs/adr/0020-timing-only-tensors.md): ``data`` is
+    a ``hollow_array`` (shape and strides, no data); it is accounted on its device as any
+    storage, ops that write it cost their time and compute nothing, host reads raise."""
+
+    __slots__ = ()
+
+
+def timing_only(t) -> bool:
+    """True if tensor ``t`` has no data (it was made by a timing-only runtime)."""
+    return type(t._storage) is TimingOnlyStorage
+
+
 def allocate(make, rt, device, shape: tuple, dtype: DType, init=np.empty):
     """``make(array, storage, dtype)`` (``Tensor._make``) over a fresh storage of ``shape``
     whose data is ``init(shape, dtype._np)``: by default uninitialised memory that an op
     will write entirely. The device's accounting comes first, so an allocation beyond its
-    memory raises OutOfMemoryError before any host memory is taken."""
+    memory raises OutOfMemoryError before any host memory is taken. A timing-only runtime
+    (``rt.timing_only``) ignores ``init``: its storages hold no data."""
     nbytes = math.prod(shape) * dtype.itemsize
     device.allocate(nbytes)
+    if rt.timing_only:
+        array = hollow_array(shape, dtype._np)
+        return make(array, TimingOnlyStorage(rt, device, array, nbytes), dtype)
     try:
         array = init(shape, dtype._np)
     except BaseException:
@@ -383,7 +402,10 @@ def _result(t, shape: tuple, dtype: DType):
 
 def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     """Enqueue an op on ``device``'s stream (roofline cost); it becomes the last write of the
-    storages of the ``written`` tensors."""
+    storages of the ``written`` tensors. An op that writes timing-only tensors costs the same
+    and computes nothing (``fn`` is dropped)."""
+    if fn is not None and written and type(written[0]._storage) is TimingOnlyStorage:
+        fn = None
     op = device.launch(desc, nbytes, flops, dtype._name, fn)
     for t in written:
         t._storage.last_write = op

@@ -181,6 +181,11 @@ class Tensor:
         """C8: wait for the last op that writes this tensor's storage, then return the live
         view of its data (callers copy before handing anything to the user)."""
         storage = self._storage
+        if type(storage) is ops.TimingOnlyStorage:
+            raise RuntimeError(f"cannot read the values of a timing-only tensor (shape "
+                               f"{list(self._array.shape)}, {self._dtype}): its runtime was made "
+                               f"with RuntimeContext(timing_only=True), whose tensors have shapes "
+                               f"and dtypes but no data; run with timing_only=False to get values")
         last = storage.last_write
         if last is not None and not last.done:
             storage.rt.wait(last)
@@ -208,6 +213,8 @@ class Tensor:
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
+        if type(self._storage) is ops.TimingOnlyStorage:  # no values to show, as torch's meta
+            return f"tensor(..., size={tuple(self._array.shape)}, device='{self.device}', dtype={self._dtype}, timing_only=True)"
         array = self._read()
         body = np.array2string(array, separator=", ", prefix="tensor(")
         extra = "" if self._dtype in (float32, int64) else f", dtype={self._dtype}"
