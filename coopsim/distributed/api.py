@@ -17,11 +17,14 @@ import numpy as np
 
 from coopsim.distributed import issue
 from coopsim.distributed.diagnosis import explain_deadlock
+from coopsim.distributed.leftovers import check_spawn_end
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.issue import GroupMember, Work, caller, gather_from, resolve_group, scatter_into
 from coopsim.distributed.state import SLOT, DistState
 from coopsim.distributed import validation as check
 from coopsim.distributed.validation import DEFAULT_TIMEOUT, ReduceOp
+from coopsim.distributed.backend import cuda_backend
+from coopsim.runtime.processes import PROCESS_RANKS
 
 
 class P2POp:
@@ -63,6 +66,7 @@ class Distributed:
         self._ccl = ccl
         self.group = _GroupNamespace(rt)
         rt.add_deadlock_explainer(functools.partial(explain_deadlock, rt))
+        rt.add_spawn_end_hooks(check=functools.partial(check_spawn_end, rt))
 
     # -- process groups -------------------------------------------------------------------
 
@@ -77,6 +81,10 @@ class Distributed:
     def init_process_group(self, backend=None, init_method=None, timeout=None, world_size=-1,
                            rank=-1, store=None, group_name="", pg_options=None, device_id=None):
         task, state = caller(self._rt, "init_process_group", initialized=False)
+        semantics = cuda_backend(backend)  # init_method (env://, tcp://, file://) is not needed
+        processes = self._rt.spawn_state(PROCESS_RANKS)
+        if processes is not None:  # ranks started with ctx.multiprocessing.Process
+            processes.assign(task, rank, world_size)
         spawn = self._rt.spawn
         nprocs = len(spawn.ranks)
         if world_size not in (-1, None) and world_size != nprocs:
@@ -92,6 +100,7 @@ class Distributed:
         if task.rank in state.initialized:
             raise ValueError("trying to initialize the default process group twice!")
         state.initialized[task.rank] = "coopsim" if backend is None else str(backend)
+        state.semantics[task.rank] = semantics
 
     def destroy_process_group(self, group=None) -> None:
         task, state = caller(self._rt, "destroy_process_group")
@@ -269,12 +278,21 @@ class Distributed:
         return self._p2p("recv", tensor, src, group, tag, group_src)
 
     def send(self, tensor, dst=None, group=None, tag=0, group_dst=None) -> None:
-        self.isend(tensor, dst, group, tag, group_dst).wait()
+        """``isend(...).wait()``: under gloo the host blocks until the peer's recv took the
+        data; under nccl the current stream waits for the send (docs/adr/0015)."""
+        work = self.isend(tensor, dst, group, tag, group_dst)
+        if work is not None:
+            work.wait()
 
     def recv(self, tensor, src=None, group=None, tag=0, group_src=None) -> int:
-        """Blocks until received; returns the sender's rank (useful with ``src=None``)."""
+        """``irecv(...).wait()``; returns the sender's rank (with ``src=None``, gloo only:
+        the host blocks until the data arrived, to know the sender)."""
         work = self.irecv(tensor, src, group, tag, group_src)
+        if work is None:
+            return -1
         work.wait()
+        if src is not None or group_src is not None:
+            return src if src is not None else work._post.peer
         return work._post.match.rank
 
     def batch_isend_irecv(self, p2p_op_list) -> list:
@@ -282,7 +300,7 @@ class Distributed:
             raise ValueError("Invalid ``p2p_op_list``. Each op is expected to to be of type "
                              "``torch.distributed.P2POp``.")
         return issue.p2p(self._rt, [("send" if p.op.__name__ == "isend" else "recv", p.tensor, p.peer,
-                                 p.group, p.tag, p.group_peer) for p in p2p_op_list])
+                                 p.group, p.tag, p.group_peer) for p in p2p_op_list], batched=True)
 
     def _p2p(self, kind, tensor, peer, group, tag, group_peer):
         return issue.p2p(self._rt, [(kind, tensor, peer, group, tag, group_peer)])[0]

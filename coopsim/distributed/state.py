@@ -25,6 +25,7 @@ class DistState:
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
         self.initialized: dict[int, str] = {}  # rank -> backend
+        self.semantics: dict[int, str] = {}  # rank -> "nccl" | "gloo" (backend.cuda_backend)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
         self.pending: dict[int, list] = {}  # rank -> its open collective Arrivals, in order
