@@ -12,6 +12,7 @@ enqueue an op on the tensor's device stream and return at once (a ``Work`` with
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from coopsim.distributed.issue import GroupMember, Work, caller, gather_from, re
 from coopsim.distributed.state import SLOT, DistState
 from coopsim.distributed import validation as check
 from coopsim.distributed.validation import DEFAULT_TIMEOUT, ReduceOp
-from coopsim.distributed.backend import cuda_backend
+from coopsim.distributed.backend import Backend, DeprecatedReduceOp, cuda_backend
+from coopsim.distributed.objects import ObjectCollectives
 from coopsim.runtime.processes import PROCESS_RANKS
 
 
@@ -304,6 +306,91 @@ class Distributed:
 
     def _p2p(self, kind, tensor, peer, group, tag, group_peer):
         return issue.p2p(self._rt, [(kind, tensor, peer, group, tag, group_peer)])[0]
+
+    # -- names added for issue 9 (docs/adr/0015) -------------------------------------------
+
+    Backend = Backend
+
+    @property
+    def reduce_op(self):
+        """Deprecated alias of ``ReduceOp``; each attribute read warns as PyTorch does."""
+        return DeprecatedReduceOp()
+
+    def is_nccl_available(self) -> bool:
+        return True
+
+    def is_gloo_available(self) -> bool:
+        return True
+
+    def is_torchelastic_launched(self) -> bool:
+        """As PyTorch: True iff ``TORCHELASTIC_RUN_ID`` is set (torchrun sets it)."""
+        return os.getenv("TORCHELASTIC_RUN_ID") is not None
+
+    def get_process_group_ranks(self, group) -> list[int]:
+        _, state = caller(self._rt, "get_process_group_ranks")
+        g = resolve_group(state, group)
+        if g is None:
+            raise ValueError("get_process_group_ranks: the calling rank is not in that group")
+        return list(g.ranks)
+
+    def get_global_rank(self, group, group_rank: int) -> int:
+        _, state = caller(self._rt, "get_global_rank")
+        g = resolve_group(state, group)
+        if g is state.world:
+            return group_rank
+        if g is None or not 0 <= group_rank < g.size:
+            raise ValueError(f"Group rank {group_rank} is not part of group {group}")
+        return g.ranks[group_rank]
+
+    def get_group_rank(self, group, global_rank: int) -> int:
+        _, state = caller(self._rt, "get_group_rank")
+        g = resolve_group(state, group)
+        if g is state.world:
+            return global_rank
+        if g is None or g.member(global_rank) < 0:
+            raise ValueError(f"Global rank {global_rank} is not part of group {group}")
+        return g.member(global_rank)
+
+    def new_subgroups(self, group_size=None, group=None, timeout=None, backend=None, pg_options=None,
+                      group_desc=None):
+        """Consecutive subgroups of ``group_size`` ranks of ``group`` (default: the devices
+        of a node, ``cuda.device_count()``); returns (this rank's subgroup, all of them)."""
+        _, state = caller(self._rt, "new_subgroups")
+        if group_size is None:
+            group_size = len(self._rt.devices)
+        if group_size <= 0:
+            raise ValueError(f"The arg 'group_size' ({group_size}) must be positive")
+        ranks = self.get_process_group_ranks(group if group is not None else state.world)
+        if len(ranks) < group_size:
+            raise ValueError(f"The arg 'group_size' ({group_size}) must not exceed the world size ({len(ranks)})")
+        if len(ranks) % group_size:
+            raise ValueError(f"The world size ({len(ranks)}) must be divisible by '{group_size=}'")
+        mine, subgroups = None, []
+        for i in range(0, len(ranks), group_size):
+            sub = self.new_group(ranks[i:i + group_size], timeout=timeout, backend=backend,
+                                 pg_options=pg_options, group_desc=group_desc)
+            subgroups.append(sub)
+            if sub is not GroupMember.NON_GROUP_MEMBER:
+                mine = sub
+        return mine, subgroups
+
+    def all_gather_object(self, object_list, obj, group=None):
+        return self._objects.all_gather_object(object_list, obj, group)
+
+    def gather_object(self, obj, object_gather_list=None, dst=None, group=None, group_dst=None):
+        return self._objects.gather_object(obj, object_gather_list, dst, group, group_dst)
+
+    def broadcast_object_list(self, object_list, src=None, group=None, device=None, group_src=None):
+        return self._objects.broadcast_object_list(object_list, src, group, device, group_src)
+
+    def scatter_object_list(self, scatter_object_output_list, scatter_object_input_list=None, src=None,
+                            group=None, group_src=None):
+        return self._objects.scatter_object_list(scatter_object_output_list, scatter_object_input_list,
+                                                 src, group, group_src)
+
+    @functools.cached_property
+    def _objects(self) -> ObjectCollectives:
+        return ObjectCollectives(self, self._rt)
 
 
 def out_of_place(dist, kind: str, output, input, *, op=ReduceOp.SUM, root=None):

@@ -9,6 +9,10 @@ coopsim tensors are CUDA tensors, so the backend mapped to ``cuda`` decides the 
 
 from __future__ import annotations
 
+import warnings
+
+from coopsim.distributed.validation import ReduceOp
+
 SEMANTICS = ("nccl", "gloo")  # the backends whose p2p semantics coopsim models
 ALIASES = {"coopsim": "nccl"}
 DEVICES = ("cpu", "cuda")
@@ -74,3 +78,13 @@ P2P_RULES = {
              "peer's recv notification; SendWork::wait waits for it), recv() blocks until the "
              "data arrived, isend()/irecv() never block"),
 }
+
+
+class DeprecatedReduceOp:
+    """``torch.distributed.reduce_op``: ``ReduceOp``'s members, with PyTorch's FutureWarning
+    on every attribute read (``_reduce_op.__getattribute__`` in distributed_c10d.py)."""
+
+    def __getattribute__(self, key):
+        warnings.warn("`torch.distributed.reduce_op` is deprecated, please use "
+                      "`torch.distributed.ReduceOp` instead", FutureWarning, stacklevel=2)
+        return getattr(ReduceOp, key)

@@ -20,7 +20,7 @@ from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival
 from coopsim.distributed.state import SLOT
-from coopsim.engine import all_of
+from coopsim.engine import Handle, all_of
 from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16
 
 
@@ -39,8 +39,9 @@ class GroupMember:
 class Work:
     """``torch.distributed.Work``: an asynchronous collective or p2p op."""
 
-    def __init__(self, rt, handle, failure=None, post=None, stream_of=None):
+    def __init__(self, rt, handle, failure=None, post=None, stream_of=None, outputs=None):
         self._rt = rt
+        self._outputs = outputs if outputs is not None else ([post.tensor] if post is not None else [])
         self._handle = handle
         self._failure = failure  # callable -> the exception that failed the op, or None
         self._post = post  # a p2p op's Post, None for a collective
@@ -67,6 +68,56 @@ class Work:
 
     def exception(self):
         return self._failure() if self._failure is not None else None
+
+    def get_future(self) -> "Future":
+        """A ``torch.futures.Future`` completed with the op; its value is the op's output
+        tensors (a p2p op's tensor)."""
+        return Future(self._rt, self._handle, lambda: self._outputs, self)
+
+
+class Future:
+    """``torch.futures.Future`` of a Work: ``wait()``, ``value()``, ``done()``, ``then(fn)``.
+
+    ``then`` callbacks run when the op completes, inside the simulation's step: they must not
+    block (no host reads of unfinished tensors, no waits), as a CUDA future's callbacks must not.
+    """
+
+    def __init__(self, rt, handle, value, work=None):
+        self._rt = rt
+        self._handle = handle
+        self._value = value  # callable -> the value, once done
+        self._work = work
+
+    def done(self) -> bool:
+        return self._handle.done
+
+    def wait(self):
+        if self._work is not None:
+            self._work.wait()
+        else:
+            self._rt.wait(self._handle)
+        return self.value()
+
+    def value(self):
+        error = self._work.exception() if self._work is not None else None
+        if error is not None:
+            raise error
+        return self._value()
+
+    def then(self, callback) -> "Future":
+        result: list = []
+        chained = Handle(f"then() of {self._handle.desc}")
+        engine = self._rt.engine
+
+        def run(_h=None):
+            result.append(callback(self))
+            engine.schedule(chained, engine.now_ns)
+
+        if self._handle.done:
+            run()
+        else:
+            self._handle.add_callback(run)
+        return Future(self._rt, chained, lambda: result[0])
 
 
 def caller(rt, what: str, initialized: bool = True):
@@ -159,7 +210,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
                                     device.kind.launch_overhead_ns)
     for t in written:
         t._storage.last_write = op
-    return Work(rt, op, lambda: rendezvous.error) if async_op else None
+    return Work(rt, op, lambda: rendezvous.error, outputs=list(written)) if async_op else None
 
 
 def p2p(rt, ops, batched: bool = False) -> list:
@@ -219,11 +270,12 @@ def _start_batch(rt, state, live):
 
 
 def _gloo(rt, state, post) -> Work:
-    """gloo: the op starts once the tensor's pending device writes are done (gloo works on
-    host memory, which coopsim models as the device's); the Work completes with the op."""
-    last = post.tensor._storage.last_write
+    """gloo: the op starts once the work queued on the tensor's device is done (gloo works
+    on host memory, where ops are synchronous; coopsim's memory is the device's, so its
+    pending reads and writes must be over); the Work completes with the op."""
+    last = post.tensor._storage.device.stream.last
     pending = () if last is None or last.done else (last,)
-    all_of(rt.engine, pending, f"gloo {post.describe()}: its tensor's writes").add_callback(
+    all_of(rt.engine, pending, f"gloo {post.describe()}: the device work queued before it").add_callback(
         lambda _h: state.p2p.ready(post))
     if post.kind == "recv":
         post.tensor._storage.last_write = post.done

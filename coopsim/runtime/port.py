@@ -174,5 +174,9 @@ class Runtime:
         if outcome is None and all(t.state == "ended" for t in spawn.ranks):
             return
         self.drain()
+        woken = self.scheduler.woken  # handles the aborted tasks waited on, completed by the drain
+        for handle in woken:
+            handle.waiters = None
+        woken.clear()
         for device in self.devices:
             device.stream.abandon()
