@@ -4,8 +4,9 @@ The facade only: every function keeps PyTorch's name, signature and argument che
 hands the call to ``issue`` (collectives, p2p), ``state`` (groups, initialisation, the
 monitored barrier) and ``validation``. Collectives are device work (NCCL's semantics): they
 enqueue an op on the tensor's device stream and return at once (a ``Work`` with
-``async_op=True``); host reads of their outputs wait for them (C8). ``send``/``recv``/
-``barrier`` block the calling rank until done. Per-spawn state lives in the spawn's slot
+``async_op=True``); host reads of their outputs wait for them (C8). ``barrier`` blocks the
+calling rank until done; ``send``/``recv`` follow the backend (docs/adr/0015: under nccl the
+current stream waits, under gloo the host). Per-spawn state lives in the spawn's slot
 (``coopsim.distributed.state``).
 """
 

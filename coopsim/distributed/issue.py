@@ -241,7 +241,6 @@ def p2p(rt, ops, batched: bool = False) -> list:
         start = functools.partial(_start_batch, rt, state, live)
         desc = f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
         op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns)
-        wait_on = None
     else:
         post = live[0]
         current = device.stream.last
@@ -249,7 +248,6 @@ def p2p(rt, ops, batched: bool = False) -> list:
         op = stream.enqueue_work(post.describe(), functools.partial(state.p2p.ready, post),
                                  device.kind.launch_overhead_ns,
                                  deps=() if current is None or current.done else (current,))
-        wait_on = device
     works = []
     for post in posts:
         if post is None:
@@ -258,7 +256,7 @@ def p2p(rt, ops, batched: bool = False) -> list:
         if post.kind == "recv":
             post.tensor._storage.last_write = op
         state.p2p.track(op, post)
-        works.append(Work(rt, op, lambda post=post: post.error, post, stream_of=wait_on))
+        works.append(Work(rt, op, lambda post=post: post.error, post, stream_of=device))
     return works
 
 

@@ -41,6 +41,14 @@ class ObjectCollectives:
         dist.all_gather(sizes, self._tensors.tensor([nbytes], dtype=self._tensors.int64), group=group)
         return [int(s.item()) for s in sizes]
 
+    def _member_and_root(self, group, root, group_root) -> tuple[int, int]:
+        """The caller's group rank (-1 outside ``group``) and the root's group rank."""
+        dist = self._dist
+        member = dist.get_rank(group)
+        if member < 0 or group_root is not None:
+            return member, group_root
+        return member, root if group is None else dist.get_group_rank(group, root)
+
     def all_gather_object(self, object_list, obj, group=None) -> None:
         dist = self._dist
         if dist.get_rank(group) < 0:
@@ -55,11 +63,9 @@ class ObjectCollectives:
 
     def gather_object(self, obj, object_gather_list=None, dst=None, group=None, group_dst=None) -> None:
         dist = self._dist
-        member = dist.get_rank(group)
+        member, root = self._member_and_root(group, dst, group_dst)
         if member < 0:
             return
-        root = group_dst if group_dst is not None else (
-            dst if group is None else dist.get_group_rank(group, dst))
         payload = pickle.dumps(obj)
         sizes = self._sizes(len(payload), group)
         words = -(-max(sizes) // 4)
@@ -75,11 +81,9 @@ class ObjectCollectives:
 
     def broadcast_object_list(self, object_list, src=None, group=None, device=None, group_src=None) -> None:
         dist = self._dist
-        member = dist.get_rank(group)
+        member, root = self._member_and_root(group, src, group_src)
         if member < 0:
             return
-        root = group_src if group_src is not None else (
-            src if group is None else dist.get_group_rank(group, src))
         int64 = self._tensors.int64
         if member == root:
             payloads = [pickle.dumps(o) for o in object_list]
@@ -104,11 +108,9 @@ class ObjectCollectives:
         dist = self._dist
         if not isinstance(scatter_object_output_list, list) or len(scatter_object_output_list) < 1:
             raise ValueError("Expected argument scatter_object_output_list to be a list of size at least 1.")
-        member = dist.get_rank(group)
+        member, root = self._member_and_root(group, src, group_src)
         if member < 0:
             return
-        root = group_src if group_src is not None else (
-            src if group is None else dist.get_group_rank(group, src))
         int64 = self._tensors.int64
         n = dist.get_world_size(group)
         payloads = [pickle.dumps(o) for o in scatter_object_input_list] if member == root else []
