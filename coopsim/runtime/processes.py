@@ -3,9 +3,9 @@
 How processes become a spawn (docs/adr/0015):
 - ``start()`` only records the process (it must be called from main, as ranks cannot start
   processes); it gets its name and a pid then;
-- the first ``join()`` (or ``is_alive()`` never drives anything) turns every process started
-  and not yet run into ONE spawn, in start order, and runs it: process ``i`` starts as rank
-  ``i`` on device ``i``;
+- the first ``join()`` turns every process started and not yet run into ONE spawn, in start
+  order, and runs it: process ``i`` starts as rank ``i`` on device ``i`` (``is_alive()`` and
+  ``exitcode`` only read, they never run anything);
 - ``init_process_group(rank=r, world_size=n)`` in a process makes it rank ``r`` (ranks are
   swapped with the process that held ``r``; ``n`` must be the number of processes);
 - when the spawn ends, each process has an ``exitcode``: 0 (returned), 1 (raised: its traceback
