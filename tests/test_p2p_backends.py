@@ -216,3 +216,43 @@ def test_c11_nccl_does_not_support_recv_from_any_source_and_gloo_does():
         with pytest.raises(coopsim.SpawnException) as info:
             ctx.multiprocessing.spawn(worker, args=(ctx, "nccl"), nprocs=2)
     assert "Backend nccl does not support recvAnysource" in str(info.value.errors[0])
+
+
+def test_c11_a_blocking_collective_blocks_the_host_under_gloo_not_under_nccl():
+    returned = {}
+
+    def worker(rank, ctx, backend):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        if rank == 1:
+            ctx.wait(ctx.sim.timer(50_000))
+        dist.all_reduce(ctx.ones(4))
+        if rank == 0:
+            returned[backend] = ctx.sim.now_ns()
+
+    for backend in BACKENDS:
+        with coopsim.RuntimeContext("small") as ctx:
+            ctx.multiprocessing.spawn(worker, args=(ctx, backend), nprocs=2)
+    assert returned["nccl"] < 50_000 <= returned["gloo"]
+
+
+def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
+    returned = []
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        with pytest.raises(ValueError, match="unknown backend 'bogus'"):
+            dist.new_group([0, 1], backend="bogus")
+        cpu_group = dist.new_group([0, 1], backend="gloo")
+        t = ctx.ones(4)
+        if rank == 0:
+            dist.send(t, 1, group=cpu_group)
+            returned.append(ctx.sim.now_ns())
+        else:
+            ctx.wait(ctx.sim.timer(10_000))
+            dist.recv(t, 0, group=cpu_group)
+
+    with coopsim.RuntimeContext("small") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    assert returned[0] >= 10_000

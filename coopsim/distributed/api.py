@@ -128,6 +128,7 @@ class Distributed:
                   use_local_synchronization=False, group_desc=None):
         """Every rank calls ``new_group`` with the same ranks, in the same order (as torch)."""
         task, state = caller(self._rt, "new_group")
+        semantics = None if backend is None else cuda_backend(backend)
         world = state.world.size
         members = list(range(world)) if ranks is None else list(ranks)
         if any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < world for r in members) \
@@ -146,6 +147,8 @@ class Distributed:
             timeout_ns = check.timeout_ns(timeout, "new_group") if timeout is not None else state.world.timeout_ns
             group = ProcessGroup(k, members, timeout_ns, group_desc or f"group{k}")
             state.groups.append(group)
+        if semantics is not None:
+            state.group_semantics[group.gid] = semantics
         return group if group.member(task.rank) >= 0 else GroupMember.NON_GROUP_MEMBER
 
     # -- collectives ----------------------------------------------------------------------

@@ -210,6 +210,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
                                     device.kind.launch_overhead_ns)
     for t in written:
         t._storage.last_write = op
+    if not async_op and state.backend_of(g, task.rank) == "gloo":
+        rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
     return Work(rt, op, lambda: rendezvous.error, outputs=list(written)) if async_op else None
 
 
@@ -234,7 +236,7 @@ def p2p(rt, ops, batched: bool = False) -> list:
     device = live[0].tensor._storage.device
     if any(post.tensor._storage.device is not device for post in live):
         raise ValueError("batch_isend_irecv: all tensors must be on one device")
-    backend = state.semantics.get(live[0].rank, "nccl")
+    backend = state.backend_of(live[0].group, live[0].rank)
     if backend == "gloo":
         return [None if post is None else _gloo(rt, state, post) for post in posts]
     if batched:
@@ -293,7 +295,7 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
         peer = g.ranks[group_peer]
     if kind == "send" and peer is None:
         raise ValueError("isend: dst must be given")
-    if peer is None and state.semantics.get(task.rank) == "nccl":
+    if peer is None and state.backend_of(g, task.rank) == "nccl":
         raise RuntimeError("Backend nccl does not support recvAnysource")
     if peer is not None and g.member(peer) < 0:
         raise ValueError(f"{what}: rank {peer} is not in group {g.name} (ranks {list(g.ranks)})")

@@ -57,7 +57,7 @@ def _report(rt, state, left) -> dict:
             continue
         details.append(f"  rank {rank} {thing.describe().split(' by ')[0]}"
                        f"{' at ' + thing.where if thing.where else ''}: {_why(thing)}")
-    for backend in sorted({state.semantics.get(r, 'nccl') for r, kind, _ in left if kind == "p2p"}):
+    for backend in sorted({state.backend_of(post.group, r) for r, kind, post in left if kind == "p2p"}):
         details.append(f"p2p semantics: {P2P_RULES[backend]}")
     return {"time_ns": rt.engine.now_ns, "ranks": rows, "details": details}
 
