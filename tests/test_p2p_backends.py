@@ -86,26 +86,6 @@ def test_c11_nccl_ops_to_different_peers_progress_concurrently():
     assert times["isend+irecv"] <= 1.1 * times["batch_isend_irecv"]
 
 
-def test_c11_nccl_send_does_not_block_the_host_and_gloo_send_does():
-    returned = {}
-
-    def worker(rank, ctx, backend):
-        dist = ctx.distributed
-        dist.init_process_group(backend)
-        t = ctx.ones(1 << 16)
-        if rank == 0:
-            dist.send(t, dst=1)
-            returned[backend] = ctx.sim.now_ns()
-        else:
-            ctx.wait(ctx.sim.timer(50_000))  # rank 1 posts its recv 50 us later
-            dist.recv(t, src=0)
-
-    for backend in BACKENDS:
-        with coopsim.RuntimeContext("small") as ctx:
-            ctx.multiprocessing.spawn(worker, args=(ctx, backend), nprocs=2)
-    assert returned["nccl"] < 50_000 <= returned["gloo"]
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_c11_pipeline_1f1b_steady_state_with_unbatched_isend_irecv(backend):
     """Megatron's unbatched p2p (even stages send first, odd stages receive first) in a
@@ -160,29 +140,6 @@ def test_c11_unknown_backend_lists_the_accepted_ones():
     assert "unknown backend 'mpi'" in msg and "'nccl', 'gloo', 'coopsim'" in msg and "cpu:gloo,cuda:nccl" in msg
 
 
-@pytest.mark.parametrize("backend, semantics", [(None, "nccl"), ("coopsim", "nccl"), ("NCCL", "nccl"),
-                                                ("gloo", "gloo"), ("cpu:gloo,cuda:nccl", "nccl"),
-                                                ("cuda:gloo", "gloo")])
-def test_c11_backend_strings_map_cuda_to_its_backend(backend, semantics):
-    """Under gloo a blocking send returns only after the peer's recv; under nccl at once."""
-    returned = []
-
-    def worker(rank, ctx):
-        dist = ctx.distributed
-        dist.init_process_group(backend, init_method="env://")
-        t = ctx.ones(4)
-        if rank == 0:
-            dist.send(t, 1)
-            returned.append(ctx.sim.now_ns())
-        else:
-            ctx.wait(ctx.sim.timer(10_000))
-            dist.recv(t, 0)
-
-    with coopsim.RuntimeContext("small") as ctx:
-        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
-    assert (returned[0] >= 10_000) == (semantics == "gloo")
-
-
 def test_c11_backend_class_and_cpu_only_string():
     with coopsim.RuntimeContext("small") as ctx:
         Backend = ctx.distributed.Backend
@@ -218,41 +175,62 @@ def test_c11_nccl_does_not_support_recv_from_any_source_and_gloo_does():
     assert "Backend nccl does not support recvAnysource" in str(info.value.errors[0])
 
 
-def test_c11_a_blocking_collective_blocks_the_host_under_gloo_not_under_nccl():
-    returned = {}
-
-    def worker(rank, ctx, backend):
-        dist = ctx.distributed
-        dist.init_process_group(backend)
-        if rank == 1:
-            ctx.wait(ctx.sim.timer(50_000))
-        dist.all_reduce(ctx.ones(4))
-        if rank == 0:
-            returned[backend] = ctx.sim.now_ns()
-
-    for backend in BACKENDS:
-        with coopsim.RuntimeContext("small") as ctx:
-            ctx.multiprocessing.spawn(worker, args=(ctx, backend), nprocs=2)
-    assert returned["nccl"] < 50_000 <= returned["gloo"]
+DELAY_NS = 10_000
 
 
-def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
+def host_return_ns(backend, op0, op1, group_backend=None) -> float:
+    """When rank 0's call ``op0(dist, tensor, group)`` returns, rank 1 calling ``op1``
+    ``DELAY_NS`` late (on a group with its own backend if ``group_backend``)."""
     returned = []
 
     def worker(rank, ctx):
         dist = ctx.distributed
-        dist.init_process_group("nccl")
-        with pytest.raises(ValueError, match="unknown backend 'bogus'"):
-            dist.new_group([0, 1], backend="bogus")
-        cpu_group = dist.new_group([0, 1], backend="gloo")
-        t = ctx.ones(4)
+        dist.init_process_group(backend, init_method="env://")
+        group = dist.new_group([0, 1], backend=group_backend) if group_backend else None
+        t = ctx.ones(1 << 12)
+        if rank == 1:
+            ctx.wait(ctx.sim.timer(DELAY_NS))
+        (op0 if rank == 0 else op1)(dist, t, group)
         if rank == 0:
-            dist.send(t, 1, group=cpu_group)
             returned.append(ctx.sim.now_ns())
-        else:
-            ctx.wait(ctx.sim.timer(10_000))
-            dist.recv(t, 0, group=cpu_group)
 
     with coopsim.RuntimeContext("small") as ctx:
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
-    assert returned[0] >= 10_000
+    return returned[0]
+
+
+def send(dist, t, group):
+    dist.send(t, 1, group=group)
+
+
+def recv(dist, t, group):
+    dist.recv(t, 0, group=group)
+
+
+def all_reduce(dist, t, group):
+    dist.all_reduce(t, group=group)
+
+
+@pytest.mark.parametrize("backend, semantics", [(None, "nccl"), ("coopsim", "nccl"), ("NCCL", "nccl"),
+                                                ("gloo", "gloo"), ("cpu:gloo,cuda:nccl", "nccl"),
+                                                ("cuda:gloo", "gloo")])
+def test_c11_backend_strings_decide_whether_send_blocks_the_host(backend, semantics):
+    """gloo: a blocking send returns after the peer's recv; nccl: at once (the stream waits)."""
+    assert (host_return_ns(backend, send, recv) >= DELAY_NS) == (semantics == "gloo")
+
+
+def test_c11_a_blocking_collective_blocks_the_host_under_gloo_not_under_nccl():
+    assert host_return_ns("nccl", all_reduce, all_reduce) < DELAY_NS <= host_return_ns("gloo", all_reduce, all_reduce)
+
+
+def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
+    assert host_return_ns("nccl", send, recv, group_backend="gloo") >= DELAY_NS
+    assert host_return_ns("gloo", send, recv, group_backend="nccl") < DELAY_NS
+
+    def worker(rank, ctx):
+        ctx.distributed.init_process_group()
+        ctx.distributed.new_group([0, 1], backend="bogus")
+
+    with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.SpawnException) as info:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    assert "unknown backend 'bogus'" in str(info.value.errors[0])
