@@ -46,6 +46,8 @@ class Runtime:
         self.main_device = 0
         self.thread_id = threading.get_ident()
         self.explainers: list = []  # deadlock explainers: fn(report, tasks), in registration order
+        self.spawn_checks: list = []  # fn(), at a spawn's successful end; may raise
+        self.spawn_cleanups: list = [self._settle]  # fn(outcome), at every spawn's end
         self._last_pid = 0
         self._launches = 0
         self.scheduler = Scheduler(self)
@@ -148,3 +150,34 @@ class Runtime:
         """``explain(report, tasks)`` adds details to every deadlock report, after the rows
         (``tasks`` are the rows' tasks, in row order)."""
         self.explainers.append(explain)
+
+    def add_spawn_end_hooks(self, check=None, cleanup=None) -> None:
+        """``check()`` runs when every rank of a spawn has ended, before the spawn counts as
+        successful; it may raise (e.g. ops that can never complete). ``cleanup(outcome)`` runs
+        at the end of every spawn (``outcome``: None or the exception), while its per-spawn
+        state is still readable; it must not raise."""
+        if check is not None:
+            self.spawn_checks.append(check)
+        if cleanup is not None:
+            self.spawn_cleanups.append(cleanup)
+
+    def drain(self) -> None:
+        """Complete everything scheduled that can complete, with no task alive (main only)."""
+        engine = self.engine
+        while engine.step_instant():
+            pass
+
+    def _settle(self, outcome) -> None:
+        """After a spawn that did not end well, let its in-flight work finish and make the
+        device streams forget ops that can never complete, so nothing of it delays the next
+        spawn (issue 9: a leftover all_reduce blocked the next spawn's stream)."""
+        spawn = self.scheduler.spawn
+        if outcome is None and all(t.state == "ended" for t in spawn.ranks):
+            return
+        self.drain()
+        woken = self.scheduler.woken  # handles the aborted tasks waited on, completed by the drain
+        for handle in woken:
+            handle.waiters = None
+        woken.clear()
+        for device in self.devices:
+            device.stream.abandon()

@@ -172,6 +172,9 @@ class Scheduler:
             return True
         try:
             done = self.run(lambda: self.live == 0, deadline)
+            if done:
+                for check in self.rt.spawn_checks:  # e.g. ops left that can never complete
+                    check()
         except BaseException as e:  # failures, deadlock, watchdog, KeyboardInterrupt, SystemExit
             self._finish_spawn(e)
             raise
@@ -180,6 +183,8 @@ class Scheduler:
         return done
 
     def _finish_spawn(self, outcome) -> None:
+        for cleanup in self.rt.spawn_cleanups:
+            cleanup(outcome)
         self.spawn.outcome = outcome
         self.spawn.finished = True
         self.spawn = None
