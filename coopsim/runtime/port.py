@@ -48,6 +48,7 @@ class Runtime:
         self.explainers: list = []  # deadlock explainers: fn(report, tasks), in registration order
         self._last_pid = 0
         self._launches = 0
+        self._layer_state: dict = {}
         self.scheduler = Scheduler(self)
 
     # -- who is calling ----------------------------------------------------------------------
@@ -147,3 +148,11 @@ class Runtime:
         """``explain(report, tasks)`` adds details to every deadlock report, after the rows
         (``tasks`` are the rows' tasks, in row order)."""
         self.explainers.append(explain)
+
+    def context_state(self, key: str, make):
+        """The context-wide slot ``key`` of a layer above, made by ``make()`` on first use
+        (e.g. main's torch process state); it lives as long as the context."""
+        state = self._layer_state.get(key)
+        if state is None:
+            state = self._layer_state[key] = make()
+        return state

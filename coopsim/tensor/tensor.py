@@ -31,27 +31,33 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import ops
+from coopsim.tensor import indexing, ops
+from coopsim.tensor.grad import GradMethods
+from coopsim.tensor.host import host_device
+from coopsim.tensor.indexing import IndexingMethods
+from coopsim.tensor.math import MathMethods
 from coopsim.tensor.ops import (
     DType,
     allocate,
     bfloat16,
+    bool_,
     dtype_arg,
-    dtype_of_numpy,
     float16,
     float32,
-    host_array,
-    host_value,
+    float64,
     infer_shape,
+    int8,
+    int16,
     int32,
     int64,
     launch,
     nbytes,
-    round_bfloat16,
-    scalar,
-    size_arg,
+    uint8,
     wrap_dim,
 )
+from coopsim.tensor.random import RandomMethods
+from coopsim.tensor.reductions import ReductionMethods, extreme
+from coopsim.tensor.shape import ShapeMethods
 
 
 class Device:
@@ -119,6 +125,14 @@ def device_index(rt, device, what: str) -> int:
     return device.index
 
 
+def device_of(rt, device, what: str):
+    """The place ``device`` names for a new tensor: the host for "cpu", else a SimDevice."""
+    if device is not None and not isinstance(device, bool) and isinstance(device, (Device, str)) \
+            and Device(device).type == "cpu":
+        return host_device(rt)
+    return rt.devices[device_index(rt, device, what)]
+
+
 def _is_operand(v) -> bool:
     """What an operator accepts: a Tensor or a Python number (else NotImplemented)."""
     return isinstance(v, (Tensor, numbers.Real))
@@ -131,6 +145,9 @@ def _is_operand(v) -> bool:
 _HOST_READ_BARRIERS = frozenset({
     "numpy", "tolist", "item", "__array__", "__repr__", "__str__", "__format__", "__bool__",
     "__float__", "__int__", "__index__", "__iter__",
+    # the torch surface (docs/adr/0016-torch-surface.md): a copy to the host, and the two
+    # comparisons that return a Python bool
+    "cpu", "allclose", "equal",
 })
 
 # Everything else a user can reach on a Tensor: metadata, views and device ops. None waits.
@@ -146,12 +163,46 @@ _DEVICE_SIDE = frozenset({
     "int", "long", "__setitem__", "__neg__", "__add__", "__radd__", "__iadd__", "__sub__",
     "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__",
     "__itruediv__", "__matmul__", "__rmatmul__", "__deepcopy__",
-    # object protocol: construction refused, identity hash, refused comparison and pickling
-    "__init__", "__hash__", "__eq__", "__ne__", "__reduce_ex__",
+    # object protocol: construction refused, identity hash, refused pickling
+    "__init__", "__hash__", "__reduce_ex__",
+    # the torch surface (docs/adr/0016-torch-surface.md). Reading ``t[mask]`` waits for the
+    # mask only (its size depends on the mask's values), as torch synchronises there.
+    "is_cpu", "is_floating_point", "type_as", "double", "bool", "byte", "char", "short",
+    "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
+    # comparisons, logical and bitwise ops, operators (coopsim.tensor.math)
+    "eq", "ne", "lt", "le", "gt", "ge", "eq_", "ne_", "lt_", "le_", "gt_", "ge_",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "remainder", "remainder_",
+    "floor_divide", "floor_divide_", "maximum", "maximum_", "minimum", "minimum_", "atan2",
+    "atan2_", "bitwise_and", "bitwise_and_", "bitwise_or", "bitwise_or_", "bitwise_xor",
+    "bitwise_xor_", "logical_and", "logical_and_", "logical_or", "logical_or_", "logical_xor",
+    "logical_xor_", "__mod__", "__rmod__", "__floordiv__", "__rfloordiv__", "__and__",
+    "__rand__", "__or__", "__ror__", "__xor__", "__rxor__", "__invert__", "__abs__",
+    "pow", "pow_", "__pow__", "__rpow__", "__ipow__", "clamp", "clamp_", "clip", "isclose",
+    "mm", "bmm", "dot", "outer",
+    # unary math and its in-place forms
+    *(n + s for n in ("abs", "neg", "sign", "exp", "log", "log2", "log1p", "expm1", "sqrt",
+                      "rsqrt", "reciprocal", "sin", "cos", "tanh", "sigmoid", "erf", "floor",
+                      "ceil", "round", "trunc", "square", "logical_not", "bitwise_not")
+      for s in ("", "_")),
+    # reductions and selections (coopsim.tensor.reductions)
+    "min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all", "any",
+    "cumsum", "sort", "argsort", "topk",
+    # shape (coopsim.tensor.shape): views, then copies
+    "split", "chunk", "narrow", "unbind", "squeeze", "unsqueeze", "permute", "movedim", "expand",
+    "expand_as", "flatten", "view_as", "reshape_as", "T", "mT", "repeat", "roll", "flip",
+    "tril", "triu",
+    # indexing ops (coopsim.tensor.indexing)
+    "index_select", "gather", "scatter_", "masked_fill", "masked_fill_", "where",
+    # random fills (coopsim.tensor.random)
+    "uniform_", "normal_", "random_", "bernoulli_",
+    # no autograd (coopsim.tensor.grad)
+    "requires_grad", "requires_grad_", "grad", "grad_fn", "is_leaf", "backward", "detach",
+    "detach_", "data",
 })
 
 
-class Tensor:
+class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingMethods,
+             RandomMethods):
     """A device tensor: ``shape``/``dtype``/``device`` metadata over a numpy view of a storage.
 
     Create tensors with the context (``ctx.zeros``, ``ctx.tensor`` ...). Device ops return at
@@ -159,7 +210,7 @@ class Tensor:
     wait for the storage's last write (C8). See the module docstring for the invariants.
     """
 
-    __slots__ = ("_array", "_storage", "_dtype")
+    __slots__ = ("_array", "_storage", "_dtype", "_requires_grad")
     __array_ufunc__ = None  # numpy defers to our operators, which refuse arrays: no silent host read
 
     def __init__(self, *args, **kwargs):
@@ -173,6 +224,7 @@ class Tensor:
         t._array = array
         t._storage = storage
         t._dtype = dtype
+        t._requires_grad = False
         return t
 
     # -- the host-read barrier ------------------------------------------------------------
@@ -184,6 +236,8 @@ class Tensor:
         last = storage.last_write
         if last is not None and not last.done:
             storage.rt.wait(last)
+        if storage.error is not None:
+            raise storage.error
         return self._array
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
@@ -210,8 +264,9 @@ class Tensor:
     def __repr__(self) -> str:
         array = self._read()
         body = np.array2string(array, separator=", ", prefix="tensor(")
-        extra = "" if self._dtype in (float32, int64) else f", dtype={self._dtype}"
-        return f"tensor({body}, device='{self.device}'{extra})"
+        extra = "" if self._dtype in (float32, int64, bool_) else f", dtype={self._dtype}"
+        where = "" if self._storage.device.index is None else f", device='{self.device}'"
+        return f"tensor({body}{where}{extra})"
 
     def __str__(self) -> str:
         return self.__repr__()
@@ -263,7 +318,8 @@ class Tensor:
 
     @property
     def device(self) -> Device:
-        return Device("cuda", self._storage.device.index)
+        index = self._storage.device.index
+        return Device("cpu") if index is None else Device("cuda", index)
 
     @property
     def ndim(self) -> int:
@@ -271,7 +327,14 @@ class Tensor:
 
     @property
     def is_cuda(self) -> bool:
-        return True
+        return self._storage.device.index is not None
+
+    @property
+    def is_cpu(self) -> bool:
+        return self._storage.device.index is None
+
+    def is_floating_point(self) -> bool:
+        return self._dtype.is_floating_point
 
     def numel(self) -> int:
         return self._array.size
@@ -338,8 +401,11 @@ class Tensor:
         return self._view_of(self._array.T)
 
     def __getitem__(self, key) -> "Tensor":
-        """Basic indexing (ints, slices with step > 0, None, ...): a view of the same storage."""
+        """Basic indexing (ints, slices with step > 0, None, ...): a view of the same storage;
+        advanced indexing (int or bool tensors, lists): a gather (``coopsim.tensor.indexing``)."""
         key = key if isinstance(key, tuple) else (key,)
+        if not indexing.is_basic(key):
+            return indexing.getitem(self, key)
         for k in key:
             if isinstance(k, slice):
                 if k.step is not None and k.step <= 0:
@@ -355,7 +421,10 @@ class Tensor:
         return self._view_of(self._array[key])
 
     def __setitem__(self, key, value) -> None:
-        """``t[key] = value``: fill or copy into the view, a device op."""
+        """``t[key] = value``: fill or copy into the view, a device op (a scatter for an
+        advanced index)."""
+        if not indexing.is_basic(key if isinstance(key, tuple) else (key,)):
+            return indexing.setitem(self, key if isinstance(key, tuple) else (key,), value)
         target = self[key]
         if isinstance(value, Tensor):
             ops.copy(target, value)
@@ -445,7 +514,7 @@ class Tensor:
 
     def max(self, dim=None, keepdim: bool = False):
         """``max()``: a 0-d tensor; ``max(dim)``: ``(values, indices)``, torch's namedtuple."""
-        return ops.max_(self, dim, keepdim)
+        return extreme("max", self, dim, keepdim)
 
     def copy_(self, src) -> "Tensor":
         return ops.copy(self, src)
@@ -480,11 +549,15 @@ class Tensor:
             else:
                 device = a
         if device is not None:
-            index = device_index(self._storage.rt, device, "to")
-            if index != self._storage.device.index:
-                raise RuntimeError(f"to: copying a tensor from cuda:{self._storage.device.index} "
-                                   f"to cuda:{index} is a transfer between devices, which tensors "
-                                   f"do not model; use the collectives (send/recv)")
+            target = device_of(self._storage.rt, device, "to")
+            here = self._storage.device
+            if target is not here:
+                if here.index is not None and target.index is not None:
+                    raise RuntimeError(f"to: copying a tensor from cuda:{here.index} to cuda:"
+                                       f"{target.index} is a transfer between devices, which "
+                                       f"tensors do not model; use the collectives (send/recv)")
+                moved = self.cpu() if target.index is None else _to_device(self, target)
+                return moved.to(dtype) if dtype is not None else moved
         dtype = dtype_arg(dtype, self._dtype, "to")
         if dtype is self._dtype:
             return self.clone() if copy else self
@@ -492,6 +565,65 @@ class Tensor:
 
     def cuda(self, device=None) -> "Tensor":
         return self.to("cuda" if device is None else device)
+
+    def cpu(self) -> "Tensor":
+        """A copy on the host (``self`` if already there): a host read (C8) that waits for
+        the writers of the storage, then for a device-to-host copy op enqueued on the
+        device's stream and costed as the bytes it moves (docs/adr/0016-torch-surface.md).
+        Reading the result never waits."""
+        storage = self._storage
+        if storage.device.index is None:
+            return self
+        array = self._read()
+        rt, device = storage.rt, storage.device
+        out = allocate(self._make, rt, host_device(rt), array.shape, self._dtype,
+                       lambda shape, np_dtype: array.copy())
+        rt.wait(launch(device, ("copy to host {} from cuda:{}", array.shape, device.index),
+                       nbytes(self), 0, self._dtype, None))
+        return out
+
+    def double(self) -> "Tensor":
+        return self.to(float64)
+
+    def bool(self) -> "Tensor":
+        return self.to(bool_)
+
+    def byte(self) -> "Tensor":
+        return self.to(uint8)
+
+    def char(self) -> "Tensor":
+        return self.to(int8)
+
+    def short(self) -> "Tensor":
+        return self.to(int16)
+
+    def type_as(self, other) -> "Tensor":
+        return self.to(other._dtype)
+
+    def _new(self, what, size, dtype, device, init):
+        rt = self._storage.rt
+        place = self._storage.device if device is None else device_of(rt, device, what)
+        shape = ops.size_arg(size, what)
+        return created(rt, what, place, shape, dtype_arg(dtype, self._dtype, what), init)
+
+    def new_zeros(self, *size, dtype=None, device=None) -> "Tensor":
+        return self._new("new_zeros", size, dtype, device, np.zeros)
+
+    def new_ones(self, *size, dtype=None, device=None) -> "Tensor":
+        return self._new("new_ones", size, dtype, device, np.ones)
+
+    def new_empty(self, *size, dtype=None, device=None) -> "Tensor":
+        return self._new("new_empty", size, dtype, device, np.zeros)
+
+    def new_full(self, size, fill_value, *, dtype=None, device=None) -> "Tensor":
+        v = ops.host_value(ops.scalar(fill_value, "new_full"), dtype_arg(dtype, self._dtype, "new_full"),
+                           "new_full")
+        return self._new("new_full", size if isinstance(size, (tuple, list)) else (size,), dtype, device,
+                         lambda shape, np_dtype: np.full(shape, v, np_dtype))
+
+    def new_tensor(self, data, *, dtype=None, device=None) -> "Tensor":
+        array, dtype = ops.host_array(data, dtype or self._dtype, "new_tensor")
+        return self._new("new_tensor", array.shape, dtype, device, given(array))
 
     def float(self) -> "Tensor":
         return self.to(float32)
@@ -512,14 +644,6 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def __eq__(self, other):
-        raise TypeError("comparing coopsim tensors with == is not supported (there is no bool "
-                        "dtype); compare values on the host, e.g. (a.numpy() == b.numpy()).all()")
-
-    def __ne__(self, other):
-        raise TypeError("comparing coopsim tensors with != is not supported (there is no bool "
-                        "dtype); compare values on the host, e.g. (a.numpy() != b.numpy()).any()")
-
     def __deepcopy__(self, memo) -> "Tensor":
         return self.clone()
 
@@ -528,108 +652,29 @@ class Tensor:
                         "simulated device memory); use t.clone(), or t.numpy() for the values")
 
 
-# -- creation on the context -------------------------------------------------------------------
+# -- creation ---------------------------------------------------------------------------------
 
-def _created(rt, what: str, device, shape: tuple, dtype: DType, init) -> Tensor:
-    """A tensor holding ``init(shape, dtype._np)``, with the cost of a device op writing it
-    (host data counts as written at memory bandwidth: there is no PCIe model)."""
-    dev = rt.devices[device_index(rt, device, what)]
-
+def created(rt, what: str, place, shape: tuple, dtype: DType, init) -> Tensor:
+    """A tensor on ``place`` (a SimDevice, or the host) holding ``init(shape, dtype._np)``,
+    with the cost of a device op writing it (host data counts as written at memory
+    bandwidth: there is no PCIe model). On the host it costs nothing."""
     def data(shape, np_dtype):
         array = init(shape, np_dtype)
         if dtype is bfloat16:
-            round_bfloat16(array)
+            ops.round_bfloat16(array)
         return array
 
-    t = allocate(Tensor._make, rt, dev, shape, dtype, data)
-    launch(dev, (what + " {} on cuda:{}", shape, dev.index), nbytes(t), 0, dtype, None, t)
+    t = allocate(Tensor._make, rt, place, shape, dtype, data)
+    launch(place, (what + " {} on cuda:{}", shape, place.index), nbytes(t), 0, dtype, None, t)
     return t
 
 
-def _given(array: np.ndarray):
-    """An ``init`` for ``_created`` that returns a private host array made beforehand."""
+def given(array: np.ndarray):
+    """An ``init`` for ``created`` that returns a private host array made beforehand."""
     return lambda shape, np_dtype: array
 
 
-class TensorAPI:
-    """torch-named tensor creation and dtypes over one runtime; ``RuntimeContext`` exposes
-    its public names. Tensors are created on the caller's current device (a rank's own;
-    device 0 in main), or on ``device=`` ("cuda", "cuda:i", i)."""
-
-    Tensor = Tensor
-    dtype = DType
-    device = Device
-    float32 = float32
-    float16 = float16
-    bfloat16 = bfloat16
-    int32 = int32
-    int64 = int64
-
-    def __init__(self, rt):
-        self._rt = rt  # the runtime port
-
-    def is_tensor(self, obj) -> bool:
-        return isinstance(obj, Tensor)
-
-    def empty(self, *size, dtype=None, device=None) -> Tensor:
-        """No op, no time, as torch.empty; the memory reads as zeros (deterministic, C9)."""
-        shape = size_arg(size, "empty")
-        dtype = dtype_arg(dtype, float32, "empty")
-        dev = self._rt.devices[device_index(self._rt, device, "empty")]
-        return allocate(Tensor._make, self._rt, dev, shape, dtype, np.zeros)
-
-    def zeros(self, *size, dtype=None, device=None) -> Tensor:
-        dtype = dtype_arg(dtype, float32, "zeros")
-        return _created(self._rt, "zeros", device, size_arg(size, "zeros"), dtype, np.zeros)
-
-    def ones(self, *size, dtype=None, device=None) -> Tensor:
-        dtype = dtype_arg(dtype, float32, "ones")
-        return _created(self._rt, "ones", device, size_arg(size, "ones"), dtype, np.ones)
-
-    def full(self, size, fill_value, *, dtype=None, device=None) -> Tensor:
-        """dtype from ``fill_value`` if not given: int -> int64, float -> float32."""
-        value = scalar(fill_value, "full")
-        dtype = dtype_arg(dtype, int64 if type(value) is int else float32, "full")
-        shape = size_arg(size if isinstance(size, (tuple, list)) else (size,), "full")
-        v = host_value(value, dtype, "full")
-        return _created(self._rt, "full", device, shape, dtype, lambda s, np_dtype: np.full(s, v, np_dtype))
-
-    def arange(self, start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
-        """``[start, end)`` by ``step``; int64 if all are ints, else float32."""
-        if end is None:
-            start, end = 0, start
-        start, end, step = (scalar(v, "arange") for v in (start, end, step))
-        if step == 0:
-            raise RuntimeError("arange: step must be nonzero")
-        if (end - start) * step < 0:
-            raise RuntimeError(f"arange: upper bound and larger bound inconsistent with step sign "
-                               f"(start={start}, end={end}, step={step})")
-        exact = all(type(v) is int for v in (start, end, step))
-        dtype = dtype_arg(dtype, int64 if exact else float32, "arange")
-        with np.errstate(all="ignore"):
-            data = np.arange(start, end, step, dtype=np.int64 if exact else np.float64).astype(dtype._np)
-        return _created(self._rt, "arange", device, data.shape, dtype, _given(data))
-
-    def tensor(self, data, *, dtype=None, device=None) -> Tensor:
-        """A copy of host ``data`` (numbers, nested lists, numpy arrays) on the device; of a
-        Tensor, a device copy (no host read), as torch.tensor(t) copies."""
-        if isinstance(data, Tensor):
-            return data.to(dtype=dtype, device=device, copy=True)
-        array, dtype = host_array(data, dtype, "tensor")
-        return _created(self._rt, "tensor", device, array.shape, dtype, _given(array))
-
-    def from_numpy(self, ndarray) -> Tensor:
-        """A copy of ``ndarray`` on the current device (torch's shares memory with a CPU
-        tensor; coopsim has no CPU tensors, and sharing would let the host write device
-        memory behind the stream)."""
-        if not isinstance(ndarray, np.ndarray):
-            raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
-        dtype = dtype_of_numpy(ndarray.dtype, "from_numpy")
-        return _created(self._rt, "from_numpy", None, ndarray.shape, dtype,
-                        _given(ndarray.astype(dtype._np, copy=True)))
-
-    # torch's aliases; they shadow the builtins ``float``/``int`` in this class body only.
-    float = float32
-    half = float16
-    int = int32
-    long = int64
+def _to_device(t: Tensor, device) -> Tensor:
+    """A host tensor's copy on ``device`` (a host-to-device copy: its cost is the bytes written)."""
+    return created(t._storage.rt, "copy from host", device, t._array.shape, t._dtype,
+                   given(t._array.copy()))
