@@ -8,6 +8,8 @@ PyTorch, and is exact: ``(end - start) / 1e6`` of the events' completion times i
 from __future__ import annotations
 
 from coopsim.engine import OutOfMemoryError
+from coopsim.tensor.memory import MemoryStats
+from coopsim.tensor.random import generator_for, manual_seed_all
 from coopsim.tensor.tensor import Device, device_index
 
 
@@ -157,3 +159,63 @@ class Cuda:
     def memory_allocated(self, device=None) -> int:
         """Bytes held by live tensors' storages on ``device`` (default: the current)."""
         return self._rt.devices[device_index(self._rt, device, "memory_allocated")].allocated_bytes
+
+    # -- the torch surface (docs/adr/0016-torch-surface.md) ---------------------------------
+
+    def _index(self, device, what: str) -> int:
+        return device_index(self._rt, device, what)
+
+    def max_memory_allocated(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).max_memory_allocated(device)
+
+    def reset_peak_memory_stats(self, device=None) -> None:
+        MemoryStats(self._rt, self._index).reset_peak_memory_stats(device)
+
+    def memory_reserved(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).memory_reserved(device)
+
+    def max_memory_reserved(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).max_memory_reserved(device)
+
+    def empty_cache(self) -> None:
+        """Nothing is cached (no caching allocator is modelled)."""
+
+    def mem_get_info(self, device=None) -> tuple:
+        return MemoryStats(self._rt, self._index).mem_get_info(device)
+
+    def get_device_name(self, device=None) -> str:
+        """The device kind's name in the topology (e.g. ``a100_sxm4_80gb``)."""
+        return self._rt.devices[self._index(device, "get_device_name")].kind.name
+
+    def get_device_properties(self, device=None) -> "DeviceProperties":
+        return DeviceProperties(self._rt.devices[self._index(device, "get_device_properties")])
+
+    def manual_seed(self, seed) -> None:
+        """Seeds the caller's generator of its current device."""
+        generator_for(self._rt, self._rt.current_device().index).manual_seed(seed)
+
+    def manual_seed_all(self, seed) -> None:
+        manual_seed_all(self._rt, seed, cpu=False, cuda=True)
+
+    def initial_seed(self) -> int:
+        return generator_for(self._rt, self._rt.current_device().index).initial_seed()
+
+
+class DeviceProperties:
+    """``torch.cuda.get_device_properties``: what the topology says about a device (name,
+    total_memory, and the kind's roofline numbers). Fields the topology does not give
+    (``multi_processor_count``, ``major``/``minor`` ...) raise AttributeError saying so."""
+
+    def __init__(self, device):
+        kind = device.kind
+        self.name = kind.name
+        self.total_memory = kind.memory_bytes
+        self.memory_bandwidth_GBps = kind.memory_bandwidth_GBps
+        self.peak_flops = dict(kind.peak_flops)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"coopsim has no torch.cuda.get_device_properties().{name}: the "
+                             f"topology YAML does not describe it (see docs/torch-surface.md)")
+
+    def __repr__(self) -> str:
+        return f"_CudaDeviceProperties(name='{self.name}', total_memory={self.total_memory // 2**20}MB)"

@@ -494,7 +494,7 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
         return ops.binary("div", self, other, out=self) if _is_operand(other) else NotImplemented
 
     def __neg__(self) -> "Tensor":
-        return ops.binary("mul", self, -1)
+        return self.neg()
 
     def matmul(self, other) -> "Tensor":
         return ops.matmul(self, other)
