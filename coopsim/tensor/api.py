@@ -216,11 +216,6 @@ class TensorAPI:
         manual_seed_all(self._rt, seed, cpu=True, cuda=True)
         return generator_for(self._rt, None)
 
-    def seed(self) -> int:
-        s = generator_for(self._rt, None).seed()
-        manual_seed_all(self._rt, s, cpu=False, cuda=True)
-        return s
-
     def initial_seed(self) -> int:
         return generator_for(self._rt, None).initial_seed()
 
