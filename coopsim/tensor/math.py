@@ -38,8 +38,14 @@ _SAME_FNS = {"abs": np.abs, "neg": np.negative, "sign": np.sign, "floor": np.flo
 
 
 def _erf(a):
-    """erf to float64 precision, elementwise (numpy has no erf)."""
-    return np.vectorize(math.erf, otypes=[np.float64])(a)
+    """erf elementwise (numpy has none): exact (``math.erf``) for float64; for narrower types
+    Abramowitz & Stegun 7.1.26 in float64 (absolute error < 1.5e-7, below float32's)."""
+    if a.dtype == np.float64:
+        return np.vectorize(math.erf, otypes=[np.float64])(a)
+    x = np.abs(a.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(a) * (1.0 - poly * np.exp(-x * x))
 
 
 _FLOAT_FNS["erf"] = _erf

@@ -17,6 +17,7 @@ import numpy as np
 from coopsim.tensor.host import place
 from coopsim.tensor.memory import reserve
 from coopsim.tensor.state import default_dtype
+from coopsim.tensor.streams import route
 from coopsim.tensor.dtypes import (  # noqa: F401  (re-exported: ops is where callers look)
     DTYPES,
     DType,
@@ -293,8 +294,13 @@ def _result(t, shape: tuple, dtype: DType):
 
 def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     """Enqueue an op on ``device``'s stream (roofline cost); it becomes the last write of the
-    storages of the ``written`` tensors."""
-    op = device.launch(desc, nbytes, flops, dtype._cost, fn)
+    storages of the ``written`` tensors. On a device with side streams the op goes on the
+    caller's current stream and shares the device (``coopsim.tensor.streams``)."""
+    op = None
+    if written and device.index is not None:  # a side stream exists on the device: it is shared
+        op = route(written[0]._storage.rt, device, desc, nbytes, flops, dtype._cost, fn)
+    if op is None:
+        op = device.launch(desc, nbytes, flops, dtype._cost, fn)
     for t in written:
         t._storage.last_write = op
     return op

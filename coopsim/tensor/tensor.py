@@ -579,7 +579,7 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
         out = allocate(self._make, rt, host_device(rt), array.shape, self._dtype,
                        lambda shape, np_dtype: array.copy())
         rt.wait(launch(device, ("copy to host {} from cuda:{}", array.shape, device.index),
-                       nbytes(self), 0, self._dtype, None))
+                       nbytes(self), 0, self._dtype, None, out))
         return out
 
     def double(self) -> "Tensor":
