@@ -220,22 +220,17 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return out
 
 
-class Functional:
-    """The ``torch.nn.functional`` namespace."""
+NAMES = ("relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm",
+         "rms_norm", "linear", "dropout", "cross_entropy", "embedding")
 
-    relu = staticmethod(relu)
-    gelu = staticmethod(gelu)
-    silu = staticmethod(silu)
-    sigmoid = staticmethod(sigmoid)
-    tanh = staticmethod(tanh)
-    softmax = staticmethod(softmax)
-    log_softmax = staticmethod(log_softmax)
-    layer_norm = staticmethod(layer_norm)
-    rms_norm = staticmethod(rms_norm)
-    linear = staticmethod(linear)
-    dropout = staticmethod(dropout)
-    cross_entropy = staticmethod(cross_entropy)
-    embedding = staticmethod(embedding)
+
+class Functional:
+    """The ``torch.nn.functional`` namespace: the functions of ``NAMES``."""
+
+
+for _name in NAMES:
+    setattr(Functional, _name, staticmethod(globals()[_name]))
+del _name
 
 
 class NN:
