@@ -19,7 +19,8 @@ from coopsim.tensor.grad import GradMode
 from coopsim.tensor.ops import allocate, host_array, host_value, scalar, size_arg
 from coopsim.tensor.random import Generator, generator_for, manual_seed_all, sample
 from coopsim.tensor.state import process_state
-from coopsim.tensor.tensor import Device, Tensor, created, device_of, given
+from coopsim.tensor.tensor import Device, Tensor, device_of
+from coopsim.tensor.transfer import created, given
 
 # torch.<name>(tensor, *args) is tensor.<name>(*args) for each of these.
 METHOD_FUNCTIONS = (
@@ -126,7 +127,7 @@ class TensorAPI:
 
     def _make(self, what, size, dtype, device, init, default=None):
         dtype = dtypes.dtype_arg(dtype, default, what) if default else self._default(dtype, what)
-        return created(self._rt, what, device_of(self._rt, device, what), size_arg(size, what), dtype, init)
+        return created(Tensor._make, self._rt, what, device_of(self._rt, device, what), size_arg(size, what), dtype, init)
 
     def full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
         """dtype from ``fill_value`` if not given: bool -> bool, int -> int64, float -> default."""
@@ -190,7 +191,7 @@ class TensorAPI:
 
     def _like(self, what, t, dtype, device, init):
         place = t._storage.device if device is None else device_of(self._rt, device, what)
-        return created(self._rt, what, place, t._array.shape, dtypes.dtype_arg(dtype, t._dtype, what), init)
+        return created(Tensor._make, self._rt, what, place, t._array.shape, dtypes.dtype_arg(dtype, t._dtype, what), init)
 
     def zeros_like(self, input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
         return self._like("zeros_like", input, dtype, device, np.zeros)
@@ -226,7 +227,7 @@ class TensorAPI:
             raise RuntimeError(f'"{what}" not implemented for \'{dtype._scalar_name}\'')
         shape = size_arg(size, what)
         values = sample(generator_for(self._rt, place.index, generator), kind, shape, dtype._np, low, high)
-        return created(self._rt, what, place, shape, dtype, given(values))
+        return created(Tensor._make, self._rt, what, place, shape, dtype, given(values))
 
     def rand(self, *size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
         return self._random("rand", "uniform", size, dtype, device, generator)
@@ -248,7 +249,7 @@ class TensorAPI:
         place = device_of(self._rt, device, "randperm")
         dtype = dtypes.dtype_arg(dtype, int64, "randperm")
         values = generator_for(self._rt, place.index, generator).numpy.permutation(int(n)).astype(dtype._np)
-        return created(self._rt, "randperm", place, values.shape, dtype, given(values))
+        return created(Tensor._make, self._rt, "randperm", place, values.shape, dtype, given(values))
 
     def rand_like(self, input, *, dtype=None, device=None) -> Tensor:
         return self.rand(input._array.shape, dtype=dtype or input._dtype, device=device or input.device)

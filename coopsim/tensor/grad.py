@@ -12,6 +12,9 @@ import functools
 
 from coopsim.tensor.state import process_state
 
+DEVICE_SIDE = ("requires_grad", "requires_grad_", "grad", "grad_fn", "is_leaf", "backward", "detach",
+               "detach_", "data")
+
 NO_AUTOGRAD = ("coopsim has no autograd: it simulates the forward computation and the "
                "communication, not gradients; compute gradients explicitly (as tensors) in "
                "the worker, or run the worker on real PyTorch (see docs/torch-surface.md)")

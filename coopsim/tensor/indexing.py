@@ -22,6 +22,8 @@ from coopsim.tensor.dtypes import bool_, int64, result_type, scalar
 from coopsim.tensor.kernel import device_error, new, run
 from coopsim.tensor.state import default_dtype
 
+DEVICE_SIDE = ("index_select", "gather", "scatter_", "masked_fill", "masked_fill_", "where")
+
 
 def is_basic(key: tuple) -> bool:
     return all(k is None or k is Ellipsis or isinstance(k, slice)

@@ -16,7 +16,7 @@ import numpy as np
 
 from coopsim.tensor import ops
 from coopsim.tensor.dtypes import bool_, result_type, scalar
-from coopsim.tensor.kernel import new, opmath, run
+from coopsim.tensor.kernel import new, run
 from coopsim.tensor.state import default_dtype
 
 # flops charged per element (a transcendental counts as one flop of its dtype's peak)
@@ -294,3 +294,12 @@ for _dunder, _name, _reflected in _OPERATORS:
 _add_method(MathMethods, "__invert__", lambda self: unary("bitwise_not", self))
 _add_method(MathMethods, "__abs__", lambda self: unary("abs", self))
 del _name, _dunder, _reflected
+
+# The C8 registry's device-side names of this module (allclose and equal are host reads).
+DEVICE_SIDE = (
+    *(n + s for n in UNARY_FLOPS if n != "clamp" for s in ("", "_")),
+    *(n + s for n in BINARY for s in ("", "_")),
+    *(x for d, _, r in _OPERATORS for x in (d, r) if x), "__invert__", "__abs__",
+    "pow", "pow_", "__pow__", "__rpow__", "__ipow__", "clamp", "clamp_", "clip", "isclose",
+    "mm", "bmm", "dot", "outer",
+)

@@ -19,6 +19,7 @@ from coopsim.tensor.kernel import run
 from coopsim.tensor.state import process_state
 
 DEFAULT_SEED = 67280421310721  # torch's default_generator.initial_seed()
+DEVICE_SIDE = ("uniform_", "normal_", "random_", "bernoulli_")
 
 
 class Generator:

@@ -22,6 +22,8 @@ from coopsim.tensor.kernel import new, run
 MinResult = namedtuple("min", ["values", "indices"])
 TopkResult = namedtuple("topk", ["values", "indices"])
 SortResult = namedtuple("sort", ["values", "indices"])
+DEVICE_SIDE = ("min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all",
+               "any", "cumsum", "sort", "argsort", "topk")
 
 
 def _axes(t, dim, what):

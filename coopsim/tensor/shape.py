@@ -19,6 +19,10 @@ from coopsim.tensor.dtypes import result_type
 from coopsim.tensor.kernel import new, run
 from coopsim.tensor.state import default_dtype
 
+DEVICE_SIDE = ("split", "chunk", "narrow", "unbind", "squeeze", "unsqueeze", "permute", "movedim",
+               "expand", "expand_as", "flatten", "view_as", "reshape_as", "T", "mT", "repeat",
+               "roll", "flip", "tril", "triu")
+
 
 def _ints(args, what):
     if len(args) == 1 and isinstance(args[0], (tuple, list)):

@@ -31,9 +31,10 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import indexing, ops
+from coopsim.tensor import grad, indexing, ops, random, reductions, shape, transfer
+from coopsim.tensor import math as tmath
+from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
 from coopsim.tensor.grad import GradMethods
-from coopsim.tensor.host import host_device
 from coopsim.tensor.indexing import IndexingMethods
 from coopsim.tensor.math import MathMethods
 from coopsim.tensor.ops import (
@@ -44,93 +45,15 @@ from coopsim.tensor.ops import (
     dtype_arg,
     float16,
     float32,
-    float64,
     infer_shape,
-    int8,
-    int16,
     int32,
     int64,
-    launch,
-    nbytes,
-    uint8,
     wrap_dim,
 )
 from coopsim.tensor.random import RandomMethods
 from coopsim.tensor.reductions import ReductionMethods, extreme
 from coopsim.tensor.shape import ShapeMethods
-
-
-class Device:
-    """``torch.device``: ``type`` ("cuda"; "cpu" can be named but holds no tensors) and
-    ``index`` (None: the caller's current device). Immutable."""
-
-    __slots__ = ("type", "index")
-
-    def __init__(self, type, index=None):
-        if isinstance(type, Device):
-            type, index = type.type, type.index
-        elif isinstance(type, int) and not isinstance(type, bool):
-            type, index = "cuda", type
-        elif isinstance(type, str) and ":" in type:
-            if index is not None:
-                raise RuntimeError(f"type (string) must not include an index because index was "
-                                   f"passed explicitly: {type}")
-            type, _, text = type.partition(":")
-            if not text.isdigit():
-                raise RuntimeError(f"Invalid device string: '{type}:{text}'")
-            index = int(text)
-        if type not in ("cuda", "cpu"):
-            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {type}")
-        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
-            raise RuntimeError(f"Device index must not be negative or a non-int, got {index!r}")
-        object.__setattr__(self, "type", type)
-        object.__setattr__(self, "index", index)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("torch.device is immutable")
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
-
-    def __hash__(self) -> int:
-        return hash((self.type, self.index))
-
-    def __str__(self) -> str:
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-    def __repr__(self) -> str:
-        if self.index is None:
-            return f"device(type='{self.type}')"
-        return f"device(type='{self.type}', index={self.index})"
-
-
-def device_index(rt, device, what: str) -> int:
-    """The index of the device that ``device`` names (None, "cuda", "cuda:i", i, a Device) for
-    the caller; raises if it is not a device of the runtime ``rt``'s topology."""
-    if device is None:
-        return rt.current_device().index
-    if not isinstance(device, (Device, str, int)) or isinstance(device, bool):
-        raise TypeError(f"{what}: device must be a torch-style device ('cuda', 'cuda:1', 1 or "
-                        f"ctx.device(...)), got {device!r}")
-    device = Device(device)
-    if device.type != "cuda":
-        raise RuntimeError(f"{what}: coopsim tensors live in accelerator memory; device "
-                           f"'{device}' holds none (use 'cuda' or 'cuda:<i>', or omit device=)")
-    if device.index is None:
-        return rt.current_device().index
-    count = len(rt.devices)
-    if device.index >= count:
-        raise RuntimeError(f"{what}: device cuda:{device.index} does not exist: topology "
-                           f"{rt.topology.name!r} has {count} devices (cuda:0 to cuda:{count - 1})")
-    return device.index
-
-
-def device_of(rt, device, what: str):
-    """The place ``device`` names for a new tensor: the host for "cpu", else a SimDevice."""
-    if device is not None and not isinstance(device, bool) and isinstance(device, (Device, str)) \
-            and Device(device).type == "cpu":
-        return host_device(rt)
-    return rt.devices[device_index(rt, device, what)]
+from coopsim.tensor.transfer import TransferMethods, to_device
 
 
 def _is_operand(v) -> bool:
@@ -165,44 +88,16 @@ _DEVICE_SIDE = frozenset({
     "__itruediv__", "__matmul__", "__rmatmul__", "__deepcopy__",
     # object protocol: construction refused, identity hash, refused pickling
     "__init__", "__hash__", "__reduce_ex__",
-    # the torch surface (docs/adr/0016-torch-surface.md). Reading ``t[mask]`` waits for the
-    # mask only (its size depends on the mask's values), as torch synchronises there.
-    "is_cpu", "is_floating_point", "type_as", "double", "bool", "byte", "char", "short",
-    "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
-    # comparisons, logical and bitwise ops, operators (coopsim.tensor.math)
-    "eq", "ne", "lt", "le", "gt", "ge", "eq_", "ne_", "lt_", "le_", "gt_", "ge_",
-    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "remainder", "remainder_",
-    "floor_divide", "floor_divide_", "maximum", "maximum_", "minimum", "minimum_", "atan2",
-    "atan2_", "bitwise_and", "bitwise_and_", "bitwise_or", "bitwise_or_", "bitwise_xor",
-    "bitwise_xor_", "logical_and", "logical_and_", "logical_or", "logical_or_", "logical_xor",
-    "logical_xor_", "__mod__", "__rmod__", "__floordiv__", "__rfloordiv__", "__and__",
-    "__rand__", "__or__", "__ror__", "__xor__", "__rxor__", "__invert__", "__abs__",
-    "pow", "pow_", "__pow__", "__rpow__", "__ipow__", "clamp", "clamp_", "clip", "isclose",
-    "mm", "bmm", "dot", "outer",
-    # unary math and its in-place forms
-    *(n + s for n in ("abs", "neg", "sign", "exp", "log", "log2", "log1p", "expm1", "sqrt",
-                      "rsqrt", "reciprocal", "sin", "cos", "tanh", "sigmoid", "erf", "floor",
-                      "ceil", "round", "trunc", "square", "logical_not", "bitwise_not")
-      for s in ("", "_")),
-    # reductions and selections (coopsim.tensor.reductions)
-    "min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all", "any",
-    "cumsum", "sort", "argsort", "topk",
-    # shape (coopsim.tensor.shape): views, then copies
-    "split", "chunk", "narrow", "unbind", "squeeze", "unsqueeze", "permute", "movedim", "expand",
-    "expand_as", "flatten", "view_as", "reshape_as", "T", "mT", "repeat", "roll", "flip",
-    "tril", "triu",
-    # indexing ops (coopsim.tensor.indexing)
-    "index_select", "gather", "scatter_", "masked_fill", "masked_fill_", "where",
-    # random fills (coopsim.tensor.random)
-    "uniform_", "normal_", "random_", "bernoulli_",
-    # no autograd (coopsim.tensor.grad)
-    "requires_grad", "requires_grad_", "grad", "grad_fn", "is_leaf", "backward", "detach",
-    "detach_", "data",
+    # the torch surface (docs/adr/0016-torch-surface.md): each family module lists its names.
+    # Reading ``t[mask]`` waits for the mask only (its size depends on the mask's values), as
+    # torch synchronises there.
+    *transfer.DEVICE_SIDE, *tmath.DEVICE_SIDE, *reductions.DEVICE_SIDE, *shape.DEVICE_SIDE,
+    *indexing.DEVICE_SIDE, *random.DEVICE_SIDE, *grad.DEVICE_SIDE, "is_cpu", "is_floating_point",
 })
 
 
 class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingMethods,
-             RandomMethods):
+             RandomMethods, TransferMethods):
     """A device tensor: ``shape``/``dtype``/``device`` metadata over a numpy view of a storage.
 
     Create tensors with the context (``ctx.zeros``, ``ctx.tensor`` ...). Device ops return at
@@ -556,7 +451,7 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
                     raise RuntimeError(f"to: copying a tensor from cuda:{here.index} to cuda:"
                                        f"{target.index} is a transfer between devices, which "
                                        f"tensors do not model; use the collectives (send/recv)")
-                moved = self.cpu() if target.index is None else _to_device(self, target)
+                moved = self.cpu() if target.index is None else to_device(self, target)
                 return moved.to(dtype) if dtype is not None else moved
         dtype = dtype_arg(dtype, self._dtype, "to")
         if dtype is self._dtype:
@@ -565,65 +460,6 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
 
     def cuda(self, device=None) -> "Tensor":
         return self.to("cuda" if device is None else device)
-
-    def cpu(self) -> "Tensor":
-        """A copy on the host (``self`` if already there): a host read (C8) that waits for
-        the writers of the storage, then for a device-to-host copy op enqueued on the
-        device's stream and costed as the bytes it moves (docs/adr/0016-torch-surface.md).
-        Reading the result never waits."""
-        storage = self._storage
-        if storage.device.index is None:
-            return self
-        array = self._read()
-        rt, device = storage.rt, storage.device
-        out = allocate(self._make, rt, host_device(rt), array.shape, self._dtype,
-                       lambda shape, np_dtype: array.copy())
-        rt.wait(launch(device, ("copy to host {} from cuda:{}", array.shape, device.index),
-                       nbytes(self), 0, self._dtype, None, out))
-        return out
-
-    def double(self) -> "Tensor":
-        return self.to(float64)
-
-    def bool(self) -> "Tensor":
-        return self.to(bool_)
-
-    def byte(self) -> "Tensor":
-        return self.to(uint8)
-
-    def char(self) -> "Tensor":
-        return self.to(int8)
-
-    def short(self) -> "Tensor":
-        return self.to(int16)
-
-    def type_as(self, other) -> "Tensor":
-        return self.to(other._dtype)
-
-    def _new(self, what, size, dtype, device, init):
-        rt = self._storage.rt
-        place = self._storage.device if device is None else device_of(rt, device, what)
-        shape = ops.size_arg(size, what)
-        return created(rt, what, place, shape, dtype_arg(dtype, self._dtype, what), init)
-
-    def new_zeros(self, *size, dtype=None, device=None) -> "Tensor":
-        return self._new("new_zeros", size, dtype, device, np.zeros)
-
-    def new_ones(self, *size, dtype=None, device=None) -> "Tensor":
-        return self._new("new_ones", size, dtype, device, np.ones)
-
-    def new_empty(self, *size, dtype=None, device=None) -> "Tensor":
-        return self._new("new_empty", size, dtype, device, np.zeros)
-
-    def new_full(self, size, fill_value, *, dtype=None, device=None) -> "Tensor":
-        v = ops.host_value(ops.scalar(fill_value, "new_full"), dtype_arg(dtype, self._dtype, "new_full"),
-                           "new_full")
-        return self._new("new_full", size if isinstance(size, (tuple, list)) else (size,), dtype, device,
-                         lambda shape, np_dtype: np.full(shape, v, np_dtype))
-
-    def new_tensor(self, data, *, dtype=None, device=None) -> "Tensor":
-        array, dtype = ops.host_array(data, dtype or self._dtype, "new_tensor")
-        return self._new("new_tensor", array.shape, dtype, device, given(array))
 
     def float(self) -> "Tensor":
         return self.to(float32)
@@ -650,31 +486,3 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
     def __reduce_ex__(self, protocol):
         raise TypeError("coopsim tensors cannot be pickled or shallow-copied (they live in "
                         "simulated device memory); use t.clone(), or t.numpy() for the values")
-
-
-# -- creation ---------------------------------------------------------------------------------
-
-def created(rt, what: str, place, shape: tuple, dtype: DType, init) -> Tensor:
-    """A tensor on ``place`` (a SimDevice, or the host) holding ``init(shape, dtype._np)``,
-    with the cost of a device op writing it (host data counts as written at memory
-    bandwidth: there is no PCIe model). On the host it costs nothing."""
-    def data(shape, np_dtype):
-        array = init(shape, np_dtype)
-        if dtype is bfloat16:
-            ops.round_bfloat16(array)
-        return array
-
-    t = allocate(Tensor._make, rt, place, shape, dtype, data)
-    launch(place, (what + " {} on cuda:{}", shape, place.index), nbytes(t), 0, dtype, None, t)
-    return t
-
-
-def given(array: np.ndarray):
-    """An ``init`` for ``created`` that returns a private host array made beforehand."""
-    return lambda shape, np_dtype: array
-
-
-def _to_device(t: Tensor, device) -> Tensor:
-    """A host tensor's copy on ``device`` (a host-to-device copy: its cost is the bytes written)."""
-    return created(t._storage.rt, "copy from host", device, t._array.shape, t._dtype,
-                   given(t._array.copy()))
