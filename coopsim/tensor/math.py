@@ -16,6 +16,7 @@ import numpy as np
 
 from coopsim.tensor import ops
 from coopsim.tensor.dtypes import bool_, result_type, scalar
+from coopsim.tensor.elementwise import _is_operand, binary
 from coopsim.tensor.kernel import new, run
 from coopsim.tensor.state import default_dtype
 
@@ -161,7 +162,7 @@ def outer(a, b):
     """``torch.outer``: ``a[:, None] * b[None, :]`` (promoted like ``mul``)."""
     if a._array.ndim != 1 or b._array.ndim != 1:
         raise RuntimeError("outer: expected 1D tensors")
-    return ops.binary("mul", a.reshape(-1, 1), b.reshape(1, -1))
+    return binary("mul", a.reshape(-1, 1), b.reshape(1, -1))
 
 
 def einsum(equation: str, *operands):
@@ -216,19 +217,19 @@ class MathMethods:
         return clamp(self, min, max, out=self)
 
     def pow(self, exponent):
-        return ops.binary("pow", self, exponent)
+        return binary("pow", self, exponent)
 
     def pow_(self, exponent):
-        return ops.binary("pow", self, exponent, out=self)
+        return binary("pow", self, exponent, out=self)
 
     def __pow__(self, exponent):
-        return ops.binary("pow", self, exponent) if _operand(self, exponent) else NotImplemented
+        return binary("pow", self, exponent) if _is_operand(self, exponent) else NotImplemented
 
     def __rpow__(self, base):
-        return ops.binary("pow", self, base, reflected=True) if is_number(base) else NotImplemented
+        return binary("pow", self, base, reflected=True) if is_number(base) else NotImplemented
 
     def __ipow__(self, exponent):
-        return ops.binary("pow", self, exponent, out=self) if _operand(self, exponent) else NotImplemented
+        return binary("pow", self, exponent, out=self) if _is_operand(self, exponent) else NotImplemented
 
     def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
         return isclose(self, other, rtol, atol, equal_nan)
@@ -241,7 +242,7 @@ class MathMethods:
         """Host read: same shape and every element equal."""
         if self._array.shape != other._array.shape:
             return False
-        return bool(ops.binary("eq", self, other).all().item())
+        return bool(binary("eq", self, other).all().item())
 
     def mm(self, other):
         return mm(self, other)
@@ -254,10 +255,6 @@ class MathMethods:
 
     def outer(self, other):
         return outer(self, other)
-
-
-def _operand(t, v) -> bool:
-    return isinstance(v, (type(t), numbers.Number))
 
 
 def _add_method(cls, name, body):
@@ -276,8 +273,8 @@ for _name in UNARY_FLOPS:
 BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum",
           "atan2", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor")
 for _name in BINARY:
-    _add_method(MathMethods, _name, (lambda n: lambda self, other: ops.binary(n, self, other))(_name))
-    _add_method(MathMethods, _name + "_", (lambda n: lambda self, other: ops.binary(n, self, other, out=self))(_name))
+    _add_method(MathMethods, _name, (lambda n: lambda self, other: binary(n, self, other))(_name))
+    _add_method(MathMethods, _name + "_", (lambda n: lambda self, other: binary(n, self, other, out=self))(_name))
 
 # operators: (dunder, op name, reflected dunder or None)
 _OPERATORS = (("__eq__", "eq", None), ("__ne__", "ne", None), ("__lt__", "lt", None),
@@ -286,10 +283,10 @@ _OPERATORS = (("__eq__", "eq", None), ("__ne__", "ne", None), ("__lt__", "lt", N
               ("__and__", "bitwise_and", "__rand__"), ("__or__", "bitwise_or", "__ror__"),
               ("__xor__", "bitwise_xor", "__rxor__"))
 for _dunder, _name, _reflected in _OPERATORS:
-    _add_method(MathMethods, _dunder, (lambda n: lambda self, other: ops.binary(n, self, other)
-                                       if _operand(self, other) else NotImplemented)(_name))
+    _add_method(MathMethods, _dunder, (lambda n: lambda self, other: binary(n, self, other)
+                                       if _is_operand(self, other) else NotImplemented)(_name))
     if _reflected:
-        _add_method(MathMethods, _reflected, (lambda n: lambda self, other: ops.binary(
+        _add_method(MathMethods, _reflected, (lambda n: lambda self, other: binary(
             n, self, other, reflected=True) if is_number(other) else NotImplemented)(_name))
 _add_method(MathMethods, "__invert__", lambda self: unary("bitwise_not", self))
 _add_method(MathMethods, "__abs__", lambda self: unary("abs", self))

@@ -17,8 +17,10 @@ import numpy as np
 
 from coopsim.tensor import ops
 from coopsim.tensor.dtypes import bool_, int64
+from coopsim.tensor.elementwise import binary
 from coopsim.tensor.kernel import new, run
 
+MaxResult = namedtuple("max", ["values", "indices"])  # torch.return_types.max
 MinResult = namedtuple("min", ["values", "indices"])
 TopkResult = namedtuple("topk", ["values", "indices"])
 SortResult = namedtuple("sort", ["values", "indices"])
@@ -93,27 +95,26 @@ def all_any(what, t, dim=None, keepdim=False):
 
 
 def extreme(what, t, dim=None, keepdim=False):
-    """``min``/``max``: of all (0-d), or with ``dim`` ``(values, indices)``; ``max(other)``
-    is ``maximum``."""
+    """``max``/``min``: of all elements (a 0-d tensor), or with ``dim`` ``(values, indices)``
+    (the first index of the extreme, int64); ``max(other)`` is ``maximum``."""
     if isinstance(dim, type(t)):
-        return ops.binary("maximum" if what == "max" else "minimum", t, dim)
-    if what == "max":
-        return ops.max_(t, dim, keepdim)
+        return binary("maximum" if what == "max" else "minimum", t, dim)
+    value_fn, index_fn = (np.max, np.argmax) if what == "max" else (np.min, np.argmin)
     arr = t._array
     if dim is None:
         if arr.size == 0:
-            raise RuntimeError("min(): Expected reduction dim to be specified for input.numel() "
-                               "== 0. Specify the reduction dim with the 'dim' argument.")
-        return reduce_to("min", t, None, False, t._dtype, lambda a, ax: np.min(a))
-    d = ops.wrap_dim(dim, arr.ndim, "min")
+            raise RuntimeError(f"{what}(): Expected reduction dim to be specified for input.numel() "
+                               f"== 0. Specify the reduction dim with the 'dim' argument.")
+        return reduce_to(what, t, None, False, t._dtype, lambda a, ax: value_fn(a))
+    d = ops.wrap_dim(dim, arr.ndim, what)
     if arr.ndim and arr.shape[d] == 0:
-        raise IndexError(f"min(): Expected reduction dim {d} to have non-zero size.")
+        raise IndexError(f"{what}(): Expected reduction dim {d} to have non-zero size.")
     ax = d if arr.ndim else None
     shape = ops.reduced_shape(arr.shape, (d,) if arr.ndim else (), keepdim)
     values, indices = new(t, shape, t._dtype), new(t, shape, int64)
-    run("min(dim)", [t], [values, indices], lambda a: (
-        np.min(a, axis=ax, keepdims=keepdim), np.argmin(a, axis=ax, keepdims=keepdim)), arr.size)
-    return MinResult(values, indices)
+    run(f"{what}(dim={d})", [t], [values, indices], lambda a: (
+        value_fn(a, axis=ax, keepdims=keepdim), index_fn(a, axis=ax, keepdims=keepdim)), arr.size)
+    return (MaxResult if what == "max" else MinResult)(values, indices)
 
 
 def amax(t, dim=(), keepdim=False, smallest=False):

@@ -34,6 +34,7 @@ import numpy as np
 from coopsim.tensor import grad, indexing, ops, random, reductions, shape, transfer
 from coopsim.tensor import math as tmath
 from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
+from coopsim.tensor.elementwise import ArithmeticMethods, binary
 from coopsim.tensor.grad import GradMethods
 from coopsim.tensor.indexing import IndexingMethods
 from coopsim.tensor.math import MathMethods
@@ -54,11 +55,6 @@ from coopsim.tensor.random import RandomMethods
 from coopsim.tensor.reductions import ReductionMethods, extreme
 from coopsim.tensor.shape import ShapeMethods
 from coopsim.tensor.transfer import TransferMethods, to_device
-
-
-def _is_operand(v) -> bool:
-    """What an operator accepts: a Tensor or a Python number (else NotImplemented)."""
-    return isinstance(v, (Tensor, numbers.Real))
 
 
 # -- the registries (C8) -----------------------------------------------------------------------
@@ -96,8 +92,8 @@ _DEVICE_SIDE = frozenset({
 })
 
 
-class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingMethods,
-             RandomMethods, TransferMethods):
+class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, ShapeMethods,
+             IndexingMethods, RandomMethods, TransferMethods):
     """A device tensor: ``shape``/``dtype``/``device`` metadata over a numpy view of a storage.
 
     Create tensors with the context (``ctx.zeros``, ``ctx.tensor`` ...). Device ops return at
@@ -327,66 +323,6 @@ class Tensor(GradMethods, MathMethods, ReductionMethods, ShapeMethods, IndexingM
             ops.fill(target, value, "__setitem__")
 
     # -- device ops -----------------------------------------------------------------------
-
-    def add(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("add", self, other, alpha=alpha)
-
-    def add_(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("add", self, other, out=self, alpha=alpha)
-
-    def sub(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("sub", self, other, alpha=alpha)
-
-    def sub_(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("sub", self, other, out=self, alpha=alpha)
-
-    def mul(self, other) -> "Tensor":
-        return ops.binary("mul", self, other)
-
-    def mul_(self, other) -> "Tensor":
-        return ops.binary("mul", self, other, out=self)
-
-    def div(self, other) -> "Tensor":
-        return ops.binary("div", self, other)
-
-    def div_(self, other) -> "Tensor":
-        return ops.binary("div", self, other, out=self)
-
-    def __add__(self, other):
-        return ops.binary("add", self, other) if _is_operand(other) else NotImplemented
-
-    def __radd__(self, other):
-        return ops.binary("add", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __iadd__(self, other):
-        return ops.binary("add", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __sub__(self, other):
-        return ops.binary("sub", self, other) if _is_operand(other) else NotImplemented
-
-    def __rsub__(self, other):
-        return ops.binary("sub", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __isub__(self, other):
-        return ops.binary("sub", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __mul__(self, other):
-        return ops.binary("mul", self, other) if _is_operand(other) else NotImplemented
-
-    def __rmul__(self, other):
-        return ops.binary("mul", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __imul__(self, other):
-        return ops.binary("mul", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __truediv__(self, other):
-        return ops.binary("div", self, other) if _is_operand(other) else NotImplemented
-
-    def __rtruediv__(self, other):
-        return ops.binary("div", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __itruediv__(self, other):
-        return ops.binary("div", self, other, out=self) if _is_operand(other) else NotImplemented
 
     def __neg__(self) -> "Tensor":
         return self.neg()
