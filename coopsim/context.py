@@ -84,6 +84,13 @@ class RuntimeContext:
         stream (asynchronous; see ``coopsim.kernels``). Returns the op's Handle."""
         return launch_kernel(self._runtime, kernel, grid, *args)
 
+    def __getattr__(self, name: str):
+        """Only reached for a name the context lacks: say so, and where the supported ones are."""
+        if name.startswith("__"):  # protocol probes (copy, pickle) expect a plain AttributeError
+            raise AttributeError(name)
+        raise AttributeError(f"coopsim has no torch.{name} (see docs/torch-surface.md for what is "
+                             f"supported)")
+
 
 # The tensor namespace's public names: methods are bound per context (in __init__), the
 # constants (dtypes, Tensor, device) are also class attributes, as on the torch module.

@@ -469,7 +469,7 @@ def test_unknown_dtype_in_peak_flops(tmp_path):
     data = spec()
     data["device_kinds"]["gpu"]["peak_flops"]["fp16"] = 1e12
     msg = assert_error(write(tmp_path, data), "device_kinds.gpu.peak_flops.fp16",
-                       "one of the keys ['bfloat16', 'float16', 'float32', 'int32', 'int64']")
+                       "one of the keys ['bfloat16', 'float16', 'float32', 'float64', 'int32', 'int64']")
     assert "did you mean 'float16'?" in msg
 
 

@@ -50,6 +50,7 @@ class Runtime:
         self.spawn_cleanups: list = [self._settle]  # fn(outcome), at every spawn's end
         self._last_pid = 0
         self._launches = 0
+        self._layer_state: dict = {}
         self.scheduler = Scheduler(self)
         self.timing_only = timing_only  # tensors have shapes and dtypes, no data (ADR-0020)
 
@@ -181,3 +182,11 @@ class Runtime:
         woken.clear()
         for device in self.devices:
             device.stream.abandon()
+
+    def context_state(self, key: str, make):
+        """The context-wide slot ``key`` of a layer above, made by ``make()`` on first use
+        (e.g. main's torch process state); it lives as long as the context."""
+        state = self._layer_state.get(key)
+        if state is None:
+            state = self._layer_state[key] = make()
+        return state

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from coopsim.topology.errors import TopologyError
 from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
 
-DTYPES = ("float32", "float16", "bfloat16", "int32", "int64")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64")
 
 
 @dataclass(frozen=True)

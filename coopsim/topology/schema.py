@@ -57,7 +57,8 @@ SUBSET_PATTERNS = ("ring", "fully_connected", "switch", "torus2d")  # accept `de
 INTRA_PATTERNS = ("ring", "fully_connected", "switch", "torus2d")
 # the "did you mean" for peak_flops keys (string similarity would suggest int32 for tf32)
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
-                 "bf16": "bfloat16", "int": "int32", "long": "int64"}
+                 "bf16": "bfloat16", "int": "int32", "long": "int64", "fp64": "float64",
+                 "double": "float64"}
 NIC_REQUIRED, NIC_OPTIONAL = _LINK, ("per_device",)
 NETWORK_OPTIONAL = ("switch_latency_ns",)
 
