@@ -52,9 +52,12 @@ class Data:
             self.patterns.append(p)
         self._expected: dict = {}
 
-    def input(self, ctx, rank: int, n: int):
-        """A tensor holding rank ``rank``'s first ``n`` input elements."""
-        return ctx.tensor(self.patterns[rank][:n], dtype=self.cfg.dt(ctx))
+    def input(self, ctx, rank: int, n: int, as_pattern: bool = False):
+        """A tensor holding rank ``rank``'s first ``n`` input elements: of the benchmark's
+        type, or (``as_pattern``) as the int8 pattern itself, a quarter of a float buffer,
+        for a device copy into a buffer of that type."""
+        pattern = self.patterns[rank][:n]
+        return ctx.tensor(pattern) if as_pattern else ctx.tensor(pattern, dtype=self.cfg.dt(ctx))
 
     def input_in_output(self, ctx, rank: int, c: int):
         """In-place all_gather: an output of nranks x ``c`` zeros holding rank ``rank``'s ``c``

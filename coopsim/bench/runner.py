@@ -133,7 +133,7 @@ class SizeRun:
         if in_place and cfg.collective.name == "all_gather":
             recv.copy_(self.data.input_in_output(ctx, rank, c))
             return
-        send.copy_(self.data.input(ctx, rank, cfg.input_elements(self.size)))
+        send.copy_(self.data.input(ctx, rank, cfg.input_elements(self.size), as_pattern=True))
         if not in_place:
             recv.zero_()
 

@@ -215,7 +215,7 @@ def host_array(data, dtype: DType | None, what: str, default: DType = float32) -
     stays float64, as torch), which must be a supported one.
     """
     try:
-        array = np.array(data)
+        array = np.asarray(data)  # no copy of an array: the astype below makes the fresh one
     except (ValueError, OverflowError) as e:
         raise ValueError(f"{what}: cannot make a tensor of this data: {e}") from None
     if array.dtype.kind not in "iufb":
@@ -228,7 +228,7 @@ def host_array(data, dtype: DType | None, what: str, default: DType = float32) -
             dtype = {"b": bool_, "f": default}.get(array.dtype.kind, int64)
     dtype = dtype_arg(dtype, None, what)
     with np.errstate(all="ignore"):
-        return array.astype(dtype._np), dtype
+        return array.astype(dtype._np, copy=True), dtype
 
 
 def host_value(value, dtype: DType, what: str):
