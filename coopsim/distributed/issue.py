@@ -150,6 +150,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
                                     device.kind.launch_overhead_ns)
     for t in written:
         t._storage.last_write = op
+    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+        hook({"kind": "collective", "task": task, "group": g, "seq": seq, "op": what, "ins": ins,
+              "outs": outs, "dtype": dtype, "done": done, "started": lambda: member in rendezvous.ready})
     return Work(rt, op, lambda: rendezvous.error) if async_op else None
 
 
@@ -184,6 +187,10 @@ def p2p(rt, ops) -> list:
             post.tensor._storage.last_write = op
         state.p2p.track(op, post)
         works.append(Work(rt, op, lambda post=post: post.error, post))
+        for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+            hook({"kind": "p2p", "task": post.task, "group": post.group, "seq": None, "op": post.kind,
+                  "ins": post.flat, "outs": post.flat, "dtype": post.tensor.dtype, "done": post.done,
+                  "started": lambda post=post: post.ready, "peer": post.peer})
     return works
 
 

@@ -49,6 +49,10 @@ class Runtime:
         self._last_pid = 0
         self._launches = 0
         self.scheduler = Scheduler(self)
+        # Hooks for coopsim.testing (docs/adr/0025-testing-hooks.md); inert unless a tool sets them.
+        self.strategy = None  # schedule exploration: round(batch), choose(sends); see coopsim.testing.explore
+        self.comm_hooks: list = []  # fn(record: dict) as each collective or p2p op is issued
+        self.error_hooks: list = []  # fn(error) when a run fails, before its tasks are aborted
 
     # -- who is calling ----------------------------------------------------------------------
 

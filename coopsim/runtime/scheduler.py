@@ -201,6 +201,8 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:
             error = e
+        for hook in rt.error_hooks:  # e.g. the flight recorder attaches its record
+            hook(error)
         self.abort()
         raise error
 
@@ -221,7 +223,9 @@ class Scheduler:
             if runnable:
                 batch = runnable[:]
                 runnable.clear()
-                if self._rng is None:
+                if rt.strategy is not None:  # schedule exploration (coopsim.testing)
+                    rt.strategy.round(batch)
+                elif self._rng is None:
                     batch.sort(key=_task_key)
                 else:
                     self._rng.shuffle(batch)
