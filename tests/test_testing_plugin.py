@@ -94,6 +94,11 @@ def test_failures_show_coopsim_reports_and_leaks_fail_naming_the_greenlet(instal
             ctx.distributed.init_process_group("nccl")
             if rank == 0:
                 ctx.distributed.barrier()
+
+        @pytest.mark.coopsim(nprocs=2, faults="- {kind: kill, rank: 1, at_collective: 1}")
+        def test_rank_one_is_killed(rank, ctx):
+            ctx.distributed.init_process_group("nccl")
+            ctx.distributed.barrier()
     """, test_fixture="""
         def worker(rank, ctx):
             ctx.distributed.init_process_group("nccl")
@@ -126,12 +131,15 @@ def test_failures_show_coopsim_reports_and_leaks_fail_naming_the_greenlet(instal
             pass
     """)
     result = installed.runpytest_subprocess(*FAST, "--coopsim-topology=ring8")
-    result.assert_outcomes(failed=3, passed=2, errors=1)
+    result.assert_outcomes(failed=4, passed=2, errors=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines(["*coopsim: ScheduleFailure in test_rank_one_skips_the_barrier*",
                                  "*DeadlockError: deadlock at virtual time*",
                                  "*barrier #1 on group WORLD: arrived [[]0[]], missing [[]1[]]*",
                                  "*flight record (last 32 ops of each rank)*"])
+    result.stdout.fnmatch_lines(["*coopsim: ScheduleFailure in test_rank_one_is_killed (*faults=*",
+                                 "*missing [[]1[]]*", "faults injected (ctx.sim.faults):",
+                                 "  kill rank 1 at its collective #1"])
     result.stdout.fnmatch_lines(["*coopsim: SpawnException in test_mismatch*",
                                  "*the ranks' calls do not match (different shapes)*"])
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaks*", "coopsim: the test left live "

@@ -95,6 +95,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     fill ``ins`` at the start and copy ``outs`` out at the member's completion.
     """
     task, state = caller(rt, what)
+    for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
+        hook(what, task)
     g = resolve_group(state, group)
     if g is None:
         return None

@@ -53,6 +53,8 @@ class Runtime:
         self.strategy = None  # schedule exploration: round(batch), choose(sends); see coopsim.testing.explore
         self.comm_hooks: list = []  # fn(record: dict) as each collective or p2p op is issued
         self.error_hooks: list = []  # fn(error) when a run fails, before its tasks are aborted
+        self.spawn_hooks: list = []  # fn(spawn) when a spawn starts
+        self.before_collective: list = []  # fn(op, task) in the rank, before it issues a collective
 
     # -- who is calling ----------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class Scheduler:
             task.pid = rt.new_pid()
             ranks.append(self.add_task(task, fn, (i, *args)))
         self.spawn = Spawn(ranks)
+        for hook in rt.spawn_hooks:  # e.g. fault injection arms its timed faults
+            hook(self.spawn)
         return self.spawn
 
     def join_spawn(self, deadline: float | None = None) -> bool:

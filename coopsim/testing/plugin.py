@@ -4,8 +4,9 @@
   ``--coopsim-seed``), closed after the test; a test after which a greenlet coopsim created
   is still alive fails at teardown, naming it (C4);
 - marker ``@pytest.mark.coopsim(nprocs=2, topology=None, seed=0, schedules=1,
-  strategy="random")`` on ``def test_x(rank, ctx)``: the test runs as a spawn of ``nprocs``
-  ranks (other fixtures still work), under ``schedules`` schedules (``ctx.sim.explore``);
+  strategy="random", faults=None)`` on ``def test_x(rank, ctx)``: the test runs as a spawn of
+  ``nprocs`` ranks (other fixtures still work), under ``schedules`` schedules
+  (``ctx.sim.explore``), with ``faults`` (dicts or YAML: ``coopsim.testing.faults``);
   ``--coopsim-schedules``/``--coopsim-seed``/``--coopsim-topology``/``--coopsim-strategy``
   override the marker, ``--coopsim-replay TOKEN`` reruns one schedule instead;
 - a test that fails with a coopsim error reports coopsim's own report (deadlock table,
@@ -30,7 +31,7 @@ from coopsim.runtime.frames import is_user_file, user_location
 from coopsim.testing.explore import STRATEGIES, Explorer, ScheduleFailure
 
 MARKER = "coopsim"
-DEFAULTS = {"nprocs": 2, "topology": None, "seed": 0, "schedules": 1, "strategy": "random"}
+DEFAULTS = {"nprocs": 2, "topology": None, "seed": 0, "schedules": 1, "strategy": "random", "faults": None}
 _REPORTED = (SimulationError, ProcessException, ScheduleFailure)
 _RANK_CONTEXT = object()  # stands for each schedule's fresh context in the spawn's args
 
@@ -48,8 +49,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "coopsim(nprocs=2, topology=None, seed=0, schedules=1, strategy='random'): run "
-        "test_x(rank, ctx) as a coopsim spawn of nprocs ranks, under that many schedules")
+        "markers", "coopsim(nprocs=2, topology=None, seed=0, schedules=1, strategy='random', faults=None): "
+        "run test_x(rank, ctx) as a coopsim spawn of nprocs ranks, under that many schedules, with "
+        "the faults (a list of dicts or YAML, see coopsim.testing.faults)")
 
 
 def settings(config, marker) -> dict:
@@ -132,7 +134,8 @@ def _runner(fn, marker):
         if wants_request:
             kwargs["request"] = request
         s = settings(request.config, marker)
-        explorer = Explorer(_RANK_CONTEXT, lambda: coopsim.RuntimeContext(s["topology"], seed=s["seed"]))
+        explorer = Explorer(_RANK_CONTEXT, lambda: coopsim.RuntimeContext(s["topology"], seed=s["seed"]),
+                            prepare=lambda ctx: s["faults"] and ctx.sim.faults.load(s["faults"]))
 
         def rank_main(rank, ctx):
             fn(rank=rank, ctx=ctx, **kwargs)
