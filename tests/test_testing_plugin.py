@@ -14,19 +14,12 @@ FAST = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")  # hypothesis cos
 RACY = """
     import pytest
 
+    from tests.test_testing_explore import racy  # wrongly assumes rank 1's message comes first
+
     @pytest.mark.coopsim(nprocs=3, schedules=SCHEDULES, strategy="pct")
     def test_first_message_is_from_rank_one(rank, ctx, tmp_path):
         assert tmp_path.exists()  # other fixtures still reach the ranks
-        dist = ctx.distributed
-        dist.init_process_group("nccl")
-        t = ctx.zeros(1)
-        if rank == 0:
-            dist.recv(t)
-            assert t.item() == 1.0, f"expected rank 1 first, got {t.item()}"
-            dist.recv(t)
-        else:
-            t.fill_(rank)
-            dist.send(t, dst=0)
+        racy(rank, ctx)
 """
 
 
@@ -75,14 +68,14 @@ def test_a_found_race_shows_the_report_and_a_token_and_the_token_replays_it(inst
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "coopsim: ScheduleFailure in test_first_message_is_from_rank_one (nprocs=3" in out
-    assert "expected rank 1 first, got 2.0" in out
+    assert "expected rank 1's message first, got 2.0" in out
     assert "in _loop" not in out and "join_spawn" not in out  # no traceback through the scheduler
     token = re.search(r"--coopsim-replay=(\S+)", out).group(1)
     assert token.startswith("coopsim:pct:seed=0:")
 
     replayed = installed.runpytest_subprocess(*FAST, f"--coopsim-replay={token}")
     replayed.assert_outcomes(failed=1)
-    assert "expected rank 1 first, got 2.0" in replayed.stdout.str()
+    assert "expected rank 1's message first, got 2.0" in replayed.stdout.str()
 
 
 def test_failures_show_coopsim_reports_and_leaks_fail_naming_the_greenlet(installed):

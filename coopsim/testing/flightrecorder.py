@@ -26,7 +26,7 @@ import json
 import sys
 
 from coopsim.errors import DistTimeoutError
-from coopsim.runtime.frames import user_location
+from coopsim.runtime.frames import is_user_file
 
 CAPACITY = 32
 # c10::ScalarType names, as PyTorch's dump writes dtypes (``"Float"``)
@@ -65,6 +65,7 @@ class FlightRecorder:
         self._spawn = None
         self._rings: dict = {}  # rank -> deque of Entry
         self._counts: dict = {}  # rank -> [ops, p2p ops]
+        self._user_files: dict = {}  # co_filename -> is it the user's (the hot path's cache)
         rt.comm_hooks.append(self.record)
         rt.error_hooks.append(self.attach)
         rt.add_deadlock_explainer(self.explain)
@@ -82,7 +83,17 @@ class FlightRecorder:
         if is_p2p:
             counts[1] += 1
         group = op["group"]
-        where = user_location(sys._getframe(1))
+        frame = sys._getframe(1)
+        user_files = self._user_files
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            user = user_files.get(filename)
+            if user is None:
+                user = user_files[filename] = is_user_file(filename)
+            if user:
+                break
+            frame = frame.f_back
+        where = None if frame is None else f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
         dtype = _SCALAR_TYPES.get(str(op["dtype"]).replace("torch.", ""), str(op["dtype"]))
         fields = {
             "record_id": counts[0] - 1, "rank": rank,

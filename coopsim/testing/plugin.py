@@ -25,7 +25,7 @@ import inspect
 import pytest
 from greenlet import greenlet
 
-import coopsim
+from coopsim.context import RuntimeContext
 from coopsim.errors import ProcessException, SimulationError
 from coopsim.runtime.frames import is_user_file, user_location
 from coopsim.testing.explore import STRATEGIES, Explorer, ScheduleFailure
@@ -72,7 +72,7 @@ def settings(config, marker) -> dict:
 def coopsim_ctx(request):
     """A fresh ``RuntimeContext``, closed after the test; a leaked live greenlet fails it."""
     before = set(_live_greenlets())
-    ctx = coopsim.RuntimeContext(request.config.getoption("--coopsim-topology"),
+    ctx = RuntimeContext(request.config.getoption("--coopsim-topology"),
                                  seed=request.config.getoption("--coopsim-seed") or 0)
     try:
         yield ctx
@@ -134,7 +134,7 @@ def _runner(fn, marker):
         if wants_request:
             kwargs["request"] = request
         s = settings(request.config, marker)
-        explorer = Explorer(_RANK_CONTEXT, lambda: coopsim.RuntimeContext(s["topology"], seed=s["seed"]),
+        explorer = Explorer(_RANK_CONTEXT, lambda: RuntimeContext(s["topology"], seed=s["seed"]),
                             prepare=lambda ctx: s["faults"] and ctx.sim.faults.load(s["faults"]))
 
         def rank_main(rank, ctx):
