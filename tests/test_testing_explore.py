@@ -50,6 +50,9 @@ def test_explore_finds_the_race_and_replays_it_bit_for_bit(ctx, strategy):
         ctx.sim.replay(failure.token, racy, (ctx,), 3)
     assert replayed.value.digest == failure.digest
     assert str(replayed.value.error) == str(failure.error)
+    with pytest.raises(ScheduleFailure) as again:  # without fn: the latest exploration's program
+        ctx.sim.replay(failure.token)
+    assert again.value.digest == failure.digest
 
 
 def test_explore_varies_the_schedule_and_a_correct_program_passes_them_all(ctx):
@@ -102,6 +105,8 @@ def test_a_malformed_token_is_rejected_naming_it(token):
 
 
 def test_explore_checks_its_arguments(ctx):
+    with pytest.raises(ValueError, match="explored nothing yet"):
+        ctx.sim.replay("coopsim:default")
     with pytest.raises(ValueError, match="schedules"):
         ctx.sim.explore(correct, (ctx,), 3, schedules=0)
     with pytest.raises(ValueError, match="strategy"):

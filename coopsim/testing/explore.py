@@ -46,9 +46,12 @@ class ScheduleFailure(AssertionError):
         self.error = error
         self.digest = digest
         self.flight_record = getattr(error, "flight_record", None)
-        where = "the replayed schedule" if schedules == 0 else f"schedule {index} of {schedules}"
+        if schedules == 0:
+            where = "the replayed schedule"
+        else:
+            where = f"schedule {index} of {schedules}" + (" (the default order)" if index == 0 else "")
         super().__init__(
-            f"{where} failed; replay it with ctx.sim.replay({token!r}, fn, args, nprocs) or "
+            f"{where} failed; replay it with ctx.sim.replay({token!r}) or "
             f"pytest --coopsim-replay={token}\n{type(error).__name__}: {error}")
 
 
@@ -182,6 +185,7 @@ class Explorer:
         self._ctx = ctx
         self._fresh = fresh
         self._prepare = prepare
+        self._last = None  # (fn, args, nprocs) of the latest exploration, for replay(token)
 
     def explore(self, fn, args=(), nprocs=1, *, schedules: int = 1, seed: int = 0,
                 strategy: str = "random", depth: int = 3) -> dict:
@@ -194,6 +198,7 @@ class Explorer:
             raise ValueError(f"explore: strategy must be one of {STRATEGIES}, got {strategy!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"explore: depth must be an int >= 1, got {depth!r}")
+        self._last = (fn, args, nprocs)
         steps, digests = 1, set()
         for index in range(schedules):
             schedule = make_schedule(strategy, seed, index, depth, steps)
@@ -205,10 +210,15 @@ class Explorer:
                 raise ScheduleFailure(schedule.token, index, schedules, error, schedule.digest()) from error
         return {"schedules": schedules, "distinct": len(digests)}
 
-    def replay(self, token: str, fn, args=(), nprocs=1) -> str:
-        """Rerun exactly the schedule ``token`` names; raise ``ScheduleFailure`` if it fails,
+    def replay(self, token: str, fn=None, args=(), nprocs=1) -> str:
+        """Rerun exactly the schedule ``token`` names, of ``spawn(fn, args, nprocs)`` (without
+        ``fn``: of the latest exploration's program); raise ``ScheduleFailure`` if it fails,
         else return the schedule's digest."""
         schedule = parse_token(token)
+        if fn is None:
+            if self._last is None:
+                raise ValueError("replay: give fn (and args, nprocs): this context has explored nothing yet")
+            fn, args, nprocs = self._last
         error = self.run(schedule, fn, args, nprocs)
         if error is not None:
             raise ScheduleFailure(schedule.token, schedule.index, 0, error, schedule.digest()) from error
