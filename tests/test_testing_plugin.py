@@ -48,6 +48,12 @@ def test_a_marked_test_runs_as_a_spawn_and_passes_with_one_schedule(installed):
     installed.makepyfile(test_ranks="""
         import pytest
 
+        pytestmark = pytest.mark.coopsim(nprocs=3)
+
+        def test_a_module_marker_applies_too(rank, ctx):
+            assert ctx.sim.runtime.spawn.ranks[rank].rank == rank
+            assert len(ctx.sim.runtime.spawn.ranks) == 3
+
         @pytest.mark.coopsim(nprocs=4, topology="ring8")
         def test_every_rank_runs(rank, ctx):
             dist = ctx.distributed
@@ -58,7 +64,7 @@ def test_a_marked_test_runs_as_a_spawn_and_passes_with_one_schedule(installed):
             assert t.tolist() == [10.0, 10.0]
     """)
     result = installed.runpytest_subprocess(*FAST)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["plugins: *coopsim-0.1.0*"])  # loaded through its entry point
 
 

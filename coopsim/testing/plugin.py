@@ -116,9 +116,10 @@ def pytest_pycollect_makeitem(collector, name, obj):
     if not (inspect.isfunction(obj) and collector.funcnamefilter(name)):
         return None
     marks = [m for m in getattr(obj, "pytestmark", ()) if m.name == MARKER]
-    if not marks:
+    marker = marks[0] if marks else collector.get_closest_marker(MARKER)  # or the module's/class's
+    if marker is None:
         return None
-    return pytest.Function.from_parent(collector, name=name, callobj=_runner(obj, marks[0]))
+    return pytest.Function.from_parent(collector, name=name, callobj=_runner(obj, marker))
 
 
 def _runner(fn, marker):
@@ -155,7 +156,7 @@ def _runner(fn, marker):
     run_coopsim_test.__qualname__ = fn.__qualname__
     run_coopsim_test.__module__ = fn.__module__
     run_coopsim_test.__doc__ = fn.__doc__
-    run_coopsim_test.pytestmark = list(fn.pytestmark)
+    run_coopsim_test.pytestmark = list(getattr(fn, "pytestmark", ()))
     run_coopsim_test.coopsim_test = fn
     return run_coopsim_test
 
