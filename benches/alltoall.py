@@ -1,10 +1,12 @@
-"""python -m benches.alltoall: nccl-tests' alltoall_perf on a simulated machine (docs/adr/0010)."""
+"""python -m benches.alltoall: nccl-tests' alltoall_perf on a simulated machine (docs/adr/0010).
 
-from benches import collective_bench
+A checkout's spelling of ``python -m coopsim.bench alltoall``: the same library, the same table."""
+
+from coopsim.bench import cli
 
 
 def main(argv=None) -> int:
-    return collective_bench.main(argv, collective="alltoall")
+    return cli.main(argv, collective="alltoall", prog="python -m benches.alltoall")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from coopsim.context import RuntimeContext
+import coopsim
 
 
 def best_per_call(fn, calls: int) -> float:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions; the best is kept")
     args = parser.parse_args(argv)
 
-    ctx = RuntimeContext()
+    ctx = coopsim.RuntimeContext()
     rng = np.random.default_rng(0)
     rows = []
 

@@ -1,10 +1,12 @@
-"""python -m benches.sendrecv: nccl-tests' sendrecv_perf on a simulated machine (docs/adr/0010)."""
+"""python -m benches.sendrecv: nccl-tests' sendrecv_perf on a simulated machine (docs/adr/0010).
 
-from benches import collective_bench
+A checkout's spelling of ``python -m coopsim.bench sendrecv``: the same library, the same table."""
+
+from coopsim.bench import cli
 
 
 def main(argv=None) -> int:
-    return collective_bench.main(argv, collective="sendrecv")
+    return cli.main(argv, collective="sendrecv", prog="python -m benches.sendrecv")
 
 
 if __name__ == "__main__":

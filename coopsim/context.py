@@ -31,19 +31,24 @@ class RuntimeContext:
     """
 
     def __init__(self, topology=None, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending", ccl=None):
+                 rank_order: str = "ascending", ccl=None, timing_only: bool = False):
         """``topology``: a bundled name (``"ring8"``), a path to a YAML file, or None for the
         default; ``seed`` seeds everything random (``rank_order="shuffled"``); ``watchdog_s``
         stops a rank that runs that many wall seconds without yielding (default: off);
-        ``ccl``: collective settings over the bundled ccl.yaml (a path or a mapping)."""
+        ``ccl``: collective settings over the bundled ccl.yaml (a path or a mapping);
+        ``timing_only``: tensors carry shapes and dtypes but no data — same virtual times,
+        no host memory, host reads raise (docs/adr/0020-timing-only-tensors.md)."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"RuntimeContext: seed must be an int, got {seed!r}")
         if watchdog_s is not None and not (isinstance(watchdog_s, (int, float)) and watchdog_s > 0):
             raise ValueError(f"RuntimeContext: watchdog_s must be None or seconds > 0, got {watchdog_s!r}")
         if rank_order not in RANK_ORDERS:
             raise ValueError(f"RuntimeContext: rank_order must be one of {RANK_ORDERS}, got {rank_order!r}")
+        if not isinstance(timing_only, bool):
+            raise TypeError(f"RuntimeContext: timing_only must be a bool, got {timing_only!r}")
         rt = self._runtime = Runtime(load_topology(topology), seed=seed, watchdog_s=watchdog_s,
-                                     rank_order=rank_order)
+                                     rank_order=rank_order, timing_only=timing_only)
+        self.timing_only = timing_only
         self.topology = rt.topology
         self.seed = seed
         self.watchdog_s = watchdog_s
@@ -64,7 +69,8 @@ class RuntimeContext:
         self.sim.dump_flight_record = self.sim.flight_recorder.dump
         self.sim.faults = Faults(rt)
         explorer = Explorer(self, lambda: RuntimeContext(topology, seed=seed, watchdog_s=watchdog_s,
-                                                         rank_order=rank_order, ccl=ccl),
+                                                         rank_order=rank_order, ccl=ccl,
+                                                         timing_only=timing_only),
                             prepare=lambda fresh: fresh.sim.faults.load(self.sim.faults.specs))
         self.sim.explore, self.sim.replay = explorer.explore, explorer.replay
 
@@ -87,6 +93,13 @@ class RuntimeContext:
         """Run ``kernel(tl, *args)`` for every program of ``grid`` on the caller's device
         stream (asynchronous; see ``coopsim.kernels``). Returns the op's Handle."""
         return launch_kernel(self._runtime, kernel, grid, *args)
+
+    def __getattr__(self, name: str):
+        """Only reached for a name the context lacks: say so, and where the supported ones are."""
+        if name.startswith("__"):  # protocol probes (copy, pickle) expect a plain AttributeError
+            raise AttributeError(name)
+        raise AttributeError(f"coopsim has no torch.{name} (see docs/torch-surface.md for what is "
+                             f"supported)")
 
 
 # The tensor namespace's public names: methods are bound per context (in __init__), the

@@ -2,10 +2,17 @@ import gc
 
 import pytest
 from greenlet import greenlet
+from hypothesis import settings
 
 import coopsim
 
 pytest_plugins = ["pytester"]
+
+# Property tests are bounded by pytest-timeout, not by hypothesis' per-example deadline (a
+# loaded 2-core machine would make a wall-clock deadline flaky), and draw the same examples
+# on every run (the suite is deterministic, as the library).
+settings.register_profile("coopsim", deadline=None, derandomize=True)
+settings.load_profile("coopsim")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""python -m benches.allreduce and its siblings: the output contract of ADR-0010.
+"""python -m coopsim.bench allreduce (python -m benches.allreduce in a checkout) and its
+siblings: the output contract of ADR-0010, and the commands of ADR-0013.
 
-Every test runs small sweeps in-process (``collective_bench.main(argv)``); one runs the command
-as a subprocess, as a user would.
+Every test runs small sweeps in-process (``coopsim.bench.cli.main(argv)``); a few run the
+commands as subprocesses, as a user would.
 """
 
 import importlib
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benches import collective_bench as cb
+from coopsim.bench import cli, options, report
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = [
@@ -33,7 +34,7 @@ MODULES = {"all_reduce": "allreduce", "all_gather": "all_gather",
 
 
 def run(capsys, argv, collective="all_reduce"):
-    code = cb.main(argv, collective=collective)
+    code = cli.main(argv, collective=collective)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -76,7 +77,7 @@ def test_table_format_parsed_back(capsys, tmp_path):
     assert lines[-1].startswith("# wall-clock time: ")
     header = "\n".join(lines[:start])
     for needed in ("topology: dgx_h100", "ranks: 8", "model: transfer",
-                   "algorithm: default (configs/ccl.yaml: halving_doubling up to 65536 B, then ring)",
+                   "algorithm: default (coopsim/configs/ccl.yaml: halving_doubling up to 65536 B, then ring)",
                    "busbw = algbw x 2(n-1)/n = 1.75"):
         assert needed in header
 
@@ -88,7 +89,7 @@ def test_every_collective_has_its_count_and_busbw_factor(capsys, tmp_path, colle
     path = tmp_path / "r.json"
     code, out, _ = run(capsys, ["--nranks", str(n), "-b", str(unit), "-e", str(unit * 4096),
                                 "-f", "64", "--json", str(path)], collective)
-    assert f"# coopsim {collective}_perf (python -m benches.{MODULES[collective]})" in out
+    assert f"# coopsim {collective}_perf (python -m coopsim.bench {MODULES[collective]})" in out
     data = json.loads(path.read_text())
     assert data["busbw_factor"] in ("2(n-1)/n", "(n-1)/n", "1")
     for row in data["rows"]:
@@ -114,7 +115,8 @@ def test_module_entry_points_share_the_implementation(capsys):
         mod = importlib.import_module(f"benches.{module}")
         assert mod.main(["-b", "4K", "-e", "4K", "-n", "1", "-w", "0", "-c", "0"]) == 0
         out = capsys.readouterr().out
-        assert f"{collective}_perf" in out and len(table_rows(out)) == 1
+        assert f"# coopsim {collective}_perf (python -m benches.{module})" in out
+        assert len(table_rows(out)) == 1
 
 
 def test_injected_wrong_element_fails_the_run(capsys):
@@ -144,10 +146,10 @@ def test_json_csv_round_trip(capsys, tmp_path):
                                 "--json", str(j), "--csv", str(c), "-c", "0"], "all_reduce")
     assert code == 0
     data = json.loads(j.read_text())
-    assert data["columns"] == list(cb.COLUMNS)
-    assert cb.read_csv(c) == data["rows"]  # the same rows, value for value
+    assert data["columns"] == list(report.COLUMNS)
+    assert report.read_csv(c) == data["rows"]  # the same rows, value for value
     printed = [line for line in out.splitlines() if line and not line.startswith("#")]
-    assert [cb.format_row(row) for row in data["rows"]] == printed  # and the same as the table
+    assert [report.format_row(row) for row in data["rows"]] == printed  # and the same as the table
     assert [r["algorithm"] for r in data["rows"]] == ["ring"] * 4 + ["halving_doubling"] * 4
 
 
@@ -181,7 +183,7 @@ BAD = [
 def test_bad_values_exit_2_with_one_line_naming_the_argument(capsys, argv, argument, accepted):
     code, out, err = run(capsys, argv)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("python -m benches.allreduce: error: ")
+    assert err.count("\n") == 1 and err.startswith("python -m coopsim.bench allreduce: error: ")
     assert argument in err and accepted in err
 
 
@@ -220,7 +222,7 @@ def test_default_run_on_a_small_sweep(capsys):
     assert code == 0 and err == ""
     assert [int(r[0]) for r in table_rows(out)] == [8, 16, 32, 64, 128, 256, 512, 1024]
     assert "# topology: dgx_h100 " in out and "ranks: 8;" in out and "model: transfer" in out
-    assert (f"warmup iters: {cb.DEFAULT_WARMUP} iters: {cb.DEFAULT_ITERS} validation: 1 "
+    assert (f"warmup iters: {options.DEFAULT_WARMUP} iters: {options.DEFAULT_ITERS} validation: 1 "
             f"blocking: 0") in out
     assert "(nccl-tests: 20, 5)" in out  # the defaults that differ are stated
 

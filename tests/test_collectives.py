@@ -6,7 +6,7 @@
 - Timing: on ``fully_connected8`` (every pair one hop, equal links) a collective's virtual
   duration is the ADR-0009 closed form plus one kernel launch: within 1e-9 relative in the
   analytic model, within 1% in the transfer model.
-- ``configs/ccl.yaml``: size-threshold selection and ``CclConfigError`` for bad values.
+- ``coopsim/configs/ccl.yaml``: size-threshold selection and ``CclConfigError`` for bad values.
 
 Workers only call the API and record what they see; every check runs in main, after spawn.
 """
@@ -936,7 +936,7 @@ def test_c9_collective_results_and_times_are_deterministic():
 
 def all_reduce_times(model, algorithms, p, sizes):
     """Virtual durations on fully_connected8 of a float32 all_reduce of each element count in
-    ``sizes``; ``algorithms``: the all_reduce setting, or None for configs/ccl.yaml's."""
+    ``sizes``; ``algorithms``: the all_reduce setting, or None for coopsim/configs/ccl.yaml's."""
     timed = [("all_reduce", "float32", n, None) for n in sizes]
     records = {}
     run(timed_worker, p, timed, records,
@@ -962,7 +962,7 @@ def test_size_thresholds_choose_the_first_matching_rule(model):
 
 
 def test_default_config_all_reduce_thresholds():
-    """configs/ccl.yaml: all_reduce up to 65536 bytes by halving_doubling, larger by ring."""
+    """coopsim/configs/ccl.yaml: all_reduce up to 65536 bytes by halving_doubling, larger by ring."""
     times = all_reduce_times("analytic", None, 8, [16384, 16392])
     for n, algorithm, got in zip((16384, 16392), ("halving_doubling", "ring"), times):
         want = 4000 + analytic_time_ns("all_reduce", algorithm, 8, 4 * n, 700, 1 / 50, 3 / 1000)
@@ -1066,7 +1066,7 @@ def test_bad_ccl_file_names_the_file_and_the_key(tmp_path):
     path.write_text("model: analytic\nalgorithms:\n  broadcast: ring\n")
     ccl = load_ccl(str(path))
     assert ccl.model == "analytic" and ccl.rules["broadcast"] == [(None, "ring")]
-    assert ccl.rules["reduce"] == load_ccl().rules["reduce"]  # the rest from configs/ccl.yaml
+    assert ccl.rules["reduce"] == load_ccl().rules["reduce"]  # the rest from coopsim/configs/ccl.yaml
     path.write_text("model: analytic\nalgorithms: ring\n")
     with pytest.raises(CclConfigError, match=r"my_ccl\.yaml.*algorithms"):
         load_ccl(str(path))

@@ -15,11 +15,11 @@ def line_of(marker: str) -> int:
     return next(i + 1 for i, line in enumerate(lines) if marker in line and "line_of" not in line)
 
 
-def run(worker, nprocs=4, topology="small", **kwargs):
+def run(worker, nprocs=4, topology="small", args=(), **kwargs):
     start = time.perf_counter()
     try:
         with coopsim.RuntimeContext(topology, **kwargs) as ctx:
-            ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=nprocs)
+            ctx.multiprocessing.spawn(worker, args=(ctx, *args), nprocs=nprocs)
     finally:
         assert time.perf_counter() - start < 1.0, "a hang scenario must be diagnosed in well under a second"
         assert live_coopsim_greenlets() == []
@@ -112,20 +112,31 @@ def test_c7_a_rank_stuck_in_a_collective_while_the_others_enter_teardown_barrier
     assert f"rank 1 is blocked at {__file__}:{line_of('# TEARDOWN')} in worker" in text
 
 
-def test_c7_every_rank_blocking_sends_first():
-    def worker(rank, ctx):
-        dist = ctx.distributed
-        dist.init_process_group()
-        peer = 1 - rank
-        out, inp = ctx.ones(3), ctx.zeros(3)
-        dist.send(out, dst=peer)
-        dist.recv(inp, src=peer)
+def _blocking_sends_first(rank, ctx, backend):
+    dist = ctx.distributed
+    dist.init_process_group(backend)
+    peer = 1 - rank
+    out, inp = ctx.ones(3), ctx.zeros(3)
+    dist.send(out, dst=peer)
+    dist.recv(inp, src=peer)
 
+
+def test_c7_c11_every_rank_blocking_sends_first_under_gloo_blocks_the_hosts():
     with pytest.raises(coopsim.DeadlockError) as info:
-        run(worker, nprocs=2)
+        run(_blocking_sends_first, nprocs=2, args=("gloo",))
     text = str(info.value)
     assert "point-to-point wait-for cycle: rank 0 send(dst=1) -> rank 1 send(dst=0) -> rank 0" in text
+    assert "p2p semantics: under gloo, send() blocks the host until the peer has posted" in text
     assert [r["cycle"] for r in info.value.report["ranks"]] == [[0, 1], [0, 1]]
+
+
+def test_c7_c11_every_rank_blocking_sends_first_under_nccl_hangs_on_the_pair_stream():
+    with pytest.raises(coopsim.DeadlockError) as info:
+        run(_blocking_sends_first, nprocs=2, args=("nccl",))
+    text = str(info.value)
+    assert [r["state"] for r in info.value.report["ranks"]] == ["ended", "ended"]
+    assert "rank 0 send(dst=1) at " in text and "matched by rank 1's recv(src=0), but the stream of rank 1 never reached" in text
+    assert "p2p semantics: under nccl, each send/recv runs on its peer pair's stream" in text
 
 
 def test_c6_a_rank_raises_while_the_others_are_inside_a_collective():
@@ -150,20 +161,28 @@ def test_c6_a_rank_raises_while_the_others_are_inside_a_collective():
     assert sorted(finals) == [0, 1, 2, 3]
 
 
-def test_send_recv_size_mismatch_fails_both_ranks():
-    def worker(rank, ctx):
-        dist = ctx.distributed
-        dist.init_process_group()
-        if rank == 0:
-            dist.send(ctx.ones(3), dst=1)
-        else:
-            dist.recv(ctx.zeros(4), src=0)
+def _mismatched_send_recv(rank, ctx, backend):
+    dist = ctx.distributed
+    dist.init_process_group(backend)
+    if rank == 0:
+        dist.send(ctx.ones(3), dst=1)
+    else:
+        dist.recv(ctx.zeros(4), src=0)
 
+
+def test_send_recv_size_mismatch_fails_both_ranks_under_gloo():
     with pytest.raises(coopsim.SpawnException) as info:
-        run(worker, nprocs=2)
+        run(_mismatched_send_recv, nprocs=2, args=("gloo",))
     assert sorted(info.value.errors) == [0, 1]
     assert "sends 3 elements of torch.float32" in str(info.value.errors[0])
     assert "expects 4 elements" in str(info.value.errors[1])
+
+
+def test_send_recv_size_mismatch_under_nccl_fails_the_rank_still_running():
+    with pytest.raises(coopsim.SpawnException) as info:  # nccl's send returned: rank 0 ended
+        run(_mismatched_send_recv, nprocs=2, args=("nccl",))
+    assert sorted(info.value.errors) == [1]
+    assert "sends 3 elements of torch.float32" in str(info.value.errors[1])
 
 
 def test_collective_timeout_in_virtual_time_while_the_simulation_advances():

@@ -9,7 +9,7 @@ from coopsim.testing.explore import parse_token
 def racy(rank, ctx):
     """Rank 0 takes two messages with recv(src=None) and wrongly assumes rank 1's is first."""
     dist = ctx.distributed
-    dist.init_process_group("nccl")
+    dist.init_process_group("gloo")
     t = ctx.zeros(1)
     if rank == 0:
         dist.recv(t)
@@ -22,7 +22,7 @@ def racy(rank, ctx):
 
 def correct(rank, ctx):
     dist = ctx.distributed
-    dist.init_process_group("nccl")
+    dist.init_process_group("gloo")
     t = ctx.zeros(1)
     if rank == 0:
         got = sorted(dist.recv(t) for _ in range(2))
@@ -82,7 +82,7 @@ def test_wildcard_receive_takes_each_senders_oldest_send_only(ctx):
     """Exploration may pick which sender a recv(src=None) takes, never reorder one sender."""
     def ordered(rank, ctx):
         dist = ctx.distributed
-        dist.init_process_group("nccl")
+        dist.init_process_group("gloo")
         t = ctx.zeros(1)
         if rank == 0:
             seen = {1: [], 2: []}

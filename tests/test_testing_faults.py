@@ -72,6 +72,7 @@ def test_a_degraded_link_slows_the_transfers_that_cross_it(ctx):
             dist.send(t, dst=1)
         else:
             dist.recv(t, src=0)
+            t[0].item()  # the host waits for the received data
             done_ns.append(ctx.sim.now_ns())
 
     def received_at(faults):

@@ -78,7 +78,7 @@ def test_bundled_names_are_sorted_and_complete():
     names = bundled_topologies()
     assert names == sorted(names)
     assert REQUIRED_BUNDLED <= set(names)
-    assert configs_dir() == Path(__file__).resolve().parent.parent / "configs" / "topologies"
+    assert configs_dir() == Path(__file__).resolve().parent.parent / "coopsim" / "configs" / "topologies"
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED_BUNDLED))
@@ -143,6 +143,7 @@ def test_unknown_bundled_name_lists_the_bundled_names():
     msg = str(info.value)
     assert msg.startswith("ring9: topology: expected one of the bundled topologies")
     assert all(name in msg for name in REQUIRED_BUNDLED)
+    assert f"(in {configs_dir()})" in msg  # where they are, to copy one
 
 
 def test_missing_file_names_the_path_and_lists_bundled_names(tmp_path):
@@ -468,7 +469,7 @@ def test_unknown_dtype_in_peak_flops(tmp_path):
     data = spec()
     data["device_kinds"]["gpu"]["peak_flops"]["fp16"] = 1e12
     msg = assert_error(write(tmp_path, data), "device_kinds.gpu.peak_flops.fp16",
-                       "one of the keys ['bfloat16', 'float16', 'float32', 'int32', 'int64']")
+                       "one of the keys ['bfloat16', 'float16', 'float32', 'float64', 'int32', 'int64']")
     assert "did you mean 'float16'?" in msg
 
 

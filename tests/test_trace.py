@@ -6,7 +6,7 @@ from collections import defaultdict
 import pytest
 
 import coopsim
-from benches import collective_bench as cb
+from coopsim.bench import cli as bench_cli
 
 EPS_US = 1e-9  # ts + dur of one slice vs ts of the next: float round-off only
 
@@ -117,8 +117,8 @@ def test_stream_slice_of_a_collective_spans_its_events(tmp_path):
 
 def test_trace_span_equals_the_bench_reported_time(tmp_path):
     trace, table = tmp_path / "t.json", tmp_path / "r.json"
-    code = cb.main(["-b", "1M", "-e", "1M", "-n", "1", "-w", "0", "-c", "0", "--trace", str(trace),
-                    "--json", str(table)])
+    code = bench_cli.main(["-b", "1M", "-e", "1M", "-n", "1", "-w", "0", "-c", "0", "--trace", str(trace),
+                          "--json", str(table)])
     assert code == 0
     doc = json.loads(trace.read_text())
     check_format(doc)

@@ -4,24 +4,30 @@ The facade only: every function keeps PyTorch's name, signature and argument che
 hands the call to ``issue`` (collectives, p2p), ``state`` (groups, initialisation, the
 monitored barrier) and ``validation``. Collectives are device work (NCCL's semantics): they
 enqueue an op on the tensor's device stream and return at once (a ``Work`` with
-``async_op=True``); host reads of their outputs wait for them (C8). ``send``/``recv``/
-``barrier`` block the calling rank until done. Per-spawn state lives in the spawn's slot
+``async_op=True``); host reads of their outputs wait for them (C8). ``barrier`` blocks the
+calling rank until done; ``send``/``recv`` follow the backend (docs/adr/0015: under nccl the
+current stream waits, under gloo the host). Per-spawn state lives in the spawn's slot
 (``coopsim.distributed.state``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
 from coopsim.distributed import issue
 from coopsim.distributed.diagnosis import explain_deadlock
+from coopsim.distributed.leftovers import check_spawn_end
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.issue import GroupMember, Work, caller, gather_from, resolve_group, scatter_into
 from coopsim.distributed.state import SLOT, DistState
 from coopsim.distributed import validation as check
 from coopsim.distributed.validation import DEFAULT_TIMEOUT, ReduceOp
+from coopsim.distributed.backend import Backend, DeprecatedReduceOp, cuda_backend
+from coopsim.distributed.objects import ObjectCollectives
+from coopsim.runtime.processes import PROCESS_RANKS
 
 
 class P2POp:
@@ -63,6 +69,7 @@ class Distributed:
         self._ccl = ccl
         self.group = _GroupNamespace(rt)
         rt.add_deadlock_explainer(functools.partial(explain_deadlock, rt))
+        rt.add_spawn_end_hooks(check=functools.partial(check_spawn_end, rt))
 
     # -- process groups -------------------------------------------------------------------
 
@@ -77,6 +84,10 @@ class Distributed:
     def init_process_group(self, backend=None, init_method=None, timeout=None, world_size=-1,
                            rank=-1, store=None, group_name="", pg_options=None, device_id=None):
         task, state = caller(self._rt, "init_process_group", initialized=False)
+        semantics = cuda_backend(backend)  # init_method (env://, tcp://, file://) is not needed
+        processes = self._rt.spawn_state(PROCESS_RANKS)
+        if processes is not None:  # ranks started with ctx.multiprocessing.Process
+            processes.assign(task, rank, world_size)
         spawn = self._rt.spawn
         nprocs = len(spawn.ranks)
         if world_size not in (-1, None) and world_size != nprocs:
@@ -92,6 +103,7 @@ class Distributed:
         if task.rank in state.initialized:
             raise ValueError("trying to initialize the default process group twice!")
         state.initialized[task.rank] = "coopsim" if backend is None else str(backend)
+        state.semantics[task.rank] = semantics
 
     def destroy_process_group(self, group=None) -> None:
         task, state = caller(self._rt, "destroy_process_group")
@@ -116,6 +128,7 @@ class Distributed:
                   use_local_synchronization=False, group_desc=None):
         """Every rank calls ``new_group`` with the same ranks, in the same order (as torch)."""
         task, state = caller(self._rt, "new_group")
+        semantics = None if backend is None else cuda_backend(backend)
         world = state.world.size
         members = list(range(world)) if ranks is None else list(ranks)
         if any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < world for r in members) \
@@ -134,6 +147,8 @@ class Distributed:
             timeout_ns = check.timeout_ns(timeout, "new_group") if timeout is not None else state.world.timeout_ns
             group = ProcessGroup(k, members, timeout_ns, group_desc or f"group{k}")
             state.groups.append(group)
+        if semantics is not None:
+            state.group_semantics[group.gid] = semantics
         return group if group.member(task.rank) >= 0 else GroupMember.NON_GROUP_MEMBER
 
     # -- collectives ----------------------------------------------------------------------
@@ -269,12 +284,21 @@ class Distributed:
         return self._p2p("recv", tensor, src, group, tag, group_src)
 
     def send(self, tensor, dst=None, group=None, tag=0, group_dst=None) -> None:
-        self.isend(tensor, dst, group, tag, group_dst).wait()
+        """``isend(...).wait()``: under gloo the host blocks until the peer's recv took the
+        data; under nccl the current stream waits for the send (docs/adr/0015)."""
+        work = self.isend(tensor, dst, group, tag, group_dst)
+        if work is not None:
+            work.wait()
 
     def recv(self, tensor, src=None, group=None, tag=0, group_src=None) -> int:
-        """Blocks until received; returns the sender's rank (useful with ``src=None``)."""
+        """``irecv(...).wait()``; returns the sender's rank (with ``src=None``, gloo only:
+        the host blocks until the data arrived, to know the sender)."""
         work = self.irecv(tensor, src, group, tag, group_src)
+        if work is None:
+            return -1
         work.wait()
+        if src is not None or group_src is not None:
+            return src if src is not None else work._post.peer
         return work._post.match.rank
 
     def batch_isend_irecv(self, p2p_op_list) -> list:
@@ -282,10 +306,95 @@ class Distributed:
             raise ValueError("Invalid ``p2p_op_list``. Each op is expected to to be of type "
                              "``torch.distributed.P2POp``.")
         return issue.p2p(self._rt, [("send" if p.op.__name__ == "isend" else "recv", p.tensor, p.peer,
-                                 p.group, p.tag, p.group_peer) for p in p2p_op_list])
+                                 p.group, p.tag, p.group_peer) for p in p2p_op_list], batched=True)
 
     def _p2p(self, kind, tensor, peer, group, tag, group_peer):
         return issue.p2p(self._rt, [(kind, tensor, peer, group, tag, group_peer)])[0]
+
+    # -- names added for issue 9 (docs/adr/0015) -------------------------------------------
+
+    Backend = Backend
+
+    @property
+    def reduce_op(self):
+        """Deprecated alias of ``ReduceOp``; each attribute read warns as PyTorch does."""
+        return DeprecatedReduceOp()
+
+    def is_nccl_available(self) -> bool:
+        return True
+
+    def is_gloo_available(self) -> bool:
+        return True
+
+    def is_torchelastic_launched(self) -> bool:
+        """As PyTorch: True iff ``TORCHELASTIC_RUN_ID`` is set (torchrun sets it)."""
+        return os.getenv("TORCHELASTIC_RUN_ID") is not None
+
+    def get_process_group_ranks(self, group) -> list[int]:
+        _, state = caller(self._rt, "get_process_group_ranks")
+        g = resolve_group(state, group)
+        if g is None:
+            raise ValueError("get_process_group_ranks: the calling rank is not in that group")
+        return list(g.ranks)
+
+    def get_global_rank(self, group, group_rank: int) -> int:
+        _, state = caller(self._rt, "get_global_rank")
+        g = resolve_group(state, group)
+        if g is state.world:
+            return group_rank
+        if g is None or not 0 <= group_rank < g.size:
+            raise ValueError(f"Group rank {group_rank} is not part of group {group}")
+        return g.ranks[group_rank]
+
+    def get_group_rank(self, group, global_rank: int) -> int:
+        _, state = caller(self._rt, "get_group_rank")
+        g = resolve_group(state, group)
+        if g is state.world:
+            return global_rank
+        if g is None or g.member(global_rank) < 0:
+            raise ValueError(f"Global rank {global_rank} is not part of group {group}")
+        return g.member(global_rank)
+
+    def new_subgroups(self, group_size=None, group=None, timeout=None, backend=None, pg_options=None,
+                      group_desc=None):
+        """Consecutive subgroups of ``group_size`` ranks of ``group`` (default: the devices
+        of a node, ``cuda.device_count()``); returns (this rank's subgroup, all of them)."""
+        _, state = caller(self._rt, "new_subgroups")
+        if group_size is None:
+            group_size = len(self._rt.devices)
+        if group_size <= 0:
+            raise ValueError(f"The arg 'group_size' ({group_size}) must be positive")
+        ranks = self.get_process_group_ranks(group if group is not None else state.world)
+        if len(ranks) < group_size:
+            raise ValueError(f"The arg 'group_size' ({group_size}) must not exceed the world size ({len(ranks)})")
+        if len(ranks) % group_size:
+            raise ValueError(f"The world size ({len(ranks)}) must be divisible by '{group_size=}'")
+        mine, subgroups = None, []
+        for i in range(0, len(ranks), group_size):
+            sub = self.new_group(ranks[i:i + group_size], timeout=timeout, backend=backend,
+                                 pg_options=pg_options, group_desc=group_desc)
+            subgroups.append(sub)
+            if sub is not GroupMember.NON_GROUP_MEMBER:
+                mine = sub
+        return mine, subgroups
+
+    def all_gather_object(self, object_list, obj, group=None):
+        return self._objects.all_gather_object(object_list, obj, group)
+
+    def gather_object(self, obj, object_gather_list=None, dst=None, group=None, group_dst=None):
+        return self._objects.gather_object(obj, object_gather_list, dst, group, group_dst)
+
+    def broadcast_object_list(self, object_list, src=None, group=None, device=None, group_src=None):
+        return self._objects.broadcast_object_list(object_list, src, group, device, group_src)
+
+    def scatter_object_list(self, scatter_object_output_list, scatter_object_input_list=None, src=None,
+                            group=None, group_src=None):
+        return self._objects.scatter_object_list(scatter_object_output_list, scatter_object_input_list,
+                                                 src, group, group_src)
+
+    @functools.cached_property
+    def _objects(self) -> ObjectCollectives:
+        return ObjectCollectives(self, self._rt)
 
 
 def out_of_place(dist, kind: str, output, input, *, op=ReduceOp.SUM, root=None):

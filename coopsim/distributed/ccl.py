@@ -1,7 +1,8 @@
-"""configs/ccl.yaml: the collective timing model and the algorithm for each collective."""
+"""coopsim/configs/ccl.yaml: the collective timing model and the algorithm for each collective."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from coopsim.distributed.algorithms import COLLECTIVES, algorithms_for
 
 MODELS = ("transfer", "analytic")
-DEFAULT_CCL = Path(__file__).resolve().parent.parent.parent / "configs" / "ccl.yaml"
+DEFAULT_CCL = files("coopsim.configs") / "ccl.yaml"  # a Traversable (docs/adr/0013)
 
 
 class CclConfigError(ValueError):
@@ -36,7 +37,7 @@ class CclConfig:
 
 
 def load_ccl(spec=None) -> CclConfig:
-    """``spec``: None (configs/ccl.yaml), a path, or a mapping merged over the default file."""
+    """``spec``: None (coopsim/configs/ccl.yaml), a path, or a mapping merged over the default file."""
     base = _read(DEFAULT_CCL)
     source = str(DEFAULT_CCL)
     if isinstance(spec, CclConfig):

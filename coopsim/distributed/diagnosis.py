@@ -8,6 +8,7 @@ wait-for cycle.
 
 from __future__ import annotations
 
+from coopsim.distributed.backend import P2P_RULES
 from coopsim.distributed.state import SLOT
 
 
@@ -62,6 +63,8 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         report["details"].append(f"point-to-point wait-for cycle: {chain} -> rank {cycle[0]}")
         for r in cycle:
             by_rank[r]["cycle"] = list(cycle)
+    for backend in sorted({state.semantics.get(r, "nccl") for r in peers}):  # the ranks' defaults
+        report["details"].append(f"p2p semantics: {P2P_RULES[backend]}")
 
 
 def _cycles(peers: dict) -> list[list[int]]:

@@ -130,7 +130,8 @@ class TimedRun:
         self.ends_started = [dict() for _ in schedule.steps]
         self._routes: dict = {}  # (src, dst) -> route: looked up once per pair, not per transfer
         tmp = schedule.tmp_count
-        self.bufs = [{"in": a.ins, "out": a.outs,
+        self.hollow = arrivals[0].hollow  # timing-only buffers: transfers, no data (ADR-0020)
+        self.bufs = None if self.hollow else [{"in": a.ins, "out": a.outs,
                       "tmp": np.zeros(tmp, dtype=(a.ins if a.ins is not None else a.outs).dtype)}
                      for a in arrivals]
 
@@ -166,6 +167,8 @@ class TimedRun:
         return route
 
     def _payload(self, x):
+        if self.hollow:
+            return None
         return self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count].copy()
 
     def _local(self, r, i, x) -> None:
@@ -185,7 +188,7 @@ class TimedRun:
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
 
         def arrived(_h):
-            if eager:
+            if eager and not self.hollow:
                 self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
             else:
                 self.received[x.dst].append((i, x, payload))
@@ -213,6 +216,8 @@ class TimedRun:
         self._start_step(r, k + 1)
 
     def _apply(self, x, payload) -> None:
+        if self.hollow:
+            return
         target = self.bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
         if x.reduce:
             self.plan.ufunc(target, payload, out=target)
@@ -221,7 +226,7 @@ class TimedRun:
 
     def _rank_done(self, r: int) -> None:
         arrival = self.arrivals[r]
-        if self.plan.post is not None and arrival.outs is not None and self._holds_result(r):
+        if self.plan.post is not None and arrival.outs is not None and not self.hollow and self._holds_result(r):
             arrival.outs[:] = self.plan.post(arrival.outs)
         self.collective.member_done(arrival)
 
@@ -236,5 +241,6 @@ def run_analytic(collective, arrivals, plan) -> None:
     ns = analytic_time_ns(plan.collective, plan.algorithm, len(arrivals), plan.nbytes,
                           plan.alpha_ns, plan.beta_ns_per_byte, plan.gamma_ns_per_byte, plan.nodes)
     finished = Handle(("{} (analytic)", collective.name))
-    finished.add_callback(lambda _h: (reference(plan, arrivals), collective.complete_all(arrivals)))
+    hollow = arrivals[0].hollow
+    finished.add_callback(lambda _h: (hollow or reference(plan, arrivals), collective.complete_all(arrivals)))
     engine.schedule(finished, engine.now_ns + ns)

@@ -20,8 +20,8 @@ from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival
 from coopsim.distributed.state import SLOT
-from coopsim.engine import all_of
-from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16
+from coopsim.engine import Handle, all_of
+from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
 
 
 class _NonGroupMember:
@@ -39,14 +39,24 @@ class GroupMember:
 class Work:
     """``torch.distributed.Work``: an asynchronous collective or p2p op."""
 
-    def __init__(self, rt, handle, failure=None, post=None):
+    def __init__(self, rt, handle, failure=None, post=None, stream_of=None, outputs=None):
         self._rt = rt
+        self._outputs = outputs if outputs is not None else ([post.tensor] if post is not None else [])
         self._handle = handle
         self._failure = failure  # callable -> the exception that failed the op, or None
         self._post = post  # a p2p op's Post, None for a collective
+        self._stream_of = stream_of  # nccl p2p: the device whose current stream wait() blocks
 
     def wait(self, timeout=None) -> bool:
-        """Block the calling rank until the op has completed (raises if it failed)."""
+        """Block until the op has completed. An nccl p2p op blocks the device's current stream
+        instead of the host (``WorkNCCL::wait`` -> ``synchronizeStream``), unless a timeout is
+        given (then it blocks the host too, as there)."""
+        device = self._stream_of
+        if device is not None and timeout is None:
+            if not self._handle.done:
+                device.stream.enqueue(0.0, f"current stream waits for {self._handle.desc}",
+                                      deps=(self._handle,))
+            return True
         self._rt.wait(self._handle)
         return True
 
@@ -58,6 +68,56 @@ class Work:
 
     def exception(self):
         return self._failure() if self._failure is not None else None
+
+    def get_future(self) -> "Future":
+        """A ``torch.futures.Future`` completed with the op; its value is the op's output
+        tensors (a p2p op's tensor)."""
+        return Future(self._rt, self._handle, lambda: self._outputs, self)
+
+
+class Future:
+    """``torch.futures.Future`` of a Work: ``wait()``, ``value()``, ``done()``, ``then(fn)``.
+
+    ``then`` callbacks run when the op completes, inside the simulation's step: they must not
+    block (no host reads of unfinished tensors, no waits), as a CUDA future's callbacks must not.
+    """
+
+    def __init__(self, rt, handle, value, work=None):
+        self._rt = rt
+        self._handle = handle
+        self._value = value  # callable -> the value, once done
+        self._work = work
+
+    def done(self) -> bool:
+        return self._handle.done
+
+    def wait(self):
+        if self._work is not None:
+            self._work.wait()
+        else:
+            self._rt.wait(self._handle)
+        return self.value()
+
+    def value(self):
+        error = self._work.exception() if self._work is not None else None
+        if error is not None:
+            raise error
+        return self._value()
+
+    def then(self, callback) -> "Future":
+        result: list = []
+        chained = Handle(f"then() of {self._handle.desc}")
+        engine = self._rt.engine
+
+        def run(_h=None):
+            result.append(callback(self))
+            engine.schedule(chained, engine.now_ns)
+
+        if self._handle.done:
+            run()
+        else:
+            self._handle.add_callback(run)
+        return Future(self._rt, chained, lambda: result[0])
 
 
 def caller(rt, what: str, initialized: bool = True):
@@ -132,17 +192,20 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
         "splits_in": splits_in, "splits_out": splits_out,
     }
     finishers = []
-    if ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
+    hollow = bool(tensors) and timing_only(tensors[0])
+    if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
+        prepare = finish = None
+    elif ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
         # in-place forms (output is the input's chunk, or the input is the output's chunk):
         # the schedule writes a separate buffer, copied into the tensor when done
         target, outs = outs, np.empty_like(outs)
         finishers.append(functools.partial(np.copyto, target, outs))
-    if dtype is bfloat16:
+    if dtype is bfloat16 and not hollow:
         finishers.insert(0, functools.partial(round_bfloat16, outs))
     if finish is not None:
         finishers.append(finish)
     rendezvous = g.collective(state, seq, what)
-    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, _chain(finishers), ins.size)
+    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, _chain(finishers), ins.size, hollow)
     done = rendezvous.arrive(arrival)
     pending = state.pending.setdefault(task.rank, [])
     pending.append(arrival)
@@ -155,14 +218,24 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
         hook({"kind": "collective", "task": task, "group": g, "seq": seq, "op": what, "ins": ins,
               "outs": outs, "dtype": dtype, "done": done, "started": lambda: member in rendezvous.ready})
-    return Work(rt, op, lambda: rendezvous.error) if async_op else None
+    if not async_op and state.backend_of(g, task.rank) == "gloo":
+        rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
+    return Work(rt, op, lambda: rendezvous.error, outputs=list(written)) if async_op else None
 
 
-def p2p(rt, ops) -> list:
-    """Post ``ops`` (``(kind, tensor, peer, group, tag, group_peer)``, kind "send"/"recv"),
-    then enqueue them as ONE stream op (NCCL's group semantics: the ops of a batch progress
-    together, so a ring of send-then-receive does not deadlock). One Work (or None, for a
-    rank outside the group) per op."""
+def p2p(rt, ops, batched: bool = False) -> list:
+    """Post ``ops`` (``(kind, tensor, peer, group, tag, group_peer)``, kind "send"/"recv") as
+    the calling rank's backend does it (docs/adr/0015); one Work (or None, for a rank
+    outside the group) per op.
+
+    - nccl, one op: on the rank's stream for that peer pair, after the work already on its
+      current stream; ``Work.wait()`` makes the current stream wait (the host goes on);
+    - nccl, a batch (``batched``): ONE op on the device stream (ProcessGroupNCCL runs a
+      batch on the device's communicator, inside ncclGroupStart/End: its ops progress
+      together, so a ring of send-then-receive completes);
+    - gloo: each op progresses on its own once its tensor's pending device writes are done;
+      ``Work.wait()`` blocks the host until the op completed.
+    """
     posts = [_post(rt, *op) for op in ops]
     live = [post for post in posts if post is not None]
     if not live:
@@ -171,15 +244,20 @@ def p2p(rt, ops) -> list:
     device = live[0].tensor._storage.device
     if any(post.tensor._storage.device is not device for post in live):
         raise ValueError("batch_isend_irecv: all tensors must be on one device")
-
-    def start():
-        handles = [state.p2p.ready(post) for post in live]
-        if len(handles) == 1:
-            return handles[0]
-        return all_of(rt.engine, handles, f"batch of {len(handles)} p2p ops")
-
-    desc = live[0].describe() if len(live) == 1 else f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
-    op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns)
+    backend = state.backend_of(live[0].group, live[0].rank)
+    if backend == "gloo":
+        return [None if post is None else _gloo(rt, state, post) for post in posts]
+    if batched:
+        start = functools.partial(_start_batch, rt, state, live)
+        desc = f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
+        op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns)
+    else:
+        post = live[0]
+        current = device.stream.last
+        stream = state.p2p.pair_stream(post.rank, post.peer, device)
+        op = stream.enqueue_work(post.describe(), functools.partial(state.p2p.ready, post),
+                                 device.kind.launch_overhead_ns,
+                                 deps=() if current is None or current.done else (current,))
     works = []
     for post in posts:
         if post is None:
@@ -188,12 +266,28 @@ def p2p(rt, ops) -> list:
         if post.kind == "recv":
             post.tensor._storage.last_write = op
         state.p2p.track(op, post)
-        works.append(Work(rt, op, lambda post=post: post.error, post))
-        for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
-            hook({"kind": "p2p", "task": post.task, "group": post.group, "seq": None, "op": post.kind,
-                  "ins": post.flat, "outs": post.flat, "dtype": post.tensor.dtype, "done": post.done,
-                  "started": lambda post=post: post.ready, "peer": post.peer})
+        works.append(Work(rt, op, lambda post=post: post.error, post, stream_of=device))
     return works
+
+
+def _start_batch(rt, state, live):
+    handles = [state.p2p.ready(post) for post in live]
+    if len(handles) == 1:
+        return handles[0]
+    return all_of(rt.engine, handles, f"batch of {len(handles)} p2p ops")
+
+
+def _gloo(rt, state, post) -> Work:
+    """gloo: the op starts once the work queued on the tensor's device is done (gloo works
+    on host memory, where ops are synchronous; coopsim's memory is the device's, so its
+    pending reads and writes must be over); the Work completes with the op."""
+    last = post.tensor._storage.device.stream.last
+    pending = () if last is None or last.done else (last,)
+    all_of(rt.engine, pending, f"gloo {post.describe()}: the device work queued before it").add_callback(
+        lambda _h: state.p2p.ready(post))
+    if post.kind == "recv":
+        post.tensor._storage.last_write = post.done
+    return Work(rt, post.done, lambda: post.error, post)
 
 
 def _post(rt, kind, tensor, peer, group, tag, group_peer):
@@ -209,6 +303,8 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
         peer = g.ranks[group_peer]
     if kind == "send" and peer is None:
         raise ValueError("isend: dst must be given")
+    if peer is None and state.backend_of(g, task.rank) == "nccl":
+        raise RuntimeError("Backend nccl does not support recvAnysource")
     if peer is not None and g.member(peer) < 0:
         raise ValueError(f"{what}: rank {peer} is not in group {g.name} (ranks {list(g.ranks)})")
     if peer == task.rank:
@@ -216,7 +312,11 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
                          "the rank of the current process." if kind == "send" else
                          "Invalid source rank: source rank should not be the same as the rank "
                          "of the current process.")
-    return state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
+    post = state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
+    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+        hook({"kind": "p2p", "task": task, "group": g, "seq": None, "op": kind, "ins": flat, "outs": flat,
+              "dtype": tensor.dtype, "done": post.done, "started": lambda: post.ready, "peer": peer})
+    return post
 
 
 def _chain(calls):

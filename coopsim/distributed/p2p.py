@@ -2,14 +2,21 @@
 
 A send and a receive match when they name each other (a receive with ``src=None`` takes any
 sender), on the same group and tag, in posting order (posting happens in round order: C9).
-A matched pair is checked (size and dtype: ``CollectiveMismatchError`` in both ranks), and the
-transfer starts when both ranks' streams have reached their op.
+A matched pair is checked (size and dtype: ``CollectiveMismatchError`` in the ranks still
+running), and the transfer starts when both sides are ready: under nccl when both ranks' streams
+have reached their op (a single op runs on its peer pair's own stream, ``pair_stream``); under
+gloo when the tensor's pending device writes are done (gloo works on the host). See
+docs/adr/0015-p2p-and-backend-semantics.md.
 """
 
 from __future__ import annotations
 
-from coopsim.engine import Handle
+import sys
+
+from coopsim.engine import Handle, Stream
 from coopsim.errors import CollectiveMismatchError
+from coopsim.runtime.frames import user_location
+from coopsim.tensor.ops import timing_only
 
 
 class P2POpHandle(Handle):
@@ -26,7 +33,7 @@ class Post:
     """A posted send or receive."""
 
     __slots__ = ("kind", "rank", "peer", "group", "tag", "tensor", "flat", "task", "done",
-                 "ready", "match", "error")
+                 "ready", "match", "error", "where")
 
     def __init__(self, kind, rank, peer, group, tag, tensor, flat, task):
         self.kind = kind  # "send" | "recv"
@@ -41,6 +48,7 @@ class Post:
         self.ready = False
         self.match: Post | None = None
         self.error = None
+        self.where = user_location(sys._getframe(1))  # the user's file:line, for reports
 
     def describe(self) -> str:
         peer = "any" if self.peer is None else self.peer
@@ -55,8 +63,26 @@ class P2P:
         self.rt = rt  # the runtime port
         self.unmatched: list[Post] = []  # in posting order
         self.by_op: dict = {}  # stream op Handle -> its Post, while incomplete (for reports)
+        self.posts: list[Post] = []  # every post, in posting order (pruned when done)
+        self.streams: dict = {}  # (rank, low rank, high rank) -> that rank's pair Stream
+
+    def pair_stream(self, rank: int, peer: int, device) -> Stream:
+        """``rank``'s stream for its p2p ops with ``peer`` (ProcessGroupNCCL's communicator
+        and stream per ``getKeySendRecv(rank, peer)``: one per unordered pair, per rank)."""
+        low, high = min(rank, peer), max(rank, peer)
+        key = (rank, low, high)
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = Stream(self.rt.engine, f"dev{device.index} p2p {low}:{high}")
+        return stream
+
+    def open_posts(self) -> list[Post]:
+        """The posts not completed yet, in posting order."""
+        self.posts = [p for p in self.posts if not p.done.done]
+        return self.posts
 
     def post(self, post: Post) -> Post:
+        self.posts.append(post)
         matches = [other for other in self.unmatched if self._pair(post, other)]
         if matches:
             other = matches[0]
@@ -87,8 +113,8 @@ class P2P:
                f"{recv.describe()} expects {recv.flat.size} elements of {recv.tensor.dtype}")
         for side in (send, recv):
             side.error = CollectiveMismatchError(msg, None, ["size" if send.flat.size != recv.flat.size else "dtype"])
-        other = b  # a is the caller: it raises; b may be blocked
-        if not other.task.greenlet.dead:
+        other = b  # a is the caller: it raises; b may be blocked (or ended: nccl's send returns)
+        if other.task.greenlet is not None and not other.task.greenlet.dead:
             self.rt.interrupt(other.task, other.error)
         raise a.error
 
@@ -104,13 +130,14 @@ class P2P:
         recv = send.match
         rt = self.rt
         engine = rt.engine
-        payload = send.flat.copy()
-        nbytes = payload.size * send.tensor.dtype.itemsize
+        payload = None if timing_only(send.tensor) else send.flat.copy()  # timing-only: no data moves (ADR-0020)
+        nbytes = send.flat.size * send.tensor.dtype.itemsize
         src_dev, dst_dev = send.tensor._storage.device.index, recv.tensor._storage.device.index
         route = rt.topology.route(src_dev, dst_dev)
 
         def arrived(_h):
-            recv.flat[:] = payload
+            if payload is not None:
+                recv.flat[:] = payload
             engine.schedule(send.done, engine.now_ns)
             engine.schedule(recv.done, engine.now_ns)
 

@@ -122,7 +122,7 @@ def _equal_nodes(nodes) -> bool:
 def _single_rank(arrivals) -> None:
     """p == 1 (or no data): every output is its rank's input (AVG divides by 1)."""
     for a in arrivals:
-        if a.ins is not None and a.outs is not None and a.ins is not a.outs:
+        if a.ins is not None and a.outs is not None and a.ins is not a.outs and not a.hollow:
             a.outs[:] = a.ins
 
 

@@ -41,12 +41,14 @@ class CollectiveOp(Handle):
 class Arrival:
     """One member's call: ``ins``/``outs`` are its flat buffers (numpy views), ``prepare``
     (optional) fills ``ins`` when the collective starts, ``finish`` (optional) runs when the
-    member's part completes (e.g. copies a staging buffer into a tensor list)."""
+    member's part completes (e.g. copies a staging buffer into a tensor list). ``hollow``:
+    the buffers are timing-only (ADR-0020): the collective takes its time and moves no data."""
 
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
-                 "numel")
+                 "numel", "hollow")
 
-    def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0):
+    def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
+                 hollow=False):
         self.task = task
         self.member = member
         self.fingerprint = fingerprint
@@ -56,6 +58,7 @@ class Arrival:
         self.prepare = prepare
         self.finish = finish
         self.numel = numel
+        self.hollow = hollow
 
 
 class Collective:

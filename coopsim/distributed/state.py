@@ -25,6 +25,8 @@ class DistState:
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
         self.initialized: dict[int, str] = {}  # rank -> backend
+        self.semantics: dict[int, str] = {}  # rank -> "nccl" | "gloo" (backend.cuda_backend)
+        self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
         self.pending: dict[int, list] = {}  # rank -> its open collective Arrivals, in order
@@ -63,3 +65,7 @@ class DistState:
                                f"monitoredBarrier in {ms} ms")
         engine.schedule(entry["release"], engine.now_ns)
         return None
+
+    def backend_of(self, group, rank: int) -> str:
+        """The semantics ("nccl" | "gloo") of ``rank``'s ops on ``group`` (docs/adr/0015)."""
+        return self.group_semantics.get(group.gid) or self.semantics.get(rank, "nccl")

@@ -12,6 +12,7 @@ import datetime
 import numpy as np
 
 from coopsim.distributed.tables import IN_PLACE, KIND
+from coopsim.tensor.ops import flat  # noqa: F401 - the one helper, re-exported for the API
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # gloo's default, as torch.distributed
 
@@ -46,15 +47,6 @@ def reduce_op_name(op, tensor) -> str:
     if op.name in ("BAND", "BOR", "BXOR") and tensor.dtype.is_floating_point:
         raise ValueError(f"Cannot use ReduceOp.{op.name} with {tensor.dtype}")
     return op.name
-
-
-def flat(tensor, what: str) -> np.ndarray:
-    """The tensor's data as a flat numpy view (the tensor must be a contiguous coopsim one)."""
-    if not hasattr(tensor, "_storage"):
-        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
-    if not tensor.is_contiguous():
-        raise ValueError("Tensors must be contiguous")
-    return tensor._array.reshape(-1)
 
 
 def same_dtype(a, b, what) -> None:

@@ -102,3 +102,10 @@ class Stream:
                 self._tail_ns = end
 
         all_of(self.engine, blockers, ("blockers of {}", op)).add_callback(ready)
+
+    def abandon(self) -> None:
+        """Forget the ops that can never complete (their spawn ended): ops enqueued from now
+        on do not wait for them."""
+        if self.last is not None and not self.last.done:
+            self.last = None
+            self._tail_ns = self.engine.now_ns

@@ -42,7 +42,7 @@ class TraceRecorder:
     ``with ctx.sim.trace(path):`` attaches on entry, and on exit detaches and writes ``path``
     (also when the block raises: a trace of a failed run is the one you want to see).
     ``attach``/``detach``/``events``/``write`` are there for tools that record several windows
-    (benches.collective_bench). Ops still running at exit have no end and are left out.
+    (coopsim.bench). Ops still running at exit have no end and are left out.
     """
 
     def __init__(self, rt, path=None):

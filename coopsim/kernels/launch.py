@@ -18,7 +18,8 @@ import itertools
 
 import numpy as np
 
-from coopsim.engine import Handle
+from coopsim.engine import Handle, all_of
+from coopsim.tensor.ops import flat as flat_view
 from coopsim.runtime.scheduler import Task
 
 
@@ -62,7 +63,7 @@ class Program:
     def load(self, tensor, offsets, mask=None, other=0) -> np.ndarray:
         """Elements ``offsets`` (into the tensor's flat, contiguous data); masked-off lanes
         read ``other``. Costs the bytes of the lanes read."""
-        flat = _flat(tensor, "load")
+        flat = flat_view(tensor, "load")
         offsets = np.asarray(offsets)
         _check_bounds(offsets if mask is None else offsets[np.broadcast_to(mask, offsets.shape)],
                       flat.size, "load")
@@ -79,17 +80,20 @@ class Program:
 
     def store(self, tensor, offsets, value, mask=None) -> None:
         """Write ``value`` (broadcast to ``offsets``' shape) at ``offsets``, where ``mask``."""
-        flat = _flat(tensor, "store")
+        flat = flat_view(tensor, "store")
         offsets = np.asarray(offsets)
         value = np.broadcast_to(np.asarray(value).astype(flat.dtype, copy=False), offsets.shape)
         _check_bounds(offsets if mask is None else offsets[np.broadcast_to(mask, offsets.shape)],
                       flat.size, "store")
+        hollow = not flat.flags.writeable  # a timing-only tensor: the store costs, writes nothing
         if mask is None:
-            flat[offsets] = value
+            if not hollow:
+                flat[offsets] = value
             lanes = offsets.size
         else:
             mask = np.broadcast_to(np.asarray(mask, dtype=bool), offsets.shape)
-            flat[offsets[mask]] = value[mask]
+            if not hollow:
+                flat[offsets[mask]] = value[mask]
             lanes = int(mask.sum())
         self._spend_memory(lanes * flat.itemsize)
 
@@ -118,16 +122,6 @@ def _check_bounds(offsets: np.ndarray, size: int, what: str) -> None:
                          f"{offsets.min()}..{offsets.max()}; mask the lanes past the end")
 
 
-def _flat(tensor, what: str) -> np.ndarray:
-    """The tensor's data as a flat writable numpy view (the tensor must be contiguous)."""
-    array = getattr(tensor, "_array", None)
-    if array is None:
-        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{what}: the tensor must be contiguous (call .contiguous() or .clone())")
-    return array.reshape(-1)
-
-
 def launch(rt, kernel, grid, *args) -> Handle:
     """Enqueue ``kernel`` over ``grid`` on the caller's device stream; return the op's Handle.
 
@@ -144,22 +138,18 @@ def launch(rt, kernel, grid, *args) -> Handle:
     tensors = [a for a in args if hasattr(a, "_array") and hasattr(a, "_storage")]
 
     def start() -> Handle:
-        done = Handle(f"kernel {name} (launch {number}) programs")
-        remaining = [dims[0] * dims[1] * dims[2]]
-
-        def ended(_task):
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                rt.engine.schedule(done, rt.engine.now_ns)
-
         rank = owner.rank if owner is not None else None
+        ended = []  # one Handle per program, completed when its task ends
         for flat, pid in enumerate(itertools.product(range(dims[0]), range(dims[1]), range(dims[2]))):
             tl = Program(rt, device, pid, dims)
+            end = Handle(f"kernel {name}{list(pid)} ended")
             task = Task(f"kernel {name}{list(pid)} of {owner.name if owner is not None else 'main'}",
                         rank, (-1 if rank is None else rank, number, flat), rt.engine.now_ns,
-                        owner=owner, on_end=ended, device=device.index)
+                        owner=owner, on_end=lambda _task, end=end: rt.engine.schedule(end, rt.engine.now_ns),
+                        device=device.index)
+            ended.append(end)
             rt.add_task(task, kernel, (tl, *args))
-        return done
+        return all_of(rt.engine, ended, f"kernel {name} (launch {number}) programs")
 
     op = device.stream.enqueue_work(f"kernel {name} (launch {number}) on dev{device.index}",
                                     start, device.kind.launch_overhead_ns)

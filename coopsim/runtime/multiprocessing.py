@@ -6,6 +6,8 @@ import time
 import warnings
 
 from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
+from coopsim.runtime import processes
+from coopsim.runtime.queues import Queue, SimpleQueue
 from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Spawn
 
 _EXITCODES = {ENDED: 0, FAILED: 1, ABORTED: -15}  # aborted ranks look SIGTERM-killed, as in torch
@@ -66,6 +68,9 @@ class Multiprocessing:
 
     def __init__(self, rt):
         self._rt = rt  # the runtime port
+        self._start_method = None
+        self._started: list = []  # Processes started and not run yet (runtime/processes.py)
+        self.Process = type("Process", (processes.ProcessBase,), {"_mp": self})
 
     def start_processes(self, fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
         """Run ``fn(rank, *args)`` for each rank in ``range(nprocs)`` as a worker greenlet."""
@@ -106,3 +111,50 @@ class Multiprocessing:
             )
             warnings.warn(msg, FutureWarning, stacklevel=2)
         return self.start_processes(fn, args, nprocs, join, daemon, start_method="spawn")
+
+    # -- the multiprocessing module's launcher (runtime/processes.py) -------------------------
+
+    def _run_started(self, process, deadline) -> None:
+        processes.launch(self, process, deadline)
+
+    def set_start_method(self, method, force: bool = False) -> None:
+        """Accepted and recorded: every coopsim process runs as ``spawn`` would run it."""
+        if self._start_method is not None and not force:
+            raise RuntimeError("context has already been set")
+        if method is not None and method not in processes.START_METHODS:
+            raise ValueError(f"cannot find context for {method!r}")
+        self._start_method = method
+
+    def get_start_method(self, allow_none: bool = False):
+        if self._start_method is None and not allow_none:
+            self._start_method = "spawn"
+        return self._start_method
+
+    def get_all_start_methods(self) -> list:
+        return list(processes.START_METHODS)
+
+    def get_context(self, method=None) -> "StartContext":
+        if method is not None and method not in processes.START_METHODS:
+            raise ValueError(f"cannot find context for {method!r}")
+        return StartContext(self, method or self.get_start_method())
+
+    def SimpleQueue(self) -> SimpleQueue:  # noqa: N802 - multiprocessing's name
+        return SimpleQueue(self._rt)
+
+    def Queue(self, maxsize: int = 0) -> Queue:  # noqa: N802 - multiprocessing's name
+        return Queue(self._rt, maxsize)
+
+
+class StartContext:
+    """What ``get_context(method)`` returns: the module's API under one start method."""
+
+    def __init__(self, mp: Multiprocessing, method: str):
+        self._mp = mp
+        self._method = method
+        prefix = {"spawn": "SpawnProcess", "fork": "ForkProcess", "forkserver": "ForkServerProcess"}[method]
+        self.Process = type(prefix, (mp.Process,), {"_prefix": prefix})
+        self.SimpleQueue = mp.SimpleQueue
+        self.Queue = mp.Queue
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._method

@@ -33,7 +33,7 @@ class Runtime:
     """One simulated machine's runtime: its clock, devices, links, tasks and scheduler."""
 
     def __init__(self, topology, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending"):
+                 rank_order: str = "ascending", timing_only: bool = False):
         self.topology = topology
         self.seed = seed
         self.watchdog_s = watchdog_s
@@ -46,9 +46,13 @@ class Runtime:
         self.main_device = 0
         self.thread_id = threading.get_ident()
         self.explainers: list = []  # deadlock explainers: fn(report, tasks), in registration order
+        self.spawn_checks: list = []  # fn(), at a spawn's successful end; may raise
+        self.spawn_cleanups: list = [self._settle]  # fn(outcome), at every spawn's end
         self._last_pid = 0
         self._launches = 0
+        self._layer_state: dict = {}
         self.scheduler = Scheduler(self)
+        self.timing_only = timing_only  # tensors have shapes and dtypes, no data (ADR-0020)
         # Hooks for coopsim.testing (docs/adr/0025-testing-hooks.md); inert unless a tool sets them.
         self.strategy = None  # schedule exploration: round(batch), choose(sends); see coopsim.testing.explore
         self.comm_hooks: list = []  # fn(record: dict) as each collective or p2p op is issued
@@ -153,3 +157,42 @@ class Runtime:
         """``explain(report, tasks)`` adds details to every deadlock report, after the rows
         (``tasks`` are the rows' tasks, in row order)."""
         self.explainers.append(explain)
+
+    def add_spawn_end_hooks(self, check=None, cleanup=None) -> None:
+        """``check()`` runs when every rank of a spawn has ended, before the spawn counts as
+        successful; it may raise (e.g. ops that can never complete). ``cleanup(outcome)`` runs
+        at the end of every spawn (``outcome``: None or the exception), while its per-spawn
+        state is still readable; it must not raise."""
+        if check is not None:
+            self.spawn_checks.append(check)
+        if cleanup is not None:
+            self.spawn_cleanups.append(cleanup)
+
+    def drain(self) -> None:
+        """Complete everything scheduled that can complete, with no task alive (main only)."""
+        engine = self.engine
+        while engine.step_instant():
+            pass
+
+    def _settle(self, outcome) -> None:
+        """After a spawn that did not end well, let its in-flight work finish and make the
+        device streams forget ops that can never complete, so nothing of it delays the next
+        spawn (issue 9: a leftover all_reduce blocked the next spawn's stream)."""
+        spawn = self.scheduler.spawn
+        if outcome is None and all(t.state == "ended" for t in spawn.ranks):
+            return
+        self.drain()
+        woken = self.scheduler.woken  # handles the aborted tasks waited on, completed by the drain
+        for handle in woken:
+            handle.waiters = None
+        woken.clear()
+        for device in self.devices:
+            device.stream.abandon()
+
+    def context_state(self, key: str, make):
+        """The context-wide slot ``key`` of a layer above, made by ``make()`` on first use
+        (e.g. main's torch process state); it lives as long as the context."""
+        state = self._layer_state.get(key)
+        if state is None:
+            state = self._layer_state[key] = make()
+        return state

@@ -32,6 +32,7 @@ from greenlet import GreenletExit, greenlet
 
 from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout
 from coopsim.runtime.frames import user_location, user_location_of_traceback
+from coopsim.runtime.gcpause import gc_paused
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
 # A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
@@ -173,6 +174,9 @@ class Scheduler:
             return True
         try:
             done = self.run(lambda: self.live == 0, deadline)
+            if done:
+                for check in self.rt.spawn_checks:  # e.g. ops left that can never complete
+                    check()
         except BaseException as e:  # failures, deadlock, watchdog, KeyboardInterrupt, SystemExit
             self._finish_spawn(e)
             raise
@@ -181,6 +185,8 @@ class Scheduler:
         return done
 
     def _finish_spawn(self, outcome) -> None:
+        for cleanup in self.rt.spawn_cleanups:
+            cleanup(outcome)
         self.spawn.outcome = outcome
         self.spawn.finished = True
         self.spawn = None
@@ -195,10 +201,11 @@ class Scheduler:
         rt = self.rt
         watchdog = Watchdog(rt.watchdog_s, rt.thread_id) if rt.watchdog_s else None
         try:
-            if watchdog is None:
-                return self._loop(goal, deadline, None)
-            with watchdog:
-                return self._loop(goal, deadline, watchdog)
+            with gc_paused():
+                if watchdog is None:
+                    return self._loop(goal, deadline, None)
+                with watchdog:
+                    return self._loop(goal, deadline, watchdog)
         except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
             error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:

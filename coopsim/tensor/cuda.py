@@ -1,21 +1,24 @@
 """``ctx.cuda`` (and ``ctx.accelerator``): torch.cuda's device management, streams and events.
 
-Each simulated device has one stream (its ``SimDevice.stream``), which is both the default
-and the current stream. Times are virtual; ``Event.elapsed_time`` is in milliseconds, as in
+Each simulated device has its default stream (its ``SimDevice.stream``); ``Stream()`` adds
+side streams whose ops run concurrently and share the device (docs/adr/0017-cuda-streams.md),
+and ``stream(s)`` makes one the caller's current stream. Times are virtual; ``Event.elapsed_time`` is in milliseconds, as in
 PyTorch, and is exact: ``(end - start) / 1e6`` of the events' completion times in ns.
 """
 
 from __future__ import annotations
 
 from coopsim.engine import OutOfMemoryError
+from coopsim.tensor.memory import MemoryStats
+from coopsim.tensor.random import generator_for, manual_seed_all
+from coopsim.tensor.state import process_state
+from coopsim.tensor.streams import new_stream, side_streams
 from coopsim.tensor.tensor import Device, device_index
 
 
 class Stream:
-    """The stream of one device, as ``torch.cuda.current_stream()`` returns it.
-
-    Every device op of coopsim runs on this stream; there is one per device.
-    """
+    """The default stream of one device, as ``torch.cuda.default_stream()`` returns it
+    (``SideStream`` below is a stream made by ``torch.cuda.Stream()``)."""
 
     def __init__(self, cuda, index: int):
         self._cuda = cuda  # the Cuda namespace this stream belongs to
@@ -45,6 +48,11 @@ class Stream:
     def wait_event(self, event) -> None:
         """Work queued on this stream from now on starts after ``event`` completes."""
         event.wait(self)
+
+    def wait_stream(self, stream) -> None:
+        """Work queued on this stream from now on starts after the work queued on
+        ``stream`` so far (``torch.cuda.Stream.wait_stream``)."""
+        self.wait_event(stream.record_event())
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Stream) and other._stream is self._stream
@@ -76,7 +84,7 @@ class Event:
 
     def _stream(self, stream, what: str):
         if stream is None:
-            return Stream(self._cuda, self._cuda._rt.current_device().index)
+            return self._cuda.current_stream()
         if not isinstance(stream, Stream):
             raise TypeError(f"Event.{what}: stream must be None or ctx.cuda.current_stream(...), "
                             f"got {stream!r}")
@@ -146,14 +154,149 @@ class Cuda:
         self._rt.set_current_device(device_index(self._rt, device, "set_device"))
 
     def synchronize(self, device=None) -> None:
-        """Wait (host) until all work queued on ``device`` (default: the current) is done."""
-        Stream(self, device_index(self._rt, device, "synchronize")).synchronize()
+        """Wait (host) until all work queued on ``device`` (default: the current), on all its
+        streams, is done."""
+        index = device_index(self._rt, device, "synchronize")
+        Stream(self, index).synchronize()
+        for side in side_streams(self._rt, index):
+            SideStream(self, index, side).synchronize()
 
     def current_stream(self, device=None) -> Stream:
-        return Stream(self, device_index(self._rt, device, "current_stream"))
+        """The caller's current stream of ``device``: the one a ``stream(s)`` block set, else
+        the default stream."""
+        index = device_index(self._rt, device, "current_stream")
+        side = process_state(self._rt).streams.get(index)
+        return Stream(self, index) if side is None else SideStream(self, index, side)
 
-    default_stream = current_stream
+    def default_stream(self, device=None) -> Stream:
+        return Stream(self, device_index(self._rt, device, "default_stream"))
 
     def memory_allocated(self, device=None) -> int:
         """Bytes held by live tensors' storages on ``device`` (default: the current)."""
         return self._rt.devices[device_index(self._rt, device, "memory_allocated")].allocated_bytes
+
+    # -- the torch surface (docs/adr/0016-torch-surface.md) ---------------------------------
+
+    def _index(self, device, what: str) -> int:
+        return device_index(self._rt, device, what)
+
+    def max_memory_allocated(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).max_memory_allocated(device)
+
+    def reset_peak_memory_stats(self, device=None) -> None:
+        MemoryStats(self._rt, self._index).reset_peak_memory_stats(device)
+
+    def memory_reserved(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).memory_reserved(device)
+
+    def max_memory_reserved(self, device=None) -> int:
+        return MemoryStats(self._rt, self._index).max_memory_reserved(device)
+
+    def empty_cache(self) -> None:
+        """Nothing is cached (no caching allocator is modelled)."""
+
+    def mem_get_info(self, device=None) -> tuple:
+        return MemoryStats(self._rt, self._index).mem_get_info(device)
+
+    def get_device_name(self, device=None) -> str:
+        """The device kind's name in the topology (e.g. ``a100_sxm4_80gb``)."""
+        return self._rt.devices[self._index(device, "get_device_name")].kind.name
+
+    def get_device_properties(self, device=None) -> "DeviceProperties":
+        return DeviceProperties(self._rt.devices[self._index(device, "get_device_properties")])
+
+    def manual_seed(self, seed) -> None:
+        """Seeds the caller's generator of its current device."""
+        generator_for(self._rt, self._rt.current_device().index).manual_seed(seed)
+
+    def manual_seed_all(self, seed) -> None:
+        manual_seed_all(self._rt, seed, cpu=False, cuda=True)
+
+    def initial_seed(self) -> int:
+        return generator_for(self._rt, self._rt.current_device().index).initial_seed()
+
+    def Stream(self, device=None, priority: int = 0) -> "SideStream":
+        """``torch.cuda.Stream``: a new stream on ``device`` (default: the current)."""
+        index = device_index(self._rt, device, "Stream")
+        return SideStream(self, index, new_stream(self._rt, index), priority)
+
+    def stream(self, stream) -> "StreamContext":
+        return StreamContext(self._rt, stream)
+
+    def set_stream(self, stream) -> None:
+        _set_current(process_state(self._rt).streams, stream.device_index, stream)
+
+
+class SideStream(Stream):
+    """A stream made by ``torch.cuda.Stream()``: its own in-order queue on the device, whose
+    ops run concurrently with the other streams' and share the device
+    (docs/adr/0017-cuda-streams.md). ``priority`` is recorded, not modelled."""
+
+    def __init__(self, cuda, index: int, engine_stream, priority: int = 0):
+        self._cuda = cuda
+        self.device_index = index
+        self._stream = engine_stream
+        self.priority = priority
+
+    def __hash__(self) -> int:
+        return hash((self.device_index, self._stream.name))
+
+    def __repr__(self) -> str:
+        return f"<coopsim Stream {self._stream.name} of cuda:{self.device_index}>"
+
+
+class StreamContext:
+    """``torch.cuda.stream(s)``: ``s`` is the caller's current stream of its device inside
+    the block; ``None`` changes nothing."""
+
+    def __init__(self, rt, stream):
+        if stream is not None and not isinstance(stream, Stream):
+            raise TypeError(f"torch.cuda.stream: expected a ctx.cuda.Stream or None, got {stream!r}")
+        self._rt = rt
+        self._stream = stream
+        self._saved = []
+
+    def __enter__(self):
+        if self._stream is not None:
+            streams = process_state(self._rt).streams
+            index = self._stream.device_index
+            self._saved.append(streams.get(index))
+            _set_current(streams, index, self._stream)
+        return self._stream
+
+    def __exit__(self, *exc):
+        if self._stream is not None:
+            streams = process_state(self._rt).streams
+            previous = self._saved.pop()
+            if previous is None:
+                streams.pop(self._stream.device_index, None)
+            else:
+                streams[self._stream.device_index] = previous
+        return False
+
+
+def _set_current(streams: dict, index: int, stream) -> None:
+    if isinstance(stream, SideStream):
+        streams[index] = stream._stream
+    else:
+        streams.pop(index, None)  # the default stream
+
+
+class DeviceProperties:
+    """``torch.cuda.get_device_properties``: what the topology says about a device (name,
+    total_memory, and the kind's roofline numbers). Fields the topology does not give
+    (``multi_processor_count``, ``major``/``minor`` ...) raise AttributeError saying so."""
+
+    def __init__(self, device):
+        kind = device.kind
+        self.name = kind.name
+        self.total_memory = kind.memory_bytes
+        self.memory_bandwidth_GBps = kind.memory_bandwidth_GBps
+        self.peak_flops = dict(kind.peak_flops)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"coopsim has no torch.cuda.get_device_properties().{name}: the "
+                             f"topology YAML does not describe it (see docs/torch-surface.md)")
+
+    def __repr__(self) -> str:
+        return f"_CudaDeviceProperties(name='{self.name}', total_memory={self.total_memory // 2**20}MB)"

@@ -1,4 +1,6 @@
-"""Tensor ops: dtypes and type promotion, shape and scalar rules, storage, and the ops.
+"""Tensor ops: scalar and shape rules, storage, ``launch``, and the core ops (reductions,
+matmul, copy, fill); binary elementwise ops are in ``coopsim.tensor.elementwise``, dtypes
+and promotion in ``coopsim.tensor.dtypes``, the other families in their own modules.
 
 ``coopsim.tensor`` holds the ``Tensor`` surface and the host-read barrier; this module holds
 what its device ops do (docs/adr/0005-device-cost-model.md). Each op validates everything on
@@ -10,136 +12,36 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections import namedtuple
 
 import numpy as np
 
-# ``torch.return_types.max``: what ``max(dim)`` returns.
-MaxResult = namedtuple("max", ["values", "indices"])
-
-
-class DType:
-    """A tensor element type, as ``torch.dtype``: ``itemsize`` bytes per element.
-
-    Invariants: the five instances below are the only ones; they are immutable.
-    ``_np`` is the numpy type of the stored data, ``_opmath`` the type ops compute in
-    (float32 for the 16-bit floats, as CUDA kernels do). bfloat16 has no numpy type: it is
-    stored as float32 holding only bfloat16 values (every op that writes it rounds, see
-    ``round_bfloat16``); its sizes and costs are bfloat16's (2 bytes an element).
-    """
-
-    __slots__ = ("_name", "itemsize", "is_floating_point", "is_signed", "is_complex", "_np",
-                 "_opmath", "_scalar_name")
-
-    def __init__(self, name: str, itemsize: int, floating: bool, np_type, opmath, scalar_name: str):
-        for slot, value in (("_name", name), ("itemsize", itemsize), ("is_floating_point", floating),
-                            ("is_signed", True), ("is_complex", False), ("_np", np.dtype(np_type)),
-                            ("_opmath", np.dtype(opmath)), ("_scalar_name", scalar_name)):
-            object.__setattr__(self, slot, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"dtype {self} is immutable")
-
-    def __repr__(self) -> str:
-        return f"torch.{self._name}"
-
-    def __reduce__(self):
-        return dtype_named, (self._name,)
-
-
-float32 = DType("float32", 4, True, np.float32, np.float32, "Float")
-float16 = DType("float16", 2, True, np.float16, np.float32, "Half")
-bfloat16 = DType("bfloat16", 2, True, np.float32, np.float32, "BFloat16")
-int32 = DType("int32", 4, False, np.int32, np.int32, "Int")
-int64 = DType("int64", 8, False, np.int64, np.int64, "Long")
-DTYPES = (float32, float16, bfloat16, int32, int64)
-_FROM_NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float16): float16,
-               np.dtype(np.int32): int32, np.dtype(np.int64): int64}
-
-
-def dtype_named(name: str) -> DType:
-    """The dtype called ``name`` ("float32" ...)."""
-    return next(d for d in DTYPES if d._name == name)
-
-
-def dtype_arg(dtype, default: DType, what: str) -> DType:
-    """``dtype`` (None: ``default``) checked to be one of ``DTYPES``."""
-    if dtype is None:
-        return default
-    if isinstance(dtype, DType):
-        return dtype
-    raise TypeError(f"{what}: dtype must be a coopsim dtype (ctx.float32, ctx.float16, "
-                    f"ctx.bfloat16, ctx.int32 or ctx.int64), got {dtype!r}")
-
-
-def dtype_of_numpy(np_dtype, what: str) -> DType:
-    """The coopsim dtype of a numpy array's dtype (float32, float16, int32, int64)."""
-    found = _FROM_NUMPY.get(np.dtype(np_dtype))
-    if found is None:
-        raise TypeError(f"{what}: numpy dtype {np.dtype(np_dtype)} is not supported; coopsim "
-                        f"tensors are float32, float16, bfloat16, int32 or int64 (convert the "
-                        f"array first, or pass dtype=...)")
-    return found
-
-
-# -- type promotion (torch's rules, restricted to the supported dtypes) ----------------------
-
-def promote(a: DType | None, b: DType | None) -> DType | None:
-    """``torch.promote_types`` for the supported dtypes (None: no operand of that kind)."""
-    if a is b or b is None:
-        return a
-    if a is None:
-        return b
-    if a.is_floating_point != b.is_floating_point:
-        return a if a.is_floating_point else b
-    return float32 if a.is_floating_point else int64  # two distinct floats / two distinct ints
-
-
-def _combine(higher: DType | None, lower: DType | None) -> DType | None:
-    if higher is None:
-        return lower
-    if lower is None or higher.is_floating_point:
-        return higher
-    return promote(higher, lower) if lower.is_floating_point else higher
-
-
-def result_type(operands) -> DType:
-    """``torch.result_type``: tensors with dimensions decide over 0-d tensors, which decide
-    over Python scalars, unless the lower kind is floating and the higher is not.
-
-    ``operands`` holds ``(dtype, ndim)`` for tensors and Python ``int``/``float`` scalars
-    (a Python int counts as int64, a Python float as float32, torch's default dtype).
-    """
-    dims = zeros = wrapped = None
-    for v in operands:
-        if type(v) is tuple:
-            if v[1]:
-                dims = promote(dims, v[0])
-            else:
-                zeros = promote(zeros, v[0])
-        else:
-            wrapped = promote(wrapped, int64 if type(v) is int else float32)
-    return _combine(dims, _combine(zeros, wrapped))
-
-
-def can_cast(src: DType, dst: DType) -> bool:
-    """torch's ``canCast`` for an op's result into an in-place output: not float into int."""
-    return dst.is_floating_point or not src.is_floating_point
-
+from coopsim.tensor.hollow import hollow_array
+from coopsim.tensor.host import place
+from coopsim.tensor.memory import reserve
+from coopsim.tensor.streams import route
+from coopsim.tensor.dtypes import (  # noqa: F401  (re-exported: ops is where callers look)
+    DTYPES,
+    DType,
+    bfloat16,
+    bool_,
+    can_cast,
+    dtype_arg,
+    dtype_named,
+    dtype_of_numpy,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    promote,
+    result_type,
+    scalar,
+    uint8,
+)
 
 # -- Python scalars ----------------------------------------------------------------------------
-
-def scalar(value, what: str):
-    """A Python number operand as ``int`` or ``float`` (bools are ints); else TypeError."""
-    t = type(value)
-    if t is int or t is float:
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    raise TypeError(f"{what}: expected a Tensor or a Python number, got {t.__name__}")
-
 
 def checked_scalar(value, np_type: np.dtype, what: str):
     """``value`` converted to ``np_type`` as torch's ``checked_convert`` does: an integer or a
@@ -149,7 +51,9 @@ def checked_scalar(value, np_type: np.dtype, what: str):
         return RuntimeError(f"{what}: value {value} cannot be converted to type {np_type} "
                             f"without overflow")
 
-    if np_type.kind == "i":
+    if np_type.kind == "b":
+        return np.bool_(value)
+    if np_type.kind in "iu":
         if type(value) is float:
             if value != value or abs(value) == float("inf"):
                 raise overflow()
@@ -304,24 +208,25 @@ def matmul_shape(a: tuple, b: tuple, a_dtype: DType, b_dtype: DType) -> tuple:
     return shape, int(np.prod(batch, dtype=np.int64)), m, n, k
 
 
-def host_array(data, dtype: DType | None, what: str) -> tuple[np.ndarray, DType]:
+def host_array(data, dtype: DType | None, what: str, default: DType = float32) -> tuple[np.ndarray, DType]:
     """Host ``data`` as a fresh array of the tensor's numpy type, and the tensor's dtype.
 
-    Without ``dtype``, torch.tensor's inference: Python ints -> int64, floats -> float32;
-    numpy arrays keep their dtype, which must be a supported one.
+    Without ``dtype``, torch.tensor's inference: Python bools -> bool, ints -> int64, floats
+    -> ``default`` (the default dtype); numpy arrays and scalars keep their dtype (float64
+    stays float64, as torch), which must be a supported one.
     """
     try:
         array = np.array(data)
     except (ValueError, OverflowError) as e:
         raise ValueError(f"{what}: cannot make a tensor of this data: {e}") from None
-    if array.dtype.kind not in "if":
+    if array.dtype.kind not in "iufb":
         raise TypeError(f"{what}: cannot make a tensor of {type(data).__name__} data of numpy "
-                        f"dtype {array.dtype}; give ints or floats")
+                        f"dtype {array.dtype}; give bools, ints or floats")
     if dtype is None:
-        if isinstance(data, np.ndarray):
+        if isinstance(data, (np.ndarray, np.generic)):
             dtype = dtype_of_numpy(array.dtype, what)
         else:
-            dtype = int64 if array.dtype.kind == "i" else float32
+            dtype = {"b": bool_, "f": default}.get(array.dtype.kind, int64)
     dtype = dtype_arg(dtype, None, what)
     with np.errstate(all="ignore"):
         return array.astype(dtype._np), dtype
@@ -346,7 +251,7 @@ class Storage:
     is collected, after its last tensor. Construct only through ``allocate``.
     """
 
-    __slots__ = ("rt", "device", "data", "nbytes", "last_write")
+    __slots__ = ("rt", "device", "data", "nbytes", "last_write", "error")
 
     def __init__(self, rt, device, data: np.ndarray, nbytes: int):
         self.rt = rt  # the runtime port: host reads wait through rt.wait
@@ -354,18 +259,39 @@ class Storage:
         self.data = data
         self.nbytes = nbytes
         self.last_write = None
+        self.error = None  # a device-side error of an op that wrote it, raised by host reads
 
     def __del__(self):
         self.device.free(self.nbytes)
+
+
+class TimingOnlyStorage(Storage):
+    """A storage of a timing-only runtime (docs/adr/0020-timing-only-tensors.md): ``data`` is
+    a ``hollow_array`` (shape and strides, no data); it is accounted on its device as any
+    storage, ops that write it cost their time and compute nothing, host reads raise."""
+
+    __slots__ = ()
+
+
+def timing_only(t) -> bool:
+    """True if tensor ``t`` has no data (it was made by a timing-only runtime)."""
+    return type(t._storage) is TimingOnlyStorage
 
 
 def allocate(make, rt, device, shape: tuple, dtype: DType, init=np.empty):
     """``make(array, storage, dtype)`` (``Tensor._make``) over a fresh storage of ``shape``
     whose data is ``init(shape, dtype._np)``: by default uninitialised memory that an op
     will write entirely. The device's accounting comes first, so an allocation beyond its
-    memory raises OutOfMemoryError before any host memory is taken."""
+    memory raises OutOfMemoryError before any host memory is taken. A timing-only runtime
+    (``rt.timing_only``) ignores ``init``: its storages hold no data."""
     nbytes = math.prod(shape) * dtype.itemsize
-    device.allocate(nbytes)
+    if device.index is None:
+        device.allocate(nbytes)
+    else:
+        reserve(rt, device, nbytes)
+    if rt.timing_only:
+        array = hollow_array(shape, dtype._np)
+        return make(array, TimingOnlyStorage(rt, device, array, nbytes), dtype)
     try:
         array = init(shape, dtype._np)
     except BaseException:
@@ -382,11 +308,30 @@ def _result(t, shape: tuple, dtype: DType):
 
 def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     """Enqueue an op on ``device``'s stream (roofline cost); it becomes the last write of the
-    storages of the ``written`` tensors."""
-    op = device.launch(desc, nbytes, flops, dtype._name, fn)
+    storages of the ``written`` tensors. On a device with side streams the op goes on the
+    caller's current stream and shares the device (``coopsim.tensor.streams``). An op that
+    writes timing-only tensors costs the same and computes nothing (``fn`` is dropped)."""
+    if fn is not None and written and type(written[0]._storage) is TimingOnlyStorage:
+        fn = None
+    op = None
+    if written and device.index is not None:  # a side stream exists on the device: it is shared
+        op = route(written[0]._storage.rt, device, desc, nbytes, flops, dtype._cost, fn)
+    if op is None:
+        op = device.launch(desc, nbytes, flops, dtype._cost, fn)
     for t in written:
         t._storage.last_write = op
     return op
+
+
+def flat(tensor, what: str) -> np.ndarray:
+    """The data of a contiguous coopsim tensor as a flat numpy view of its storage (what
+    collectives and kernels read and write); raises at the caller for anything else."""
+    array = getattr(tensor, "_array", None)
+    if array is None or not hasattr(tensor, "_storage"):
+        raise TypeError(f"{what}: expected a coopsim Tensor, got {type(tensor).__name__}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{what}: Tensors must be contiguous (call .contiguous() or .clone())")
+    return array.reshape(-1)
 
 
 def nbytes(t) -> int:
@@ -396,7 +341,7 @@ def nbytes(t) -> int:
 def same_device(a, b) -> None:
     if a._storage.device is not b._storage.device:
         raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                           f"devices, cuda:{a._storage.device.index} and cuda:{b._storage.device.index}!")
+                           f"devices, {place(a._storage.device)} and {place(b._storage.device)}!")
 
 
 def _check_overlap(out, src) -> None:
@@ -415,74 +360,6 @@ def _check_overlap(out, src) -> None:
 # -- ops: each validates on the host, allocates its result, enqueues its fn -------------------
 # ``t`` is always a Tensor; ops make their results with ``t._make``, so this module never
 # imports ``coopsim.tensor`` (which imports it).
-
-_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
-
-
-def binary(name: str, t, other, reflected: bool = False, out=None, alpha=1):
-    """``t <name> other`` (``other <name> t`` if ``reflected``) elementwise with broadcasting,
-    into a new tensor or into ``out`` (in-place ops pass ``out=t``).
-
-    ``other`` is a tensor or a Python number. Computes in the promoted type's opmath (float32
-    for 16-bit floats), then casts to the output's dtype. Cost: bytes of the tensor inputs
-    read + bytes of the output written; one flop an output element.
-    """
-    what = name if out is None else name + "_"
-    ot = isinstance(other, type(t))
-    if ot:
-        same_device(t, other)
-    else:
-        other = scalar(other, what)
-    x, y = (other, t) if reflected else (t, other)
-    xt, yt = (ot, True) if reflected else (True, ot)
-    promoted = result_type(((x._dtype, x._array.ndim) if xt else x, (y._dtype, y._array.ndim) if yt else y))
-    if name == "div" and not promoted.is_floating_point:
-        promoted = float32  # true division, as torch
-    compute = promoted._opmath
-    alpha_c = None
-    if alpha != 1:
-        alpha = scalar(alpha, what)
-        if type(alpha) is float and not promoted.is_floating_point:
-            raise RuntimeError("For integral input tensors, argument alpha must not be a floating "
-                               "point number.")
-        alpha_c = checked_scalar(alpha, compute, what)
-    shape = broadcast_shapes(x._array.shape if xt else (), y._array.shape if yt else ())
-    if out is None:
-        out = _result(t, shape, promoted)
-    else:
-        if shape != out._array.shape:
-            raise RuntimeError(f"output with shape {list(out._array.shape)} doesn't match the "
-                               f"broadcast shape {list(shape)}")
-        if not can_cast(promoted, out._dtype):
-            raise RuntimeError(f"result type {promoted._scalar_name} can't be cast to the desired "
-                               f"output type {out._dtype._scalar_name}")
-        if ot:
-            _check_overlap(out, other)
-    xa = x._array if xt else checked_scalar(x, compute, what)
-    ya = y._array if yt else checked_scalar(y, compute, what)
-    out_arr = out._array
-    direct = out_arr.dtype == compute
-    rounds = out._dtype is bfloat16
-    ufunc = _UFUNCS[name]
-
-    def fn():
-        with np.errstate(all="ignore"):
-            a = xa.astype(compute, copy=False) if xt else xa
-            b = ya.astype(compute, copy=False) if yt else ya
-            if alpha_c is not None:
-                b = np.multiply(b, alpha_c)
-            if direct:
-                ufunc(a, b, out=out_arr)
-            else:
-                np.copyto(out_arr, ufunc(a, b), casting="unsafe")
-            if rounds:
-                round_bfloat16(out_arr)
-
-    device = t._storage.device
-    launch(device, (what + " {} on cuda:{}", shape, device.index),
-           nbytes(t) + (nbytes(other) if ot else 0) + nbytes(out), out_arr.size, promoted, fn, out)
-    return out
-
 
 def reduce(name: str, t, dim, keepdim: bool):
     """``sum``/``mean`` over ``dim`` (None: all), accumulated in float32 (floats) or int64;
@@ -514,36 +391,6 @@ def reduce(name: str, t, dim, keepdim: bool):
     launch(device, (name + " {} on cuda:{}", arr.shape, device.index), nbytes(t) + nbytes(out),
            arr.size, dtype, fn, out)
     return out
-
-
-def max_(t, dim, keepdim: bool):
-    """``max()`` -> a 0-d tensor; ``max(dim)`` -> ``(values, indices)`` (the first index of
-    the maximum, int64). Cost: bytes read + bytes written; one flop an input element."""
-    arr, device = t._array, t._storage.device
-    if dim is None:
-        if arr.size == 0:
-            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() "
-                               "== 0. Specify the reduction dim with the 'dim' argument.")
-        out = _result(t, (), t._dtype)
-        out_arr = out._array
-        launch(device, ("max {} on cuda:{}", arr.shape, device.index), nbytes(t) + nbytes(out),
-               arr.size, t._dtype, lambda: np.copyto(out_arr, np.max(arr)), out)
-        return out
-    d = wrap_dim(dim, arr.ndim, "max")
-    if arr.ndim and arr.shape[d] == 0:
-        raise IndexError(f"max(): Expected reduction dim {d} to have non-zero size.")
-    axis = d if arr.ndim else None
-    shape = reduced_shape(arr.shape, (d,) if arr.ndim else (), keepdim)
-    values, indices = _result(t, shape, t._dtype), _result(t, shape, int64)
-    v_arr, i_arr = values._array, indices._array
-
-    def fn():
-        np.copyto(v_arr, np.max(arr, axis=axis, keepdims=keepdim))
-        np.copyto(i_arr, np.argmax(arr, axis=axis, keepdims=keepdim))
-
-    launch(device, ("max(dim={}) {} on cuda:{}", d, arr.shape, device.index),
-           nbytes(t) + nbytes(values) + nbytes(indices), arr.size, t._dtype, fn, values, indices)
-    return MaxResult(values, indices)
 
 
 def matmul(a, b):

@@ -31,97 +31,30 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import ops
+from coopsim.tensor import grad, indexing, ops, random, reductions, shape, transfer
+from coopsim.tensor import math as tmath
+from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
+from coopsim.tensor.elementwise import ArithmeticMethods, binary
+from coopsim.tensor.grad import GradMethods
+from coopsim.tensor.indexing import IndexingMethods
+from coopsim.tensor.math import MathMethods
 from coopsim.tensor.ops import (
     DType,
     allocate,
     bfloat16,
+    bool_,
     dtype_arg,
-    dtype_of_numpy,
     float16,
     float32,
-    host_array,
-    host_value,
     infer_shape,
     int32,
     int64,
-    launch,
-    nbytes,
-    round_bfloat16,
-    scalar,
-    size_arg,
     wrap_dim,
 )
-
-
-class Device:
-    """``torch.device``: ``type`` ("cuda"; "cpu" can be named but holds no tensors) and
-    ``index`` (None: the caller's current device). Immutable."""
-
-    __slots__ = ("type", "index")
-
-    def __init__(self, type, index=None):
-        if isinstance(type, Device):
-            type, index = type.type, type.index
-        elif isinstance(type, int) and not isinstance(type, bool):
-            type, index = "cuda", type
-        elif isinstance(type, str) and ":" in type:
-            if index is not None:
-                raise RuntimeError(f"type (string) must not include an index because index was "
-                                   f"passed explicitly: {type}")
-            type, _, text = type.partition(":")
-            if not text.isdigit():
-                raise RuntimeError(f"Invalid device string: '{type}:{text}'")
-            index = int(text)
-        if type not in ("cuda", "cpu"):
-            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {type}")
-        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
-            raise RuntimeError(f"Device index must not be negative or a non-int, got {index!r}")
-        object.__setattr__(self, "type", type)
-        object.__setattr__(self, "index", index)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("torch.device is immutable")
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
-
-    def __hash__(self) -> int:
-        return hash((self.type, self.index))
-
-    def __str__(self) -> str:
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-    def __repr__(self) -> str:
-        if self.index is None:
-            return f"device(type='{self.type}')"
-        return f"device(type='{self.type}', index={self.index})"
-
-
-def device_index(rt, device, what: str) -> int:
-    """The index of the device that ``device`` names (None, "cuda", "cuda:i", i, a Device) for
-    the caller; raises if it is not a device of the runtime ``rt``'s topology."""
-    if device is None:
-        return rt.current_device().index
-    if not isinstance(device, (Device, str, int)) or isinstance(device, bool):
-        raise TypeError(f"{what}: device must be a torch-style device ('cuda', 'cuda:1', 1 or "
-                        f"ctx.device(...)), got {device!r}")
-    device = Device(device)
-    if device.type != "cuda":
-        raise RuntimeError(f"{what}: coopsim tensors live in accelerator memory; device "
-                           f"'{device}' holds none (use 'cuda' or 'cuda:<i>', or omit device=)")
-    if device.index is None:
-        return rt.current_device().index
-    count = len(rt.devices)
-    if device.index >= count:
-        raise RuntimeError(f"{what}: device cuda:{device.index} does not exist: topology "
-                           f"{rt.topology.name!r} has {count} devices (cuda:0 to cuda:{count - 1})")
-    return device.index
-
-
-def _is_operand(v) -> bool:
-    """What an operator accepts: a Tensor or a Python number (else NotImplemented)."""
-    return isinstance(v, (Tensor, numbers.Real))
+from coopsim.tensor.random import RandomMethods
+from coopsim.tensor.reductions import ReductionMethods, extreme
+from coopsim.tensor.shape import ShapeMethods
+from coopsim.tensor.transfer import TransferMethods, to_device
 
 
 # -- the registries (C8) -----------------------------------------------------------------------
@@ -131,6 +64,9 @@ def _is_operand(v) -> bool:
 _HOST_READ_BARRIERS = frozenset({
     "numpy", "tolist", "item", "__array__", "__repr__", "__str__", "__format__", "__bool__",
     "__float__", "__int__", "__index__", "__iter__",
+    # the torch surface (docs/adr/0016-torch-surface.md): a copy to the host, and the two
+    # comparisons that return a Python bool
+    "cpu", "allclose", "equal",
 })
 
 # Everything else a user can reach on a Tensor: metadata, views and device ops. None waits.
@@ -146,12 +82,18 @@ _DEVICE_SIDE = frozenset({
     "int", "long", "__setitem__", "__neg__", "__add__", "__radd__", "__iadd__", "__sub__",
     "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__",
     "__itruediv__", "__matmul__", "__rmatmul__", "__deepcopy__",
-    # object protocol: construction refused, identity hash, refused comparison and pickling
-    "__init__", "__hash__", "__eq__", "__ne__", "__reduce_ex__",
+    # object protocol: construction refused, identity hash, refused pickling
+    "__init__", "__hash__", "__reduce_ex__",
+    # the torch surface (docs/adr/0016-torch-surface.md): each family module lists its names.
+    # Reading ``t[mask]`` waits for the mask only (its size depends on the mask's values), as
+    # torch synchronises there.
+    *transfer.DEVICE_SIDE, *tmath.DEVICE_SIDE, *reductions.DEVICE_SIDE, *shape.DEVICE_SIDE,
+    *indexing.DEVICE_SIDE, *random.DEVICE_SIDE, *grad.DEVICE_SIDE, "is_cpu", "is_floating_point",
 })
 
 
-class Tensor:
+class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, ShapeMethods,
+             IndexingMethods, RandomMethods, TransferMethods):
     """A device tensor: ``shape``/``dtype``/``device`` metadata over a numpy view of a storage.
 
     Create tensors with the context (``ctx.zeros``, ``ctx.tensor`` ...). Device ops return at
@@ -159,7 +101,7 @@ class Tensor:
     wait for the storage's last write (C8). See the module docstring for the invariants.
     """
 
-    __slots__ = ("_array", "_storage", "_dtype")
+    __slots__ = ("_array", "_storage", "_dtype", "_requires_grad")
     __array_ufunc__ = None  # numpy defers to our operators, which refuse arrays: no silent host read
 
     def __init__(self, *args, **kwargs):
@@ -173,6 +115,7 @@ class Tensor:
         t._array = array
         t._storage = storage
         t._dtype = dtype
+        t._requires_grad = False
         return t
 
     # -- the host-read barrier ------------------------------------------------------------
@@ -181,9 +124,16 @@ class Tensor:
         """C8: wait for the last op that writes this tensor's storage, then return the live
         view of its data (callers copy before handing anything to the user)."""
         storage = self._storage
+        if type(storage) is ops.TimingOnlyStorage:
+            raise RuntimeError(f"cannot read the values of a timing-only tensor (shape "
+                               f"{list(self._array.shape)}, {self._dtype}): its runtime was made "
+                               f"with RuntimeContext(timing_only=True), whose tensors have shapes "
+                               f"and dtypes but no data; run with timing_only=False to get values")
         last = storage.last_write
         if last is not None and not last.done:
             storage.rt.wait(last)
+        if storage.error is not None:
+            raise storage.error
         return self._array
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
@@ -208,10 +158,13 @@ class Tensor:
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
+        if type(self._storage) is ops.TimingOnlyStorage:  # no values to show, as torch's meta
+            return f"tensor(..., size={tuple(self._array.shape)}, device='{self.device}', dtype={self._dtype}, timing_only=True)"
         array = self._read()
         body = np.array2string(array, separator=", ", prefix="tensor(")
-        extra = "" if self._dtype in (float32, int64) else f", dtype={self._dtype}"
-        return f"tensor({body}, device='{self.device}'{extra})"
+        extra = "" if self._dtype in (float32, int64, bool_) else f", dtype={self._dtype}"
+        where = "" if self._storage.device.index is None else f", device='{self.device}'"
+        return f"tensor({body}{where}{extra})"
 
     def __str__(self) -> str:
         return self.__repr__()
@@ -263,7 +216,8 @@ class Tensor:
 
     @property
     def device(self) -> Device:
-        return Device("cuda", self._storage.device.index)
+        index = self._storage.device.index
+        return Device("cpu") if index is None else Device("cuda", index)
 
     @property
     def ndim(self) -> int:
@@ -271,7 +225,14 @@ class Tensor:
 
     @property
     def is_cuda(self) -> bool:
-        return True
+        return self._storage.device.index is not None
+
+    @property
+    def is_cpu(self) -> bool:
+        return self._storage.device.index is None
+
+    def is_floating_point(self) -> bool:
+        return self._dtype.is_floating_point
 
     def numel(self) -> int:
         return self._array.size
@@ -338,8 +299,11 @@ class Tensor:
         return self._view_of(self._array.T)
 
     def __getitem__(self, key) -> "Tensor":
-        """Basic indexing (ints, slices with step > 0, None, ...): a view of the same storage."""
+        """Basic indexing (ints, slices with step > 0, None, ...): a view of the same storage;
+        advanced indexing (int or bool tensors, lists): a gather (``coopsim.tensor.indexing``)."""
         key = key if isinstance(key, tuple) else (key,)
+        if not indexing.is_basic(key):
+            return indexing.getitem(self, key)
         for k in key:
             if isinstance(k, slice):
                 if k.step is not None and k.step <= 0:
@@ -355,7 +319,10 @@ class Tensor:
         return self._view_of(self._array[key])
 
     def __setitem__(self, key, value) -> None:
-        """``t[key] = value``: fill or copy into the view, a device op."""
+        """``t[key] = value``: fill or copy into the view, a device op (a scatter for an
+        advanced index)."""
+        if not indexing.is_basic(key if isinstance(key, tuple) else (key,)):
+            return indexing.setitem(self, key if isinstance(key, tuple) else (key,), value)
         target = self[key]
         if isinstance(value, Tensor):
             ops.copy(target, value)
@@ -364,68 +331,8 @@ class Tensor:
 
     # -- device ops -----------------------------------------------------------------------
 
-    def add(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("add", self, other, alpha=alpha)
-
-    def add_(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("add", self, other, out=self, alpha=alpha)
-
-    def sub(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("sub", self, other, alpha=alpha)
-
-    def sub_(self, other, *, alpha=1) -> "Tensor":
-        return ops.binary("sub", self, other, out=self, alpha=alpha)
-
-    def mul(self, other) -> "Tensor":
-        return ops.binary("mul", self, other)
-
-    def mul_(self, other) -> "Tensor":
-        return ops.binary("mul", self, other, out=self)
-
-    def div(self, other) -> "Tensor":
-        return ops.binary("div", self, other)
-
-    def div_(self, other) -> "Tensor":
-        return ops.binary("div", self, other, out=self)
-
-    def __add__(self, other):
-        return ops.binary("add", self, other) if _is_operand(other) else NotImplemented
-
-    def __radd__(self, other):
-        return ops.binary("add", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __iadd__(self, other):
-        return ops.binary("add", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __sub__(self, other):
-        return ops.binary("sub", self, other) if _is_operand(other) else NotImplemented
-
-    def __rsub__(self, other):
-        return ops.binary("sub", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __isub__(self, other):
-        return ops.binary("sub", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __mul__(self, other):
-        return ops.binary("mul", self, other) if _is_operand(other) else NotImplemented
-
-    def __rmul__(self, other):
-        return ops.binary("mul", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __imul__(self, other):
-        return ops.binary("mul", self, other, out=self) if _is_operand(other) else NotImplemented
-
-    def __truediv__(self, other):
-        return ops.binary("div", self, other) if _is_operand(other) else NotImplemented
-
-    def __rtruediv__(self, other):
-        return ops.binary("div", self, other, reflected=True) if _is_operand(other) else NotImplemented
-
-    def __itruediv__(self, other):
-        return ops.binary("div", self, other, out=self) if _is_operand(other) else NotImplemented
-
     def __neg__(self) -> "Tensor":
-        return ops.binary("mul", self, -1)
+        return self.neg()
 
     def matmul(self, other) -> "Tensor":
         return ops.matmul(self, other)
@@ -445,7 +352,7 @@ class Tensor:
 
     def max(self, dim=None, keepdim: bool = False):
         """``max()``: a 0-d tensor; ``max(dim)``: ``(values, indices)``, torch's namedtuple."""
-        return ops.max_(self, dim, keepdim)
+        return extreme("max", self, dim, keepdim)
 
     def copy_(self, src) -> "Tensor":
         return ops.copy(self, src)
@@ -480,11 +387,15 @@ class Tensor:
             else:
                 device = a
         if device is not None:
-            index = device_index(self._storage.rt, device, "to")
-            if index != self._storage.device.index:
-                raise RuntimeError(f"to: copying a tensor from cuda:{self._storage.device.index} "
-                                   f"to cuda:{index} is a transfer between devices, which tensors "
-                                   f"do not model; use the collectives (send/recv)")
+            target = device_of(self._storage.rt, device, "to")
+            here = self._storage.device
+            if target is not here:
+                if here.index is not None and target.index is not None:
+                    raise RuntimeError(f"to: copying a tensor from cuda:{here.index} to cuda:"
+                                       f"{target.index} is a transfer between devices, which "
+                                       f"tensors do not model; use the collectives (send/recv)")
+                moved = self.cpu() if target.index is None else to_device(self, target)
+                return moved.to(dtype) if dtype is not None else moved
         dtype = dtype_arg(dtype, self._dtype, "to")
         if dtype is self._dtype:
             return self.clone() if copy else self
@@ -512,124 +423,9 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def __eq__(self, other):
-        raise TypeError("comparing coopsim tensors with == is not supported (there is no bool "
-                        "dtype); compare values on the host, e.g. (a.numpy() == b.numpy()).all()")
-
-    def __ne__(self, other):
-        raise TypeError("comparing coopsim tensors with != is not supported (there is no bool "
-                        "dtype); compare values on the host, e.g. (a.numpy() != b.numpy()).any()")
-
     def __deepcopy__(self, memo) -> "Tensor":
         return self.clone()
 
     def __reduce_ex__(self, protocol):
         raise TypeError("coopsim tensors cannot be pickled or shallow-copied (they live in "
                         "simulated device memory); use t.clone(), or t.numpy() for the values")
-
-
-# -- creation on the context -------------------------------------------------------------------
-
-def _created(rt, what: str, device, shape: tuple, dtype: DType, init) -> Tensor:
-    """A tensor holding ``init(shape, dtype._np)``, with the cost of a device op writing it
-    (host data counts as written at memory bandwidth: there is no PCIe model)."""
-    dev = rt.devices[device_index(rt, device, what)]
-
-    def data(shape, np_dtype):
-        array = init(shape, np_dtype)
-        if dtype is bfloat16:
-            round_bfloat16(array)
-        return array
-
-    t = allocate(Tensor._make, rt, dev, shape, dtype, data)
-    launch(dev, (what + " {} on cuda:{}", shape, dev.index), nbytes(t), 0, dtype, None, t)
-    return t
-
-
-def _given(array: np.ndarray):
-    """An ``init`` for ``_created`` that returns a private host array made beforehand."""
-    return lambda shape, np_dtype: array
-
-
-class TensorAPI:
-    """torch-named tensor creation and dtypes over one runtime; ``RuntimeContext`` exposes
-    its public names. Tensors are created on the caller's current device (a rank's own;
-    device 0 in main), or on ``device=`` ("cuda", "cuda:i", i)."""
-
-    Tensor = Tensor
-    dtype = DType
-    device = Device
-    float32 = float32
-    float16 = float16
-    bfloat16 = bfloat16
-    int32 = int32
-    int64 = int64
-
-    def __init__(self, rt):
-        self._rt = rt  # the runtime port
-
-    def is_tensor(self, obj) -> bool:
-        return isinstance(obj, Tensor)
-
-    def empty(self, *size, dtype=None, device=None) -> Tensor:
-        """No op, no time, as torch.empty; the memory reads as zeros (deterministic, C9)."""
-        shape = size_arg(size, "empty")
-        dtype = dtype_arg(dtype, float32, "empty")
-        dev = self._rt.devices[device_index(self._rt, device, "empty")]
-        return allocate(Tensor._make, self._rt, dev, shape, dtype, np.zeros)
-
-    def zeros(self, *size, dtype=None, device=None) -> Tensor:
-        dtype = dtype_arg(dtype, float32, "zeros")
-        return _created(self._rt, "zeros", device, size_arg(size, "zeros"), dtype, np.zeros)
-
-    def ones(self, *size, dtype=None, device=None) -> Tensor:
-        dtype = dtype_arg(dtype, float32, "ones")
-        return _created(self._rt, "ones", device, size_arg(size, "ones"), dtype, np.ones)
-
-    def full(self, size, fill_value, *, dtype=None, device=None) -> Tensor:
-        """dtype from ``fill_value`` if not given: int -> int64, float -> float32."""
-        value = scalar(fill_value, "full")
-        dtype = dtype_arg(dtype, int64 if type(value) is int else float32, "full")
-        shape = size_arg(size if isinstance(size, (tuple, list)) else (size,), "full")
-        v = host_value(value, dtype, "full")
-        return _created(self._rt, "full", device, shape, dtype, lambda s, np_dtype: np.full(s, v, np_dtype))
-
-    def arange(self, start, end=None, step=1, *, dtype=None, device=None) -> Tensor:
-        """``[start, end)`` by ``step``; int64 if all are ints, else float32."""
-        if end is None:
-            start, end = 0, start
-        start, end, step = (scalar(v, "arange") for v in (start, end, step))
-        if step == 0:
-            raise RuntimeError("arange: step must be nonzero")
-        if (end - start) * step < 0:
-            raise RuntimeError(f"arange: upper bound and larger bound inconsistent with step sign "
-                               f"(start={start}, end={end}, step={step})")
-        exact = all(type(v) is int for v in (start, end, step))
-        dtype = dtype_arg(dtype, int64 if exact else float32, "arange")
-        with np.errstate(all="ignore"):
-            data = np.arange(start, end, step, dtype=np.int64 if exact else np.float64).astype(dtype._np)
-        return _created(self._rt, "arange", device, data.shape, dtype, _given(data))
-
-    def tensor(self, data, *, dtype=None, device=None) -> Tensor:
-        """A copy of host ``data`` (numbers, nested lists, numpy arrays) on the device; of a
-        Tensor, a device copy (no host read), as torch.tensor(t) copies."""
-        if isinstance(data, Tensor):
-            return data.to(dtype=dtype, device=device, copy=True)
-        array, dtype = host_array(data, dtype, "tensor")
-        return _created(self._rt, "tensor", device, array.shape, dtype, _given(array))
-
-    def from_numpy(self, ndarray) -> Tensor:
-        """A copy of ``ndarray`` on the current device (torch's shares memory with a CPU
-        tensor; coopsim has no CPU tensors, and sharing would let the host write device
-        memory behind the stream)."""
-        if not isinstance(ndarray, np.ndarray):
-            raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
-        dtype = dtype_of_numpy(ndarray.dtype, "from_numpy")
-        return _created(self._rt, "from_numpy", None, ndarray.shape, dtype,
-                        _given(ndarray.astype(dtype._np, copy=True)))
-
-    # torch's aliases; they shadow the builtins ``float``/``int`` in this class body only.
-    float = float32
-    half = float16
-    int = int32
-    long = int64

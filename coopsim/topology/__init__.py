@@ -5,18 +5,21 @@
 - a ``Topology``: returned as is;
 - a ``pathlib.Path`` (or any ``os.PathLike``), or a ``str`` that contains a path separator
   or ends in ``.yaml`` / ``.yml``: a YAML file;
-- any other ``str``: the name of a bundled topology, ``configs/topologies/<name>.yaml``;
+- any other ``str``: the name of a bundled topology, ``coopsim/configs/topologies/<name>.yaml``;
 - a mapping: an already-parsed spec (useful in tests and for generated topologies).
 
-The bundled configs live in ``<repo>/configs/topologies``, found relative to this package
-(so they are found from a checkout and after ``pip install -e .``). The schema is in
-``schema.py`` and docs/adr/0003-topology-schema.md.
+The bundled topologies are package data of ``coopsim.configs``, read with
+``importlib.resources`` (so they are found from a checkout, an editable install and an
+installed wheel alike; docs/adr/0013). The schema is in ``schema.py`` and
+docs/adr/0003-topology-schema.md.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from coopsim.topology.errors import TopologyError
@@ -40,17 +43,17 @@ __all__ = [
 ]
 
 
-def configs_dir() -> Path:
-    """The directory of the bundled topology YAML files: ``<repo>/configs/topologies``."""
-    return Path(__file__).resolve().parent.parent.parent / "configs" / "topologies"
+def configs_dir() -> Traversable:
+    """The folder of the bundled topology YAML files, ``coopsim/configs/topologies`` in the
+    installed package (a ``pathlib.Path`` whenever the package is installed as files; copy a
+    file from there to start your own)."""
+    return files("coopsim.configs") / "topologies"
 
 
 def bundled_topologies() -> list[str]:
-    """Sorted names (file stems) of the bundled topologies; [] if the directory is absent."""
-    directory = configs_dir()
-    if not directory.is_dir():
-        return []
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    """Sorted names (file stems) of the bundled topologies."""
+    return sorted(p.name[:-len(".yaml")] for p in configs_dir().iterdir()
+                  if p.name.endswith(".yaml"))
 
 
 def _looks_like_path(spec: str) -> bool:

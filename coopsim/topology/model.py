@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from coopsim.topology.errors import TopologyError
 from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
 
-DTYPES = ("float32", "float16", "bfloat16", "int32", "int64")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64")
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ class Topology:
         for link in self.links:
             self._out[self._vertex_index[link.src]].append(
                 (link.index, self._vertex_index[link.dst], round(link.latency_ns * 1000)))
+        self._in: list[dict[int, list[tuple[int, int]]]] = [{} for _ in self.vertices]
+        for u, out in enumerate(self._out):
+            for link, w, lat in out:
+                self._in[w].setdefault(u, []).append((link, lat))
         self._check_connected()
         self._trees: dict[int, list[int]] = {}
         self._routes: dict[tuple[int, int], tuple[Link, ...]] = {}
@@ -173,6 +177,11 @@ class Topology:
         cached = self._routes.get(key)
         if cached is not None:
             return cached
+        s, d = self._vertex_index[self.devices[src].name], self._vertex_index[self.devices[dst].name]
+        short = _short_path(self._out, self._in, s, d) if s != d else ()
+        if short is not None:
+            route = self._routes[key] = tuple(self.links[i] for i in short)
+            return route
         tree = self._trees.get(src)
         if tree is None:
             tree = self._trees[src] = shortest_path_tree(
@@ -211,3 +220,62 @@ class Topology:
 
 def _span(values: list[float]) -> str:
     return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
+
+
+SHORT_HOPS = 4  # routes of up to this many links are found without a whole route tree
+SHORT_PATHS = 4096  # ... unless a side enumerates more partial paths than this
+
+
+def _short_path(out, into, s: int, d: int):
+    """The best path from vertex ``s`` to ``d`` if it has at most ``SHORT_HOPS`` links, as a
+    tuple of link indices (None: longer, or too many partial paths — use the route tree).
+
+    Meet in the middle: the paths of ``h`` links are the forward paths of ``ceil(h/2)``
+    links from ``s`` joined with the backward paths of ``floor(h/2)`` links into ``d``; for the
+    smallest ``h`` that has any, the best by (total latency in ps, link-index tuple) is the
+    route tree's choice (the order of ``routes.py``), at a cost that does not grow with the
+    number of devices on a switch, a ring or a torus.
+    """
+    forward = {s: [(0, ())]}  # vertex -> [(latency_ps, links)] of the paths of `depth` links
+    backward = {d: [(0, ())]}
+    depth_f = depth_b = 0
+    for h in range(1, SHORT_HOPS + 1):
+        if depth_f < (h + 1) // 2:
+            forward, depth_f = _extend(forward, out, False), depth_f + 1
+        else:
+            backward, depth_b = _extend(backward, into, True), depth_b + 1
+        if forward is None or backward is None:
+            return None
+        best = None
+        for v, heads in forward.items():
+            tails = backward.get(v)
+            if tails is None:
+                continue
+            for lat_h, head in heads:
+                for lat_t, tail in tails:
+                    key = (lat_h + lat_t, head + tail)
+                    if best is None or key < best:
+                        best = key
+        if best is not None:  # a walk of the fewest links never repeats a vertex: a path
+            return best[1]
+    return None
+
+
+def _extend(paths: dict, edges, reverse: bool):
+    """Every path of ``paths`` one link longer (None beyond ``SHORT_PATHS`` paths)."""
+    longer: dict = {}
+    count = 0
+    for v, partial in paths.items():
+        if reverse:
+            steps = [(link, u, lat) for u, links in edges[v].items() for link, lat in links]
+        else:
+            steps = edges[v]
+        for link, w, lat in steps:
+            bucket = longer.setdefault(w, [])
+            for lat_p, links in partial:
+                bucket.append((lat_p + lat, (link,) + links if reverse else links + (link,)))
+            count += len(partial)
+            if count > SHORT_PATHS:
+                return None
+    return longer
+

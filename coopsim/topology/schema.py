@@ -1,6 +1,6 @@
 """The topology YAML schema: reading, validating and building a ``Topology``.
 
-The schema (ADR-0003 is the full reference; ``configs/topologies/small.yaml`` has a copy):
+The schema (ADR-0003 is the full reference; ``coopsim/configs/topologies/small.yaml`` has a copy):
 
     name: str                      # optional; default: the file's stem
     description: str               # optional
@@ -57,7 +57,8 @@ SUBSET_PATTERNS = ("ring", "fully_connected", "switch", "torus2d")  # accept `de
 INTRA_PATTERNS = ("ring", "fully_connected", "switch", "torus2d")
 # the "did you mean" for peak_flops keys (string similarity would suggest int32 for tf32)
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
-                 "bf16": "bfloat16", "int": "int32", "long": "int64"}
+                 "bf16": "bfloat16", "int": "int32", "long": "int64", "fp64": "float64",
+                 "double": "float64"}
 NIC_REQUIRED, NIC_OPTIONAL = _LINK, ("per_device",)
 NETWORK_OPTIONAL = ("switch_latency_ns",)
 
@@ -329,11 +330,12 @@ def _hierarchical(c: _Checker, b: patterns.GraphBuilder, entry, path: str, devs:
     return per_node
 
 
-def load_file(path: Path) -> Topology:
-    """Read, validate and build the topology in the YAML file ``path`` (which must exist)."""
+def load_file(path) -> Topology:
+    """Read, validate and build the topology in the YAML file ``path`` (which must exist): a
+    ``pathlib.Path`` or an ``importlib.resources`` Traversable (a bundled file)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(source, "(file)", "a readable UTF-8 YAML file", repr(exc)) from exc
-    return parse_topology(read_yaml(text, source), source, default_name=Path(path).stem)
+    return parse_topology(read_yaml(text, source), source, default_name=Path(path.name).stem)

@@ -1,0 +1,8 @@
+"""nccl-tests-style collective benchmarks on a simulated machine (the library).
+
+``python -m coopsim.bench allreduce -b 8 -e 1M`` (or the console script ``coopsim-bench``)
+prints nccl-tests' ``all_reduce_perf`` table; the output contract is
+docs/adr/0010-bench-output-contract.md, the layout docs/adr/0013-configs-and-bench-layout.md.
+One module a job: ``options`` (flags -> ``Config``), ``data`` (inputs and expected values),
+``runner`` (the measurement), ``report`` (table, JSON, CSV, plot), ``cli`` (the commands).
+"""

@@ -1,0 +1,302 @@
+"""Elementwise math, comparisons and the matmul family (docs/adr/0016-torch-surface.md).
+
+Semantics follow ``torch`` (``aten/src/ATen/native/native_functions.yaml`` and the
+``torch`` docs of each name): unary float functions of an integer or bool tensor return the
+default dtype; comparisons and logical ops return bool; binary ops promote as
+``coopsim.tensor.dtypes``. Costs: bytes read + written; flops per output element from
+``UNARY_FLOPS`` (binary ops: 1); matmul-like ops ``2 * m * n * k`` per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from coopsim.tensor import ops
+from coopsim.tensor.dtypes import bool_, result_type, scalar
+from coopsim.tensor.elementwise import _is_operand, binary
+from coopsim.tensor.kernel import new, run
+from coopsim.tensor.state import default_dtype
+
+# flops charged per element (a transcendental counts as one flop of its dtype's peak)
+UNARY_FLOPS = {"abs": 1, "neg": 1, "sign": 1, "exp": 1, "log": 1, "log2": 1, "log1p": 1,
+               "expm1": 1, "sqrt": 1, "rsqrt": 2, "reciprocal": 1, "sin": 1, "cos": 1,
+               "tanh": 1, "sigmoid": 3, "erf": 1, "floor": 1, "ceil": 1, "round": 1,
+               "trunc": 1, "square": 1, "logical_not": 1, "bitwise_not": 1, "clamp": 2}
+
+
+def _sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+_FLOAT_FNS = {"exp": np.exp, "log": np.log, "log2": np.log2, "log1p": np.log1p, "expm1": np.expm1,
+              "sqrt": np.sqrt, "rsqrt": lambda a: 1 / np.sqrt(a), "reciprocal": lambda a: 1 / a,
+              "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "sigmoid": _sigmoid}
+_SAME_FNS = {"abs": np.abs, "neg": np.negative, "sign": np.sign, "floor": np.floor,
+             "ceil": np.ceil, "round": np.round, "trunc": np.trunc, "square": np.square}
+
+
+def _erf(a):
+    """erf elementwise (numpy has none): exact (``math.erf``) for float64; for narrower types
+    Abramowitz & Stegun 7.1.26 in float64 (absolute error < 1.5e-7, below float32's)."""
+    if a.dtype == np.float64:
+        return np.vectorize(math.erf, otypes=[np.float64])(a)
+    x = np.abs(a.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(a) * (1.0 - poly * np.exp(-x * x))
+
+
+_FLOAT_FNS["erf"] = _erf
+
+
+def unary(name: str, t, out=None):
+    """``torch.<name>(t)``; ``out=t`` for the in-place ``<name>_``."""
+    if name in _FLOAT_FNS:
+        dtype = t._dtype if t._dtype.is_floating_point else default_dtype(t._storage.rt)
+        fn = _FLOAT_FNS[name]
+        compute = dtype._opmath
+    elif name in ("logical_not", "bitwise_not"):
+        if name == "bitwise_not" and t._dtype.is_floating_point:
+            raise RuntimeError(f"\"bitwise_not_cuda\" not implemented for '{t._dtype._scalar_name}'")
+        dtype = bool_ if name == "logical_not" else t._dtype
+        fn = np.logical_not if name == "logical_not" or t._dtype is bool_ else np.invert
+        compute = t._dtype._opmath
+    else:
+        if name == "neg" and t._dtype is bool_:
+            raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
+                               "If you are trying to invert a mask, use the `~` or `logical_not()` "
+                               "operator instead.")
+        dtype, fn, compute = t._dtype, _SAME_FNS[name], t._dtype._opmath
+    if out is None:
+        out = new(t, t._array.shape, dtype)
+    elif not ops.can_cast(dtype, out._dtype):
+        raise RuntimeError(f"result type {dtype._scalar_name} can't be cast to the desired output "
+                           f"type {out._dtype._scalar_name}")
+    run(name, [t], [out], lambda a: fn(a.astype(compute, copy=False)), UNARY_FLOPS[name] * t._array.size)
+    return out
+
+
+def clamp(t, min=None, max=None, out=None):
+    """``torch.clamp``: at least one bound; bounds are numbers or tensors (broadcast)."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    bounds = [b for b in (min, max) if b is not None]
+    operands = [(t._dtype, t._array.ndim)] + [
+        (b._dtype, b._array.ndim) if isinstance(b, type(t)) else scalar(b, "clamp") for b in bounds]
+    dtype = result_type(operands, default_dtype(t._storage.rt))
+    tensors = [t] + [b for b in bounds if isinstance(b, type(t))]
+    consts = {id(b): b for b in bounds if not isinstance(b, type(t))}
+    lo_t, hi_t = (isinstance(min, type(t)), isinstance(max, type(t)))
+    shape = t._array.shape
+    for b in tensors[1:]:
+        shape = ops.broadcast_shapes(shape, b._array.shape)
+    if out is None:
+        out = new(t, shape, dtype)
+    compute = dtype._opmath
+
+    def fn(a, *bs):
+        it = iter(bs)
+        r = a.astype(compute, copy=False)
+        if min is not None:
+            r = np.maximum(r, next(it) if lo_t else consts[id(min)])
+        if max is not None:
+            r = np.minimum(r, next(it) if hi_t else consts[id(max)])
+        return r
+
+    run("clamp", tensors, [out], fn, UNARY_FLOPS["clamp"] * out._array.size)
+    return out
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """``torch.isclose``: ``|a - b| <= atol + rtol * |b|`` elementwise, a bool tensor."""
+    if not isinstance(b, type(a)):
+        raise TypeError(f"isclose(): argument 'other' must be Tensor, not {type(b).__name__}")
+    if a._dtype is not b._dtype:
+        raise RuntimeError(f"{a._dtype._scalar_name} did not match {b._dtype._scalar_name}")
+    out = new(a, ops.broadcast_shapes(a._array.shape, b._array.shape), bool_)
+    run("isclose", [a, b], [out], lambda x, y: np.isclose(
+        x.astype(np.float64), y.astype(np.float64), rtol=rtol, atol=atol, equal_nan=equal_nan),
+        4 * out._array.size)
+    return out
+
+
+# -- the matmul family -----------------------------------------------------------------------
+
+def _need(t, ndim: int, what: str, arg: str = "self"):
+    if t._array.ndim != ndim:
+        raise RuntimeError(f"{what}: {arg} must be a {ndim}D tensor (got {t._array.ndim}D)")
+
+
+def mm(a, b):
+    """``torch.mm``: 2-D only."""
+    _need(a, 2, "mm")
+    if not isinstance(b, type(a)) or b._array.ndim != 2:
+        raise RuntimeError("mm: mat2 must be a matrix")
+    return ops.matmul(a, b)
+
+
+def bmm(a, b):
+    """``torch.bmm``: 3-D, same batch size (no broadcasting)."""
+    _need(a, 3, "bmm", "batch1")
+    if not isinstance(b, type(a)) or b._array.ndim != 3:
+        raise RuntimeError("bmm: batch2 must be a 3D tensor")
+    if a._array.shape[0] != b._array.shape[0]:
+        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
+                           f"[{a._array.shape[0]}, {a._array.shape[2]}] but got: "
+                           f"[{b._array.shape[0]}, {b._array.shape[1]}].")
+    return ops.matmul(a, b)
+
+
+def dot(a, b):
+    """``torch.dot``: two 1-D tensors of the same size and dtype."""
+    if a._array.ndim != 1 or not isinstance(b, type(a)) or b._array.ndim != 1:
+        raise RuntimeError("1D tensors expected, but got "
+                           f"{a._array.ndim}D and {getattr(getattr(b, '_array', None), 'ndim', '?')}D tensors")
+    return ops.matmul(a, b)
+
+
+def outer(a, b):
+    """``torch.outer``: ``a[:, None] * b[None, :]`` (promoted like ``mul``)."""
+    if a._array.ndim != 1 or b._array.ndim != 1:
+        raise RuntimeError("outer: expected 1D tensors")
+    return binary("mul", a.reshape(-1, 1), b.reshape(1, -1))
+
+
+def einsum(equation: str, *operands):
+    """``torch.einsum`` (operands as varargs or one list). Cost: ``2 * prod(extent of every
+    distinct index)`` flops (the nested-loop product), bytes of operands and result."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not operands:
+        raise RuntimeError("einsum(): must provide at least one operand")
+    first = operands[0]
+    for o in operands:
+        if not isinstance(o, type(first)):
+            raise TypeError(f"einsum(): operands must be Tensors, got {type(o).__name__}")
+    dtype = first._dtype
+    for o in operands[1:]:
+        if o._dtype is not dtype:
+            raise RuntimeError(f"einsum(): operands do not have the same dtype: {dtype} and {o._dtype}")
+    try:
+        dummy = np.einsum(equation, *[np.broadcast_to(np.zeros((), dtype._opmath), o._array.shape)
+                                      for o in operands])
+    except ValueError as e:
+        raise RuntimeError(f"einsum(): {e}") from None
+    extents = {}
+    lhs = equation.replace(" ", "").split("->")[0].split(",")
+    for spec, o in zip(lhs, operands):
+        letters = [c for c in spec if c.isalpha()]
+        for c, n in zip(letters, o._array.shape[-len(letters):] if letters else ()):
+            extents[c] = max(extents.get(c, 1), n)
+    flops = 2 * int(np.prod(list(extents.values()), dtype=np.int64)) if extents else 0
+    out = new(first, dummy.shape, dtype)
+    run("einsum", list(operands), [out],
+        lambda *arrays: np.einsum(equation, *[a.astype(dtype._opmath, copy=False) for a in arrays]),
+        flops)
+    return out
+
+
+def is_number(v) -> bool:
+    return isinstance(v, numbers.Number)
+
+
+class MathMethods:
+    """The Tensor methods of this module's families."""
+
+    __slots__ = ()
+
+    def clamp(self, min=None, max=None):
+        return clamp(self, min, max)
+
+    clip = clamp
+
+    def clamp_(self, min=None, max=None):
+        return clamp(self, min, max, out=self)
+
+    def pow(self, exponent):
+        return binary("pow", self, exponent)
+
+    def pow_(self, exponent):
+        return binary("pow", self, exponent, out=self)
+
+    def __pow__(self, exponent):
+        return binary("pow", self, exponent) if _is_operand(self, exponent) else NotImplemented
+
+    def __rpow__(self, base):
+        return binary("pow", self, base, reflected=True) if is_number(base) else NotImplemented
+
+    def __ipow__(self, exponent):
+        return binary("pow", self, exponent, out=self) if _is_operand(self, exponent) else NotImplemented
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return isclose(self, other, rtol, atol, equal_nan)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        """Host read: waits for both operands (through ``item``)."""
+        return bool(isclose(self, other, rtol, atol, equal_nan).all().item())
+
+    def equal(self, other) -> bool:
+        """Host read: same shape and every element equal."""
+        if self._array.shape != other._array.shape:
+            return False
+        return bool(binary("eq", self, other).all().item())
+
+    def mm(self, other):
+        return mm(self, other)
+
+    def bmm(self, other):
+        return bmm(self, other)
+
+    def dot(self, other):
+        return dot(self, other)
+
+    def outer(self, other):
+        return outer(self, other)
+
+
+def _add_method(cls, name, body):
+    body.__name__ = name
+    body.__qualname__ = f"{cls.__name__}.{name}"
+    setattr(cls, name, body)
+
+
+for _name in UNARY_FLOPS:
+    if _name == "clamp":
+        continue
+    _add_method(MathMethods, _name, (lambda n: lambda self: unary(n, self))(_name))
+    _add_method(MathMethods, _name + "_", (lambda n: lambda self: unary(n, self, out=self))(_name))
+
+# comparisons, logical and other binary ops: t.<name>(other), t.<name>_(other)
+BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum",
+          "atan2", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor")
+for _name in BINARY:
+    _add_method(MathMethods, _name, (lambda n: lambda self, other: binary(n, self, other))(_name))
+    _add_method(MathMethods, _name + "_", (lambda n: lambda self, other: binary(n, self, other, out=self))(_name))
+
+# operators: (dunder, op name, reflected dunder or None)
+_OPERATORS = (("__eq__", "eq", None), ("__ne__", "ne", None), ("__lt__", "lt", None),
+              ("__le__", "le", None), ("__gt__", "gt", None), ("__ge__", "ge", None),
+              ("__mod__", "remainder", "__rmod__"), ("__floordiv__", "floor_divide", "__rfloordiv__"),
+              ("__and__", "bitwise_and", "__rand__"), ("__or__", "bitwise_or", "__ror__"),
+              ("__xor__", "bitwise_xor", "__rxor__"))
+for _dunder, _name, _reflected in _OPERATORS:
+    _add_method(MathMethods, _dunder, (lambda n: lambda self, other: binary(n, self, other)
+                                       if _is_operand(self, other) else NotImplemented)(_name))
+    if _reflected:
+        _add_method(MathMethods, _reflected, (lambda n: lambda self, other: binary(
+            n, self, other, reflected=True) if is_number(other) else NotImplemented)(_name))
+_add_method(MathMethods, "__invert__", lambda self: unary("bitwise_not", self))
+_add_method(MathMethods, "__abs__", lambda self: unary("abs", self))
+del _name, _dunder, _reflected
+
+# The C8 registry's device-side names of this module (allclose and equal are host reads).
+DEVICE_SIDE = (
+    *(n + s for n in UNARY_FLOPS if n != "clamp" for s in ("", "_")),
+    *(n + s for n in BINARY for s in ("", "_")),
+    *(x for d, _, r in _OPERATORS for x in (d, r) if x), "__invert__", "__abs__",
+    "pow", "pow_", "__pow__", "__rpow__", "__ipow__", "clamp", "clamp_", "clip", "isclose",
+    "mm", "bmm", "dot", "outer",
+)

@@ -1,0 +1,236 @@
+"""C11: point-to-point semantics per backend (docs/adr/0015-p2p-and-backend-semantics.md).
+
+Each ring-shift spelling either completes or hangs as it does under that backend in PyTorch;
+a hang is a DeadlockError whose report names the backend rule that made it one.
+"""
+
+import pytest
+
+import coopsim
+
+BACKENDS = ("nccl", "gloo")
+
+
+def ring(ctx, spelling, backend, nprocs=4, numel=4):
+    """Run a ring shift (each rank sends to rank+1, receives from rank-1) spelled as given;
+    returns what every rank received."""
+    got = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        p = dist.get_world_size()
+        right, left = (rank + 1) % p, (rank - 1) % p
+        out, inp = ctx.full((numel,), float(rank)), ctx.zeros(numel)
+        if spelling == "isend+recv":
+            req = dist.isend(out, right)
+            dist.recv(inp, left)
+            req.wait()
+        elif spelling == "isend+irecv":
+            reqs = [dist.isend(out, right), dist.irecv(inp, left)]
+            for req in reqs:
+                req.wait()
+        elif spelling == "irecv+isend":
+            reqs = [dist.irecv(inp, left), dist.isend(out, right)]
+            for req in reqs:
+                req.wait()
+        elif spelling == "batch_isend_irecv":
+            for req in dist.batch_isend_irecv([dist.P2POp(dist.isend, out, right),
+                                               dist.P2POp(dist.irecv, inp, left)]):
+                req.wait()
+        else:  # "send+recv": blocking send first
+            dist.send(out, right)
+            dist.recv(inp, left)
+        got[rank] = inp.tolist()
+
+    ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=nprocs)
+    return got
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spelling", ["isend+recv", "isend+irecv", "irecv+isend", "batch_isend_irecv"])
+def test_c11_ring_shift_spellings_that_complete_under_both_backends(backend, spelling):
+    with coopsim.RuntimeContext("small") as ctx:
+        got = ring(ctx, spelling, backend)
+    assert got == {r: [float((r - 1) % 4)] * 4 for r in range(4)}
+
+
+def test_c11_blocking_send_first_ring_hangs_under_gloo_at_the_hosts():
+    with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.DeadlockError) as info:
+        ring(ctx, "send+recv", "gloo")
+    text = str(info.value)
+    assert "point-to-point wait-for cycle: rank 0 send(dst=1) -> rank 1 send(dst=2) -> rank 2 send(dst=3) " \
+           "-> rank 3 send(dst=0) -> rank 0" in text
+    assert "under gloo, send() blocks the host until the peer has posted the matching recv" in text
+
+
+def test_c11_blocking_send_first_ring_hangs_under_nccl_on_the_streams():
+    """The hosts go on (WorkNCCL::wait only blocks the current stream); the first host read
+    of the received tensor waits for a recv that its stream orders after the send."""
+    with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.DeadlockError) as info:
+        ring(ctx, "send+recv", "nccl")
+    report = info.value.report
+    assert [row["waits_for"] for row in report["ranks"]] == [
+        f"recv(src={(r - 1) % 4}) by rank {r}" for r in range(4)]
+    assert "p2p semantics: under nccl, each send/recv runs on its peer pair's stream" in str(info.value)
+
+
+def test_c11_nccl_ops_to_different_peers_progress_concurrently():
+    """Unbatched isend/irecv to two peers overlap (one stream per pair) about as well as the
+    batched form: a shared stream would serialize them (twice the time)."""
+    times = {}
+    for spelling in ("isend+irecv", "batch_isend_irecv"):
+        with coopsim.RuntimeContext("small") as ctx:
+            ring(ctx, spelling, "nccl", numel=1 << 16)
+            times[spelling] = ctx.sim.now_ns()
+    assert times["isend+irecv"] <= 1.1 * times["batch_isend_irecv"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_c11_pipeline_1f1b_steady_state_with_unbatched_isend_irecv(backend):
+    """Megatron's unbatched p2p (even stages send first, odd stages receive first) in a
+    1F1B steady state: every stage sends an activation forward and a gradient backward per step."""
+    p, steps = 4, 3
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        act, grad = ctx.full((8,), float(rank)), ctx.full((8,), float(-rank))
+        for step in range(steps):
+            ops = []
+            if rank + 1 < p:  # send_forward_recv_backward with rank + 1
+                got_grad = ctx.zeros(8)
+                pair = [(dist.isend, act, rank + 1), (dist.irecv, got_grad, rank + 1)]
+                ops += pair if rank % 2 == 0 else pair[::-1]
+            if rank > 0:  # send_backward_recv_forward with rank - 1
+                got_act = ctx.zeros(8)
+                pair = [(dist.isend, grad, rank - 1), (dist.irecv, got_act, rank - 1)]
+                ops += pair if rank % 2 == 0 else pair[::-1]
+            works = [op(t, peer) for op, t, peer in ops]
+            for w in works:
+                w.wait()
+            if rank > 0:
+                seen[(rank, step, "act")] = got_act.tolist()[0]
+                act = got_act + 1
+            if rank + 1 < p:
+                seen[(rank, step, "grad")] = got_grad.tolist()[0]
+                grad = got_grad - 1
+
+    with coopsim.RuntimeContext("small") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=p)
+    expected, act, grad = {}, {s: float(s) for s in range(p)}, {s: float(-s) for s in range(p)}
+    for step in range(steps):  # the same exchange, in plain Python
+        for s in range(1, p):
+            expected[(s, step, "act")] = act[s - 1]
+        for s in range(p - 1):
+            expected[(s, step, "grad")] = grad[s + 1]
+        act.update({s: expected[(s, step, "act")] + 1 for s in range(1, p)})
+        grad.update({s: expected[(s, step, "grad")] - 1 for s in range(p - 1)})
+    assert seen == expected
+
+
+def test_c11_unknown_backend_lists_the_accepted_ones():
+    def worker(rank, ctx):
+        ctx.distributed.init_process_group("mpi")
+
+    with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.SpawnException) as info:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    msg = str(info.value.errors[0])
+    assert "unknown backend 'mpi'" in msg and "'nccl', 'gloo', 'coopsim'" in msg and "cpu:gloo,cuda:nccl" in msg
+
+
+def test_c11_backend_class_and_cpu_only_string():
+    with coopsim.RuntimeContext("small") as ctx:
+        Backend = ctx.distributed.Backend
+        assert Backend("NCCL") == Backend.NCCL == "nccl" and Backend.GLOO == "gloo"
+        with pytest.raises(ValueError, match="unknown backend 'ucc'"):
+            Backend("ucc")
+
+        def worker(rank, ctx):
+            ctx.distributed.init_process_group("cpu:gloo")
+
+        with pytest.raises(coopsim.SpawnException) as info:
+            ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=1)
+        assert "maps no backend to cuda" in str(info.value.errors[0])
+
+
+def test_c11_nccl_does_not_support_recv_from_any_source_and_gloo_does():
+    got = {}
+
+    def worker(rank, ctx, backend):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        t = ctx.full((2,), float(rank))
+        if rank == 1:
+            dist.send(t, 0)
+        else:
+            got[backend] = dist.recv(t)
+
+    with coopsim.RuntimeContext("small") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx, "gloo"), nprocs=2)
+        assert got == {"gloo": 1}
+        with pytest.raises(coopsim.SpawnException) as info:
+            ctx.multiprocessing.spawn(worker, args=(ctx, "nccl"), nprocs=2)
+    assert "Backend nccl does not support recvAnysource" in str(info.value.errors[0])
+
+
+DELAY_NS = 10_000
+
+
+def host_return_ns(backend, op0, op1, group_backend=None) -> float:
+    """When rank 0's call ``op0(dist, tensor, group)`` returns, rank 1 calling ``op1``
+    ``DELAY_NS`` late (on a group with its own backend if ``group_backend``)."""
+    returned = []
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend, init_method="env://")
+        group = dist.new_group([0, 1], backend=group_backend) if group_backend else None
+        t = ctx.ones(1 << 12)
+        if rank == 1:
+            ctx.wait(ctx.sim.timer(DELAY_NS))
+        (op0 if rank == 0 else op1)(dist, t, group)
+        if rank == 0:
+            returned.append(ctx.sim.now_ns())
+
+    with coopsim.RuntimeContext("small") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    return returned[0]
+
+
+def send(dist, t, group):
+    dist.send(t, 1, group=group)
+
+
+def recv(dist, t, group):
+    dist.recv(t, 0, group=group)
+
+
+def all_reduce(dist, t, group):
+    dist.all_reduce(t, group=group)
+
+
+@pytest.mark.parametrize("backend, semantics", [(None, "nccl"), ("coopsim", "nccl"), ("NCCL", "nccl"),
+                                                ("gloo", "gloo"), ("cpu:gloo,cuda:nccl", "nccl"),
+                                                ("cuda:gloo", "gloo")])
+def test_c11_backend_strings_decide_whether_send_blocks_the_host(backend, semantics):
+    """gloo: a blocking send returns after the peer's recv; nccl: at once (the stream waits)."""
+    assert (host_return_ns(backend, send, recv) >= DELAY_NS) == (semantics == "gloo")
+
+
+def test_c11_a_blocking_collective_blocks_the_host_under_gloo_not_under_nccl():
+    assert host_return_ns("nccl", all_reduce, all_reduce) < DELAY_NS <= host_return_ns("gloo", all_reduce, all_reduce)
+
+
+def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
+    assert host_return_ns("nccl", send, recv, group_backend="gloo") >= DELAY_NS
+    assert host_return_ns("gloo", send, recv, group_backend="nccl") < DELAY_NS
+
+    def worker(rank, ctx):
+        ctx.distributed.init_process_group()
+        ctx.distributed.new_group([0, 1], backend="bogus")
+
+    with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.SpawnException) as info:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    assert "unknown backend 'bogus'" in str(info.value.errors[0])
