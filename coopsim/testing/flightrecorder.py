@@ -36,24 +36,39 @@ _SCALAR_TYPES = {"float32": "Float", "float16": "Half", "bfloat16": "BFloat16", 
 
 
 class Entry:
-    """One recorded op; its state is read from the live op when a record is taken."""
+    """One recorded op, kept raw (the hot path); ``snapshot`` builds PyTorch's fields and
+    reads the state from the live op."""
 
-    __slots__ = ("fields", "done", "started")
-
-    def __init__(self, fields: dict, done, started):
-        self.fields = fields
-        self.done = done  # the Handle that completes with the rank's part
-        self.started = started  # () -> bool: has the rank's stream reached the op?
+    __slots__ = ("rank", "group", "seq", "op", "numel_in", "numel_out", "dtype", "peer", "ids",
+                 "created_ns", "location", "done", "started")
 
     def snapshot(self) -> dict:
-        record = dict(self.fields)
-        done = self.done
+        group, done, (record_id, op_id, p2p_seq) = self.group, self.done, self.ids
+        is_p2p = self.seq is None
+        dtype = _SCALAR_TYPES.get(str(self.dtype).replace("torch.", ""), str(self.dtype))
         completed = done.done and done.time_ns is not None
-        record["state"] = "completed" if completed else "started" if self.started() else "scheduled"
-        record["retired"] = completed
-        record["time_discovered_completed_ns"] = int(done.time_ns) if completed else None
-        record["duration_ms"] = (done.time_ns - record["time_created_ns"]) / 1e6 if completed else None
-        return record
+        where = None
+        frames = []
+        if self.location is not None:
+            filename, line, name = self.location
+            where = f"{filename}:{line} in {name}"
+            frames = [{"name": name, "filename": filename, "line": line}]
+        return {
+            "record_id": record_id, "rank": self.rank,
+            "pg_id": group.gid, "process_group": (str(group.gid), group.name),
+            "collective_seq_id": 0 if is_p2p else self.seq, "p2p_seq_id": p2p_seq,
+            "op_id": op_id, "profiling_name": f"nccl:{self.op}",
+            "time_created_ns": self.created_ns,
+            "input_sizes": [[self.numel_in]], "input_dtypes": [dtype],
+            "output_sizes": [[self.numel_out]], "output_dtypes": [dtype],
+            "state": "completed" if completed else "started" if self.started() else "scheduled",
+            "time_discovered_started_ns": None,
+            "time_discovered_completed_ns": int(done.time_ns) if completed else None,
+            "duration_ms": (done.time_ns - self.created_ns) / 1e6 if completed else None,
+            "retired": completed,
+            "timeout_ms": None if group.timeout_ns is None else group.timeout_ns / 1e6,
+            "is_p2p": is_p2p, "peer": self.peer, "where": where, "frames": frames,
+        }
 
 
 class FlightRecorder:
@@ -75,14 +90,20 @@ class FlightRecorder:
         spawn = self.rt.spawn
         if spawn is not self._spawn:
             self._spawn, self._rings, self._counts = spawn, {}, {}
-        task = op["task"]
-        rank = task.rank
-        counts = self._counts.setdefault(rank, [0, 0])
+        e = Entry()
+        e.rank = rank = op["task"].rank
+        counts = self._counts.get(rank)
+        if counts is None:
+            counts = self._counts[rank] = [0, 0]
         counts[0] += 1
-        is_p2p = op["kind"] == "p2p"
-        if is_p2p:
+        e.seq = op["seq"]
+        if e.seq is None:  # p2p
             counts[1] += 1
-        group = op["group"]
+        e.ids = (counts[0] - 1, counts[0], counts[1] if e.seq is None else 0)
+        e.group, e.op, e.dtype, e.peer = op["group"], op["op"], op["dtype"], op.get("peer")
+        e.numel_in, e.numel_out = int(op["ins"].size), int(op["outs"].size)
+        e.created_ns = int(self.rt.engine.now_ns)
+        e.done, e.started = op["done"], op["started"]
         frame = sys._getframe(1)
         user_files = self._user_files
         while frame is not None:
@@ -93,24 +114,11 @@ class FlightRecorder:
             if user:
                 break
             frame = frame.f_back
-        where = None if frame is None else f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-        dtype = _SCALAR_TYPES.get(str(op["dtype"]).replace("torch.", ""), str(op["dtype"]))
-        fields = {
-            "record_id": counts[0] - 1, "rank": rank,
-            "pg_id": group.gid, "process_group": (str(group.gid), group.name),
-            "collective_seq_id": 0 if is_p2p else op["seq"], "p2p_seq_id": counts[1] if is_p2p else 0,
-            "op_id": counts[0], "profiling_name": f"nccl:{op['op']}",
-            "time_created_ns": int(self.rt.engine.now_ns),
-            "input_sizes": [[int(op["ins"].size)]], "input_dtypes": [dtype],
-            "output_sizes": [[int(op["outs"].size)]], "output_dtypes": [dtype],
-            "time_discovered_started_ns": None,
-            "timeout_ms": None if group.timeout_ns is None else group.timeout_ns / 1e6,
-            "is_p2p": is_p2p, "peer": op.get("peer"), "where": where, "frames": _frames(where),
-        }
+        e.location = None if frame is None else (filename, frame.f_lineno, frame.f_code.co_name)
         ring = self._rings.get(rank)
         if ring is None:
             ring = self._rings[rank] = collections.deque(maxlen=self.capacity)
-        ring.append(Entry(fields, op["done"], op["started"]))
+        ring.append(e)
 
     def entries(self) -> dict[int, list[dict]]:
         """``{rank: [record, ...]}`` of the latest spawn, oldest first, states as of now."""
@@ -179,11 +187,3 @@ def _describe(record: dict) -> str:
         peer = "any" if record["peer"] is None else record["peer"]
         return f"{name}(peer={peer})"
     return f"{name} #{record['collective_seq_id']} on {record['process_group'][1]}"
-
-
-def _frames(where: str | None) -> list:
-    if where is None:
-        return []
-    location, _, name = where.partition(" in ")
-    filename, _, line = location.rpartition(":")
-    return [{"name": name, "filename": filename, "line": int(line)}]
