@@ -15,9 +15,8 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor.hollow import hollow_array
 from coopsim.tensor.host import place
-from coopsim.tensor.memory import reserve
+from coopsim.tensor.storage import Storage, TimingOnlyStorage, allocate, timing_only  # noqa: F401
 from coopsim.tensor.streams import route
 from coopsim.tensor.dtypes import (  # noqa: F401  (re-exported: ops is where callers look)
     DTYPES,
@@ -240,65 +239,7 @@ def host_value(value, dtype: DType, what: str):
     return v[()]
 
 
-# -- storage and launch ------------------------------------------------------------------------
-
-class Storage:
-    """One allocation on one device (a ``SimDevice``).
-
-    ``last_write`` is the Handle of the last op enqueued that writes ``data`` (None: no op
-    ever did, e.g. ``empty``); a host read waits for it. ``nbytes`` (the dtype's size, 2 bytes
-    an element for bfloat16) is accounted on ``device`` from construction until the storage
-    is collected, after its last tensor. Construct only through ``allocate``.
-    """
-
-    __slots__ = ("rt", "device", "data", "nbytes", "last_write", "error")
-
-    def __init__(self, rt, device, data: np.ndarray, nbytes: int):
-        self.rt = rt  # the runtime port: host reads wait through rt.wait
-        self.device = device
-        self.data = data
-        self.nbytes = nbytes
-        self.last_write = None
-        self.error = None  # a device-side error of an op that wrote it, raised by host reads
-
-    def __del__(self):
-        self.device.free(self.nbytes)
-
-
-class TimingOnlyStorage(Storage):
-    """A storage of a timing-only runtime (docs/adr/0020-timing-only-tensors.md): ``data`` is
-    a ``hollow_array`` (shape and strides, no data); it is accounted on its device as any
-    storage, ops that write it cost their time and compute nothing, host reads raise."""
-
-    __slots__ = ()
-
-
-def timing_only(t) -> bool:
-    """True if tensor ``t`` has no data (it was made by a timing-only runtime)."""
-    return type(t._storage) is TimingOnlyStorage
-
-
-def allocate(make, rt, device, shape: tuple, dtype: DType, init=np.empty):
-    """``make(array, storage, dtype)`` (``Tensor._make``) over a fresh storage of ``shape``
-    whose data is ``init(shape, dtype._np)``: by default uninitialised memory that an op
-    will write entirely. The device's accounting comes first, so an allocation beyond its
-    memory raises OutOfMemoryError before any host memory is taken. A timing-only runtime
-    (``rt.timing_only``) ignores ``init``: its storages hold no data."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if device.index is None:
-        device.allocate(nbytes)
-    else:
-        reserve(rt, device, nbytes)
-    if rt.timing_only:
-        array = hollow_array(shape, dtype._np)
-        return make(array, TimingOnlyStorage(rt, device, array, nbytes), dtype)
-    try:
-        array = init(shape, dtype._np)
-    except BaseException:
-        device.free(nbytes)
-        raise
-    return make(array, Storage(rt, device, array, nbytes), dtype)
-
+# -- launch ------------------------------------------------------------------------------------
 
 def _result(t, shape: tuple, dtype: DType):
     """A fresh tensor (of ``t``'s class) on ``t``'s device, for an op to write."""
