@@ -17,6 +17,7 @@ from coopsim.runtime.port import RANK_ORDERS, Runtime
 from coopsim.runtime.sim import Sim
 from coopsim.tensor import TensorAPI
 from coopsim.tensor.cuda import Cuda
+from coopsim.testing import Explorer, Faults, FlightRecorder
 from coopsim.topology import load_topology
 
 
@@ -63,6 +64,15 @@ class RuntimeContext:
         self.sim = Sim(rt)
         self.cuda = self.accelerator = Cuda(rt)
         self.distributed = Distributed(rt, self.ccl)
+        # the testing tools under ctx.sim (coopsim.testing; docs/adr/0025-testing-hooks.md)
+        self.sim.flight_recorder = FlightRecorder(rt)
+        self.sim.dump_flight_record = self.sim.flight_recorder.dump
+        self.sim.faults = Faults(rt)
+        explorer = Explorer(self, lambda: RuntimeContext(topology, seed=seed, watchdog_s=watchdog_s,
+                                                         rank_order=rank_order, ccl=ccl,
+                                                         timing_only=timing_only),
+                            prepare=lambda fresh: fresh.sim.faults.load(self.sim.faults.specs))
+        self.sim.explore, self.sim.replay = explorer.explore, explorer.replay
 
     def __enter__(self) -> "RuntimeContext":
         return self

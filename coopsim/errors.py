@@ -111,3 +111,7 @@ class DistTimeoutError(SimulationError):
     def __init__(self, msg: str, collective=None):
         super().__init__(msg)
         self.collective = collective
+
+
+class LinkDownError(SimulationError):
+    """A transfer had to cross a link that a fault took down (``ctx.sim.faults``)."""

@@ -155,6 +155,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     fill ``ins`` at the start and copy ``outs`` out at the member's completion.
     """
     task, state = caller(rt, what)
+    for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
+        hook(what, task)
     g = resolve_group(state, group)
     if g is None:
         return None
@@ -213,6 +215,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
                                     device.kind.launch_overhead_ns)
     for t in written:
         t._storage.last_write = op
+    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+        hook({"kind": "collective", "task": task, "group": g, "seq": seq, "op": what, "ins": ins,
+              "outs": outs, "dtype": dtype, "done": done, "started": lambda: member in rendezvous.ready})
     if not async_op and state.backend_of(g, task.rank) == "gloo":
         rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
     return Work(rt, op, lambda: rendezvous.error, outputs=list(written)) if async_op else None
@@ -307,7 +312,11 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
                          "the rank of the current process." if kind == "send" else
                          "Invalid source rank: source rank should not be the same as the rank "
                          "of the current process.")
-    return state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
+    post = state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
+    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+        hook({"kind": "p2p", "task": task, "group": g, "seq": None, "op": kind, "ins": flat, "outs": flat,
+              "dtype": tensor.dtype, "done": post.done, "started": lambda: post.ready, "peer": peer})
+    return post
 
 
 def _chain(calls):

@@ -83,12 +83,17 @@ class P2P:
 
     def post(self, post: Post) -> Post:
         self.posts.append(post)
-        for other in self.unmatched:
-            if self._pair(post, other):
-                self.unmatched.remove(other)
-                post.match, other.match = other, post
-                self._check(post, other)
-                return post
+        matches = [other for other in self.unmatched if self._pair(post, other)]
+        if matches:
+            other = matches[0]
+            if post.peer is None and len(matches) > 1 and self.rt.strategy is not None:
+                # a wildcard receive may take any sender's oldest send (schedule exploration)
+                oldest = {m.rank: m for m in reversed(matches)}
+                other = self.rt.strategy.choose([oldest[r] for r in sorted(oldest)])
+            self.unmatched.remove(other)
+            post.match, other.match = other, post
+            self._check(post, other)
+            return post
         self.unmatched.append(post)
         return post
 

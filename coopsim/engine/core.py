@@ -3,7 +3,8 @@
 Invariants:
 - ``Engine.now_ns`` never decreases; nothing is scheduled before it (C5).
 - Events complete in ``(time_ns, order scheduled)`` order, so events
-  at the same instant complete in the order they were scheduled (C9: no id() or hash()).
+  at the same instant complete in the order they were scheduled (C9: no id() or hash()),
+  unless ``reorder`` (schedule exploration) permutes them, deterministically.
 - A ``Handle`` completes at most once; its callbacks run in registration order, inside
   ``Engine.step_instant``, which only the scheduler (main greenlet) calls (C1).
 """
@@ -123,7 +124,7 @@ class Engine:
     and ``step_instant`` returns False (so a deadlock is reported, not a timeout).
     """
 
-    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps")
+    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
@@ -132,6 +133,7 @@ class Engine:
         self._alarms: list = []  # heap of (time, seq, handle)
         self._alarm_seq = 0
         self.steps = 0  # instants processed; tests use it to prove a wait drove nothing
+        self.reorder = None  # fn(handles) permuting an instant's completions (schedule exploration)
 
     def alarm(self, handle: Handle, at_ns: float) -> Handle:
         """Complete ``handle`` at ``at_ns`` if the simulation gets there through other work."""
@@ -190,7 +192,10 @@ class Engine:
         self.steps += 1
         while times and times[0] == now:
             heappop(times)
-            for handle in pending.pop(now):
+            due = pending.pop(now)
+            if self.reorder is not None:
+                self.reorder(due)
+            for handle in due:
                 if handle.done:
                     continue
                 handle.done = True  # Handle._complete, inlined: this is the hot path

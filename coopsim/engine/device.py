@@ -26,6 +26,7 @@ class SimDevice:
         self.stream = Stream(engine, f"dev{spec.index}")
         self.allocated_bytes = 0
         self._topology_name = topology_name
+        self.slowdown = 1.0  # op time multiplier: a slow device (fault injection, coopsim.testing)
 
     def op_time_ns(self, nbytes: float, flops: float = 0.0, dtype: str = "float32") -> float:
         memory_ns = self.memory_ns(nbytes)
@@ -49,7 +50,7 @@ class SimDevice:
     def launch(self, desc, nbytes: float, flops: float = 0.0, dtype: str = "float32",
                fn=None, deps=()) -> Handle:
         """Enqueue an op on this device's stream with its roofline cost."""
-        return self.stream.enqueue(self.op_time_ns(nbytes, flops, dtype), desc, fn, deps)
+        return self.stream.enqueue(self.op_time_ns(nbytes, flops, dtype) * self.slowdown, desc, fn, deps)
 
     def allocate(self, nbytes: int) -> None:
         if self.allocated_bytes + nbytes > self.kind.memory_bytes:

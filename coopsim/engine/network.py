@@ -25,6 +25,7 @@ from heapq import heappop, heappush
 from typing import NamedTuple
 
 from coopsim.engine.core import Engine, Handle
+from coopsim.errors import LinkDownError
 
 # Bytes left below this count as delivered, so float round-off never costs an extra event.
 DONE_EPSILON_BYTES = 1e-6
@@ -114,7 +115,7 @@ class Network:
     """
 
     __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns",
-                 "trace")
+                 "trace", "link_faults")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -125,6 +126,7 @@ class Network:
         self._links: dict[int, _LinkState] = {}  # link.index -> state, in first-use order
         self._wake: Handle | None = None
         self._wake_ns = _INF
+        self.link_faults: dict = {}  # link index -> (bandwidth factor, added ns); 0: down (coopsim.testing)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -144,6 +146,8 @@ class Network:
         latency_ns = 0
         for link in route:
             latency_ns += link.latency_ns
+        if self.link_faults:
+            latency_ns += self.fault_latency_ns(route, desc)
         handle = Handle(desc)
         if on_done is not None:
             handle.add_callback(on_done)
@@ -240,6 +244,8 @@ class Network:
             for state in t._links:
                 # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
                 share = state.link.bandwidth_GBps / state.streaming
+                if self.link_faults and state.link.index in self.link_faults:
+                    share *= self.link_faults[state.link.index][0]
                 if share < rate:
                     rate = share
             if rate != t.rate:
@@ -297,6 +303,23 @@ class Network:
                 state = self._links[link.index] = _LinkState(link)
             states.append(state)
         return tuple(states)
+
+    def fault_latency_ns(self, route, desc) -> float:
+        """The latency the faulted links of ``route`` add; raises ``LinkDownError`` if one is
+        down (routes are fixed by the topology: nothing reroutes, docs/adr/0025-testing-hooks.md)."""
+        added = 0.0
+        what = desc if isinstance(desc, str) else desc[0].format(*desc[1:])
+        for link in route:
+            fault = self.link_faults.get(link.index)
+            if fault is None:
+                continue
+            if fault[0] == 0:
+                raise LinkDownError(
+                    f"link {link.index} ({link.src} -> {link.dst}) is down (a fault injected with "
+                    f"ctx.sim.faults): {what} cannot cross it; coopsim does not "
+                    f"reroute around failed links")
+            added += fault[1]
+        return added
 
 
 def _check_nbytes(nbytes) -> int:

@@ -163,6 +163,8 @@ class Scheduler:
             task.pid = rt.new_pid()
             ranks.append(self.add_task(task, fn, (i, *args)))
         self.spawn = Spawn(ranks)
+        for hook in rt.spawn_hooks:  # e.g. fault injection arms its timed faults
+            hook(self.spawn)
         return self.spawn
 
     def join_spawn(self, deadline: float | None = None) -> bool:
@@ -208,6 +210,8 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:
             error = e
+        for hook in rt.error_hooks:  # e.g. the flight recorder attaches its record
+            hook(error)
         self.abort()
         raise error
 
@@ -228,7 +232,9 @@ class Scheduler:
             if runnable:
                 batch = runnable[:]
                 runnable.clear()
-                if self._rng is None:
+                if rt.strategy is not None:  # schedule exploration (coopsim.testing)
+                    rt.strategy.round(batch)
+                elif self._rng is None:
                     batch.sort(key=_task_key)
                 else:
                     self._rng.shuffle(batch)
