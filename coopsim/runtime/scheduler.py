@@ -15,14 +15,20 @@ program instances of launched kernels. Its loop (C5):
 Invariants:
 - A task is resumed only when the handle it waited on is done (C3); while any task runs,
   its virtual time is the engine's ``now_ns``.
+- A task has at most one live wait registration (``Task.waiting``); delivering an error
+  removes it before the task's code runs (``_unregister``, C3).
 - Every greenlet created here has the scheduler's greenlet as parent; when a spawn
-  returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4).
+  returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4),
+  except a task that swallowed ``ABORT_THROWS`` aborts: it is discarded, never to run again
+  (docs/adr/0018-abort-and-wait-registrations.md). The abort completes whatever a task
+  raises during it; the original exception propagates.
 - Nothing here reads the wall clock except the optional watchdog and ``join(timeout)``'s
   deadline, neither of which changes virtual results (C9).
 """
 
 from __future__ import annotations
 
+import ctypes
 import random
 import sys
 import time
@@ -38,6 +44,15 @@ from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 # so the hot loop writes no state. Reports derive "blocked" from a live greenlet.
 RUNNABLE, BLOCKED, ENDED, FAILED, ABORTED = "runnable", "blocked", "ended", "failed", "aborted"
 _FINAL = (ENDED, FAILED, ABORTED)
+
+
+ABORT_THROWS = 32  # throws of RankAborted before a task that swallows them is discarded
+
+
+def _note(error: BaseException | None, note: str) -> None:
+    """Add ``note`` to ``error``'s notes (shown under its traceback), if there is an error."""
+    if error is not None:
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]
 
 
 class RankAborted(GreenletExit):
@@ -115,6 +130,7 @@ class Scheduler:
         self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
+        self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (``_discard``)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
 
     def _claim_parent(self) -> None:
@@ -143,15 +159,28 @@ class Scheduler:
         """Raise ``error`` in ``task`` — blocked in ``ctx.wait`` — at that wait, next round.
 
         For failures that concern several ranks at once (a collective mismatch, a timeout):
-        each of them raises on its own, so each is a root cause (C6).
+        each of them raises on its own, so each is a root cause (C6). The task may still be
+        in the current round's batch; its registration is removed when the error is
+        delivered (``_unregister``), before its user code runs (C3).
         """
-        h = task.waiting
-        if h is not None and h.waiters is not None:
-            if h.waiters is task:
-                h.waiters = None
-            elif h.waiters.__class__ is list and task in h.waiters:
-                h.waiters.remove(task)
         self.interrupts.append((task, error))
+
+    def _unregister(self, t: Task) -> None:
+        """Remove every wait registration of ``t``: on its handle, in ``pending_waits``
+        and in the runnable list. After this, nothing but a throw can resume ``t`` (C3)."""
+        h = t.waiting
+        t.waiting = None
+        if h is not None:
+            waiters = h.waiters
+            if waiters is t:
+                h.waiters = None
+            elif waiters.__class__ is list and t in waiters:
+                waiters[:] = [w for w in waiters if w is not t]
+        pending = self.rt.pending_waits
+        if pending and any(p[0] is t for p in pending):
+            pending[:] = [p for p in pending if p[0] is not t]
+        if t in self.runnable:
+            self.runnable[:] = [r for r in self.runnable if r is not t]
 
     def start_spawn(self, fn, args, nprocs: int) -> Spawn:
         rt = self.rt
@@ -201,7 +230,7 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
         except BaseException as e:
             error = e
-        self.abort()
+        self.abort(error)
         raise error
 
     def _loop(self, goal, deadline, watchdog) -> bool:
@@ -282,15 +311,16 @@ class Scheduler:
         return True
 
     def _deliver_interrupts(self, failed: list) -> list:
-        """Throw the pending interrupts; the tasks that fail by them join ``failed``."""
+        """Throw the pending interrupts; the tasks that fail by them join ``failed``.
+
+        Each throw first removes the task's registration, so a task that catches the error
+        and waits again holds exactly one registration: the new one (C3)."""
         interrupts = sorted(self.interrupts, key=lambda item: item[0].key)
         self.interrupts.clear()
-        interrupted = {t for t, _ in interrupts}
-        self.runnable[:] = [t for t in self.runnable if t not in interrupted]
         for t, error in interrupts:
-            if t.greenlet.dead:
+            if t.greenlet.dead or t.state in _FINAL:
                 continue
-            t.waiting = None
+            self._unregister(t)
             if t.greenlet.throw(error) is not True:
                 self._ended(t)
                 if t.state is FAILED:
@@ -322,29 +352,62 @@ class Scheduler:
         """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
         return sorted(self.rt.tasks.values(), key=_task_key)
 
-    def abort(self) -> None:
-        """Throw ``RankAborted`` into every live task until it ends.
+    def abort(self, cause: BaseException | None = None) -> None:
+        """Throw ``RankAborted`` into every live task until it ends (C4).
 
         A task whose ``finally`` block waits switches back here; the next throw raises at
-        that wait, so an aborted task cannot block.
+        that wait, so an aborted task cannot block. The abort completes for every task
+        whatever one raises during it (a second Ctrl-C, SystemExit, an error): those are
+        recorded as notes on ``cause``, which is what the caller re-raises. A task still
+        alive after ``ABORT_THROWS`` throws swallows the abort in a loop: it is discarded
+        (``_discard``; docs/adr/0018-abort-and-wait-registrations.md).
         """
         rt = self.rt
         for t in self.live_tasks():
+            self._unregister(t)
+        self.runnable.clear()
+        self.interrupts.clear()
+        rt.pending_waits.clear()
+        for h in self.woken:
+            h.waiters = None
+        self.woken.clear()
+        for t in self.live_tasks():
             g = t.greenlet
-            for _ in range(100):
-                if g.dead:
-                    break
-                g.throw(RankAborted(f"{t.name} aborted"))
+            throws = 0
+            while not g.dead and throws < ABORT_THROWS:
+                throws += 1
+                try:
+                    g.throw(RankAborted(f"{t.name} aborted"))
+                except BaseException as e:  # raised by the task's finally, or a signal here
+                    _note(cause, f"{t.name} raised {type(e).__name__}({e}) while being aborted; "
+                                 f"ignored so that the abort completes")
+                finally:
+                    self._unregister(t)  # a finally that waited registered again
+                    rt.pending_waits.clear()
+            if not g.dead:
+                self._discard(t, cause)
             if t.state not in _FINAL:
                 t.state = ABORTED
         rt.tasks.clear()
         self.runnable.clear()
-        for h in self.woken:
-            h.waiters = None
-        self.woken.clear()
         self.interrupts.clear()
         rt.pending_waits.clear()
         self.live = 0
+
+    def _discard(self, t: Task, cause) -> None:
+        """Give up on a task that survived ``ABORT_THROWS`` throws: it is never resumed again.
+
+        Its greenlet cannot be killed without running its code, and garbage collection
+        would throw ``GreenletExit`` into it at an arbitrary time (into the same loop). So
+        it is made immortal, as greenlet itself does with a greenlet that survives
+        ``GreenletExit``: one reference is leaked on purpose. It stays listed in
+        ``discarded``; its ``finally`` blocks did not complete.
+        """
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(t.greenlet))
+        self.discarded[t.greenlet] = t
+        _note(cause, f"{t.name} swallowed the abort {ABORT_THROWS} times (a cleanup loop that "
+                     f"catches BaseException?); it was discarded: it will never run again and "
+                     f"its finally blocks did not complete")
 
     def _failure(self, failed: list[Task]) -> BaseException:
         """The exception a round with failed tasks raises (C6)."""
