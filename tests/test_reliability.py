@@ -4,13 +4,17 @@ aborts (C4). Each test reproduces one problem of issue 11."""
 import datetime
 import gc
 import os
+import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import coopsim
 from coopsim.errors import CollectiveMismatchError, DistTimeoutError
+from coopsim.runtime.watchdog import EXIT_CODE as WATCHDOG_EXIT_CODE
 from tests.conftest import live_coopsim_greenlets
 
 
@@ -158,3 +162,72 @@ def test_c4_a_cleanup_that_swallows_the_abort_is_discarded_and_never_runs_again(
     assert live_coopsim_greenlets() == []
     assert all(not g.dead for g in discarded)  # parked, not killed: see docs/adr/0018
 
+
+
+# --- C7: a watchdog that cannot be swallowed --------------------------------------------------
+
+SWALLOWING_PROGRAM = '''
+import coopsim
+
+def spin():
+    while True:
+        pass  # SPIN-HERE
+
+def worker(rank, ctx):
+    ctx.wait(ctx.sim.timer(1))
+    if rank == 1:
+        while True:  # a "robust" retry loop
+            try:
+                spin()
+            except BaseException:
+                pass
+    ctx.wait(ctx.sim.event("never"))
+
+with coopsim.RuntimeContext(watchdog_s=0.1, watchdog_grace_s=0.5) as ctx:
+    ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
+'''
+
+
+def test_c7_a_rank_that_swallows_the_watchdog_ends_the_process_with_the_report(tmp_path):
+    script = tmp_path / "swallow.py"
+    script.write_text(SWALLOWING_PROGRAM)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == WATCHDOG_EXIT_CODE, done.stderr
+    pass_line = SWALLOWING_PROGRAM.splitlines().index("        pass  # SPIN-HERE") + 1
+    assert "rank 1 ran for more than 0.1 s" in done.stderr
+    spins_at = re.search(rf"It spins at {re.escape(str(script))}:(\d+) in spin", done.stderr)
+    assert spins_at and int(spins_at.group(1)) in (pass_line - 1, pass_line)
+    assert "rank 0: waiting for event 'never' at" in done.stderr
+    assert f"rank 2: runnable at {script}:" in done.stderr
+
+
+def test_c7_watchdog_interrupts_again_a_rank_that_swallowed_the_first_interrupt():
+    swallowed = []
+
+    def spin():
+        while True:
+            pass
+
+    def worker(rank, ctx):
+        ctx.wait(ctx.sim.timer(1))
+        if rank == 1:
+            try:
+                spin()
+            except BaseException as e:
+                swallowed.append(type(e).__name__)
+            spin()  # the second interrupt is not caught
+        ctx.wait(ctx.sim.event("never"))
+
+    with coopsim.RuntimeContext(watchdog_s=0.1, watchdog_grace_s=60) as ctx:
+        with pytest.raises(coopsim.WatchdogTimeout) as info:
+            spawn(ctx, worker, 2)
+    assert info.value.rank == 1
+    assert swallowed == ["WatchdogInterrupt"]
+    assert live_coopsim_greenlets() == []
+
+
+def test_c7_watchdog_grace_is_validated():
+    with pytest.raises(ValueError, match="watchdog_grace_s"):
+        coopsim.RuntimeContext(watchdog_s=1, watchdog_grace_s=float("inf"))

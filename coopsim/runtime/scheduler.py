@@ -130,6 +130,7 @@ class Scheduler:
         self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
+        self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (``_discard``)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
 
@@ -220,14 +221,22 @@ class Scheduler:
         """
         self._claim_parent()
         rt = self.rt
-        watchdog = Watchdog(rt.watchdog_s, rt.thread_id) if rt.watchdog_s else None
+        watchdog = self.watchdog = (
+            Watchdog(rt.watchdog_s, rt.thread_id, rt.watchdog_grace_s, self._describe_others)
+            if rt.watchdog_s else None)
+        if watchdog is None:
+            return self._run(goal, deadline, None)
         try:
-            if watchdog is None:
-                return self._loop(goal, deadline, None)
-            with watchdog:
-                return self._loop(goal, deadline, watchdog)
+            with watchdog:  # it watches the abort too: a finally may spin
+                return self._run(goal, deadline, watchdog)
+        finally:
+            self.watchdog = None
+
+    def _run(self, goal, deadline, watchdog) -> bool:
+        try:
+            return self._loop(goal, deadline, watchdog)
         except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
-            error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
+            error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
         self.abort(error)
@@ -377,11 +386,15 @@ class Scheduler:
             while not g.dead and throws < ABORT_THROWS:
                 throws += 1
                 try:
+                    if self.watchdog is not None:
+                        self.watchdog.slice = (-throws, t, time.monotonic())
                     g.throw(RankAborted(f"{t.name} aborted"))
                 except BaseException as e:  # raised by the task's finally, or a signal here
                     _note(cause, f"{t.name} raised {type(e).__name__}({e}) while being aborted; "
                                  f"ignored so that the abort completes")
                 finally:
+                    if self.watchdog is not None:
+                        self.watchdog.slice = None
                     self._unregister(t)  # a finally that waited registered again
                     rt.pending_waits.clear()
             if not g.dead:
@@ -408,6 +421,19 @@ class Scheduler:
         _note(cause, f"{t.name} swallowed the abort {ABORT_THROWS} times (a cleanup loop that "
                      f"catches BaseException?); it was discarded: it will never run again and "
                      f"its finally blocks did not complete")
+
+    def _describe_others(self, busy: Task) -> list[str]:
+        """One line per other live task, for the watchdog's last report (read from its
+        thread while ``busy`` spins, so nothing here changes)."""
+        lines = []
+        pending = {id(t): h for t, h in list(self.rt.pending_waits)}  # not registered yet
+        for t in sorted(list(self.rt.tasks.values()), key=_task_key):
+            if t is busy:
+                continue
+            h = pending.get(id(t), t.waiting)
+            doing = f"waiting for {h.desc}" if h is not None and not h.done else "runnable"
+            lines.append(f"{t.name}: {doing} at {user_location(t.greenlet.gr_frame) or '-'}")
+        return lines
 
     def _failure(self, failed: list[Task]) -> BaseException:
         """The exception a round with failed tasks raises (C6)."""
