@@ -72,6 +72,21 @@ class WatchdogTimeout(SimulationError):
         )
 
 
+def format_ranks(ranks) -> str:
+    """A set of ranks as sorted ranges, ``[0-3, 5-998]``: the one way every report prints
+    rank sets, so that a report about N ranks does not grow with N."""
+    ordered = sorted(set(ranks))
+    parts = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return f"[{', '.join(parts)}]"
+
+
 def format_deadlock(report: dict) -> str:
     rows = report["ranks"]
     blocked = [r for r in rows if r["state"] == "blocked"]

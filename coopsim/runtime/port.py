@@ -96,8 +96,12 @@ class Runtime:
           scheduler, which resumes the task once ``handle`` is complete (C3);
         - in main with no spawn running: drive the engine until ``handle`` completes.
         """
-        if handle.done:
-            return handle
+        try:
+            if handle.done:
+                return handle
+        except AttributeError:
+            raise TypeError(f"wait: handle must be a coopsim Handle (ctx.sim.timer, an event, a "
+                            f"Work's op), got {handle!r} ({type(handle).__name__})") from None
         task = self.tasks.get(getcurrent())
         if task is not None:
             self.pending_waits.append((task, handle))
