@@ -36,7 +36,7 @@ import traceback
 
 from greenlet import GreenletExit, greenlet
 
-from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout
+from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout, format_ranks
 from coopsim.runtime.frames import user_location, user_location_of_traceback
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
@@ -448,8 +448,14 @@ class Scheduler:
         if None in by_rank:  # a kernel launched from main failed: its own exception
             return by_rank[None].error
         ranks = sorted(by_rank)
-        msg = "".join(f"\n\n-- Process {r} terminated with the following error:\n"
-                      f"{self._trace(by_rank[r])}" for r in ranks)
+        same: dict = {}  # trace -> ranks: 1,000 ranks failing alike print one traceback
+        for r in ranks:
+            same.setdefault(self._trace(by_rank[r]), []).append(r)
+        msg = "".join(
+            f"\n\n-- Process {alike[0]} terminated with the following error:\n{trace}"
+            + (f"\n\n-- Processes {format_ranks(alike[1:])} terminated with the same error "
+               f"(same traceback) as process {alike[0]}" if len(alike) > 1 else "")
+            for trace, alike in same.items())
         first = by_rank[ranks[0]]
         pid = first.pid or (first.owner.pid if first.owner else 0)
         return SpawnException(msg, ranks[0], pid, {r: by_rank[r].error for r in ranks})
