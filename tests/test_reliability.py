@@ -231,3 +231,24 @@ def test_c7_watchdog_interrupts_again_a_rank_that_swallowed_the_first_interrupt(
 def test_c7_watchdog_grace_is_validated():
     with pytest.raises(ValueError, match="watchdog_grace_s"):
         coopsim.RuntimeContext(watchdog_s=1, watchdog_grace_s=float("inf"))
+
+
+def test_c4_close_completes_the_abort_then_raises_what_a_finally_raised():
+    finals = []
+
+    def worker(rank, ctx):
+        try:
+            ctx.wait(ctx.sim.event("never"))
+        finally:
+            finals.append(rank)
+            if rank == 0:
+                raise SystemExit(4)
+
+    ctx = coopsim.RuntimeContext()
+    running = ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3, join=False)
+    assert running.join(timeout=0) is False  # one round: every rank blocks in its wait
+    with pytest.raises(SystemExit):
+        ctx.close()
+    assert finals == [0, 1, 2]
+    assert ctx.sim.runtime.spawn is None
+    assert live_coopsim_greenlets() == []

@@ -369,9 +369,11 @@ class Scheduler:
         whatever one raises during it (a second Ctrl-C, SystemExit, an error): those are
         recorded as notes on ``cause``, which is what the caller re-raises. A task still
         alive after ``ABORT_THROWS`` throws swallows the abort in a loop: it is discarded
-        (``_discard``; docs/adr/0018-abort-and-wait-registrations.md).
+        (``_discard``; docs/adr/0018-abort-and-wait-registrations.md). With no ``cause``
+        (``close``), the first of those is raised once the abort is complete.
         """
         rt = self.rt
+        first = None
         for t in self.live_tasks():
             self._unregister(t)
         self.runnable.clear()
@@ -390,6 +392,7 @@ class Scheduler:
                         self.watchdog.slice = (-throws, t, time.monotonic())
                     g.throw(RankAborted(f"{t.name} aborted"))
                 except BaseException as e:  # raised by the task's finally, or a signal here
+                    first = first or e
                     _note(cause, f"{t.name} raised {type(e).__name__}({e}) while being aborted; "
                                  f"ignored so that the abort completes")
                 finally:
@@ -398,7 +401,8 @@ class Scheduler:
                     self._unregister(t)  # a finally that waited registered again
                     rt.pending_waits.clear()
             if not g.dead:
-                self._discard(t, cause)
+                note = self._discard(t, cause)
+                first = first or RuntimeError(note)
             if t.state not in _FINAL:
                 t.state = ABORTED
         rt.tasks.clear()
@@ -406,8 +410,10 @@ class Scheduler:
         self.interrupts.clear()
         rt.pending_waits.clear()
         self.live = 0
+        if cause is None and first is not None:
+            raise first
 
-    def _discard(self, t: Task, cause) -> None:
+    def _discard(self, t: Task, cause) -> str:
         """Give up on a task that survived ``ABORT_THROWS`` throws: it is never resumed again.
 
         Its greenlet cannot be killed without running its code, and garbage collection
@@ -418,9 +424,11 @@ class Scheduler:
         """
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(t.greenlet))
         self.discarded[t.greenlet] = t
-        _note(cause, f"{t.name} swallowed the abort {ABORT_THROWS} times (a cleanup loop that "
-                     f"catches BaseException?); it was discarded: it will never run again and "
-                     f"its finally blocks did not complete")
+        note = (f"{t.name} swallowed the abort {ABORT_THROWS} times (a cleanup loop that catches "
+                f"BaseException?); it was discarded: it will never run again and its finally "
+                f"blocks did not complete")
+        _note(cause, note)
+        return note
 
     def _describe_others(self, busy: Task) -> list[str]:
         """One line per other live task, for the watchdog's last report (read from its
@@ -505,7 +513,10 @@ class Scheduler:
 
     def close(self) -> None:
         """Abort every live task (a spawn never joined to the end, kernel programs never
-        waited for); their ``finally`` blocks run."""
-        self.abort()
-        if self.spawn is not None:
-            self._finish_spawn(None)
+        waited for); their ``finally`` blocks run. What one raises during it is raised
+        after the abort is complete."""
+        try:
+            self.abort()
+        finally:
+            if self.spawn is not None:
+                self._finish_spawn(None)
