@@ -16,7 +16,7 @@ Invariants:
 - A task is resumed only when the handle it waited on is done (C3); while any task runs,
   its virtual time is the engine's ``now_ns``.
 - A task has at most one live wait registration (``Task.waiting``); delivering an error
-  removes it before the task's code runs (``_unregister``, C3).
+  removes it before the task's code runs (``unregister``, C3).
 - Every greenlet created here has the scheduler's greenlet as parent; when a spawn
   returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4),
   except a task that swallowed ``ABORT_THROWS`` aborts: it is discarded, never to run again
@@ -28,95 +28,20 @@ Invariants:
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import random
 import sys
 import time
-import traceback
 
-from greenlet import GreenletExit, greenlet
+from greenlet import greenlet
 
-from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout, format_ranks
-from coopsim.runtime.frames import user_location, user_location_of_traceback
+from coopsim.errors import DeadlockError, WatchdogTimeout
+from coopsim.runtime import reports
+from coopsim.runtime.abort import abort
+from coopsim.runtime.frames import user_location
+from coopsim.runtime.task import (  # noqa: F401 - re-exported: the runtime's task vocabulary
+    ABORTED, BLOCKED, ENDED, FAILED, FINAL, RUNNABLE, RankAborted, Spawn, Task, body, task_key)
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
-
-# A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
-# so the hot loop writes no state. Reports derive "blocked" from a live greenlet.
-RUNNABLE, BLOCKED, ENDED, FAILED, ABORTED = "runnable", "blocked", "ended", "failed", "aborted"
-_FINAL = (ENDED, FAILED, ABORTED)
-
-
-ABORT_THROWS = 32  # throws of RankAborted before a task that swallows them is discarded
-
-
-def _note(error: BaseException | None, note: str) -> None:
-    """Add ``note`` to ``error``'s notes (shown under its traceback), if there is an error."""
-    if error is not None:
-        error.__notes__ = [*getattr(error, "__notes__", ()), note]
-
-
-class RankAborted(GreenletExit):
-    """Thrown into a task to abort it because a sibling failed or the run was interrupted."""
-
-
-class Task:
-    """One greenlet the scheduler runs: a rank, or a program instance of a kernel.
-
-    ``rank`` is the rank's number (for a program: its launching rank's, None from main);
-    ``key`` orders tasks in a round; ``owner`` is the launching rank's task for a program.
-    """
-
-    __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
-                 "now_ns", "waiting", "error", "trace", "on_end")
-
-    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
-                 device: int = 0):
-        self.name = name
-        self.rank = rank
-        self.key = key
-        self.pid = 0
-        self.owner = owner
-        self.device = device  # index of the task's current device (torch.cuda.set_device)
-        self.greenlet = None
-        self.switch = None  # greenlet.switch, bound once
-        self.state = RUNNABLE
-        self.now_ns = now_ns
-        self.waiting = None  # the Handle this task last blocked on
-        self.error: BaseException | None = None
-        self.trace: str | None = None  # formatted traceback of a task that raised
-        self.on_end = on_end  # called with the task when it ends normally
-
-
-def _task_key(t: Task) -> tuple:
-    return t.key
-
-
-def _body(task: Task, fn, args):
-    def run_task():
-        try:
-            fn(*args)
-        except RankAborted:
-            task.state = ABORTED
-        except WatchdogInterrupt as e:
-            task.state, task.error = FAILED, e
-        except Exception as e:
-            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
-        else:
-            task.state = ENDED
-        # any other BaseException propagates to the scheduler through greenlet
-
-    return run_task
-
-
-class Spawn:
-    """The ranks of one ``spawn`` call and how it ended."""
-
-    def __init__(self, ranks: list[Task]):
-        self.ranks = ranks
-        self.outcome: BaseException | None = None
-        self.finished = False
-        self.state: dict = {}  # per-spawn slots of the layers above (Runtime.spawn_state)
-
 
 class Scheduler:
     """The loop of one ``Runtime`` (the port that owns it, ``rt``)."""
@@ -131,7 +56,7 @@ class Scheduler:
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
-        self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (``_discard``)
+        self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
 
     def _claim_parent(self) -> None:
@@ -149,7 +74,7 @@ class Scheduler:
         """Make ``fn(*args)`` a runnable task (its greenlet's parent is the scheduler's)."""
         if self.parent is None or self.live == 0:
             self._claim_parent()
-        task.greenlet = greenlet(_body(task, fn, args), parent=self.parent)
+        task.greenlet = greenlet(body(task, fn, args), parent=self.parent)
         task.switch = task.greenlet.switch
         self.rt.tasks[task.greenlet] = task
         self.runnable.append(task)
@@ -162,11 +87,11 @@ class Scheduler:
         For failures that concern several ranks at once (a collective mismatch, a timeout):
         each of them raises on its own, so each is a root cause (C6). The task may still be
         in the current round's batch; its registration is removed when the error is
-        delivered (``_unregister``), before its user code runs (C3).
+        delivered (``unregister``), before its user code runs (C3).
         """
         self.interrupts.append((task, error))
 
-    def _unregister(self, t: Task) -> None:
+    def unregister(self, t: Task) -> None:
         """Remove every wait registration of ``t``: on its handle, in ``pending_waits``
         and in the runnable list. After this, nothing but a throw can resume ``t`` (C3)."""
         h = t.waiting
@@ -222,7 +147,8 @@ class Scheduler:
         self._claim_parent()
         rt = self.rt
         watchdog = self.watchdog = (
-            Watchdog(rt.watchdog_s, rt.thread_id, rt.watchdog_grace_s, self._describe_others)
+            Watchdog(rt.watchdog_s, rt.thread_id, rt.watchdog_grace_s,
+                     functools.partial(reports.describe_others, self))
             if rt.watchdog_s else None)
         if watchdog is None:
             return self._run(goal, deadline, None)
@@ -239,7 +165,7 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
-        self.abort(error)
+        abort(self, error)
         raise error
 
     def _loop(self, goal, deadline, watchdog) -> bool:
@@ -254,13 +180,13 @@ class Scheduler:
             if self.interrupts:
                 failed = self._deliver_interrupts([])
                 if failed:
-                    raise self._failure(failed)
+                    raise reports.failure(self, failed)
                 continue
             if runnable:
                 batch = runnable[:]
                 runnable.clear()
                 if self._rng is None:
-                    batch.sort(key=_task_key)
+                    batch.sort(key=task_key)
                 else:
                     self._rng.shuffle(batch)
                 failed = None
@@ -300,7 +226,7 @@ class Scheduler:
                 if failed:
                     if self.interrupts:  # siblings failed by the same event fail in this round too
                         self._deliver_interrupts(failed)
-                    raise self._failure(failed)
+                    raise reports.failure(self, failed)
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 continue
@@ -327,9 +253,9 @@ class Scheduler:
         interrupts = sorted(self.interrupts, key=lambda item: item[0].key)
         self.interrupts.clear()
         for t, error in interrupts:
-            if t.greenlet.dead or t.state in _FINAL:
+            if t.greenlet.dead or t.state in FINAL:
                 continue
-            self._unregister(t)
+            self.unregister(t)
             if t.greenlet.throw(error) is not True:
                 self._ended(t)
                 if t.state is FAILED:
@@ -357,142 +283,22 @@ class Scheduler:
         self.live -= 1
         del self.rt.tasks[t.greenlet]
 
-    def live_tasks(self) -> list[Task]:
-        """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
-        return sorted(self.rt.tasks.values(), key=_task_key)
-
-    def abort(self, cause: BaseException | None = None) -> None:
-        """Throw ``RankAborted`` into every live task until it ends (C4).
-
-        A task whose ``finally`` block waits switches back here; the next throw raises at
-        that wait, so an aborted task cannot block. The abort completes for every task
-        whatever one raises during it (a second Ctrl-C, SystemExit, an error): those are
-        recorded as notes on ``cause``, which is what the caller re-raises. A task still
-        alive after ``ABORT_THROWS`` throws swallows the abort in a loop: it is discarded
-        (``_discard``; docs/adr/0018-abort-and-wait-registrations.md). With no ``cause``
-        (``close``), the first of those is raised once the abort is complete.
-        """
-        rt = self.rt
-        first = None
-        for t in self.live_tasks():
-            self._unregister(t)
+    def forget_wakeups(self) -> None:
+        """Drop every queued resumption: runnable tasks, woken handles, pending interrupts
+        and waits (the abort's first and last step)."""
         self.runnable.clear()
         self.interrupts.clear()
-        rt.pending_waits.clear()
+        self.rt.pending_waits.clear()
         for h in self.woken:
             h.waiters = None
         self.woken.clear()
-        for t in self.live_tasks():
-            g = t.greenlet
-            throws = 0
-            while not g.dead and throws < ABORT_THROWS:
-                throws += 1
-                try:
-                    if self.watchdog is not None:
-                        self.watchdog.slice = (-throws, t, time.monotonic())
-                    g.throw(RankAborted(f"{t.name} aborted"))
-                except BaseException as e:  # raised by the task's finally, or a signal here
-                    first = first or e
-                    _note(cause, f"{t.name} raised {type(e).__name__}({e}) while being aborted; "
-                                 f"ignored so that the abort completes")
-                finally:
-                    if self.watchdog is not None:
-                        self.watchdog.slice = None
-                    self._unregister(t)  # a finally that waited registered again
-                    rt.pending_waits.clear()
-            if not g.dead:
-                note = self._discard(t, cause)
-                first = first or RuntimeError(note)
-            if t.state not in _FINAL:
-                t.state = ABORTED
-        rt.tasks.clear()
-        self.runnable.clear()
-        self.interrupts.clear()
-        rt.pending_waits.clear()
-        self.live = 0
-        if cause is None and first is not None:
-            raise first
-
-    def _discard(self, t: Task, cause) -> str:
-        """Give up on a task that survived ``ABORT_THROWS`` throws: it is never resumed again.
-
-        Its greenlet cannot be killed without running its code, and garbage collection
-        would throw ``GreenletExit`` into it at an arbitrary time (into the same loop). So
-        it is made immortal, as greenlet itself does with a greenlet that survives
-        ``GreenletExit``: one reference is leaked on purpose. It stays listed in
-        ``discarded``; its ``finally`` blocks did not complete.
-        """
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(t.greenlet))
-        self.discarded[t.greenlet] = t
-        note = (f"{t.name} swallowed the abort {ABORT_THROWS} times (a cleanup loop that catches "
-                f"BaseException?); it was discarded: it will never run again and its finally "
-                f"blocks did not complete")
-        _note(cause, note)
-        return note
-
-    def _describe_others(self, busy: Task) -> list[str]:
-        """One line per other live task, for the watchdog's last report (read from its
-        thread while ``busy`` spins, so nothing here changes)."""
-        lines = []
-        pending = {id(t): h for t, h in list(self.rt.pending_waits)}  # not registered yet
-        for t in sorted(list(self.rt.tasks.values()), key=_task_key):
-            if t is busy:
-                continue
-            h = pending.get(id(t), t.waiting)
-            doing = f"waiting for {h.desc}" if h is not None and not h.done else "runnable"
-            lines.append(f"{t.name}: {doing} at {user_location(t.greenlet.gr_frame) or '-'}")
-        return lines
-
-    def _failure(self, failed: list[Task]) -> BaseException:
-        """The exception a round with failed tasks raises (C6)."""
-        busy = [t for t in failed if isinstance(t.error, WatchdogInterrupt)]
-        if busy:
-            t = busy[0]
-            return WatchdogTimeout(t.rank, user_location_of_traceback(t.error.__traceback__),
-                                   self.rt.watchdog_s)
-        by_rank: dict = {}
-        for t in sorted(failed, key=_task_key):
-            by_rank.setdefault(t.rank, t)
-        if None in by_rank:  # a kernel launched from main failed: its own exception
-            return by_rank[None].error
-        ranks = sorted(by_rank)
-        same: dict = {}  # trace -> ranks: 1,000 ranks failing alike print one traceback
-        for r in ranks:
-            same.setdefault(self._trace(by_rank[r]), []).append(r)
-        msg = "".join(
-            f"\n\n-- Process {alike[0]} terminated with the following error:\n{trace}"
-            + (f"\n\n-- Processes {format_ranks(alike[1:])} terminated with the same error "
-               f"(same traceback) as process {alike[0]}" if len(alike) > 1 else "")
-            for trace, alike in same.items())
-        first = by_rank[ranks[0]]
-        pid = first.pid or (first.owner.pid if first.owner else 0)
-        return SpawnException(msg, ranks[0], pid, {r: by_rank[r].error for r in ranks})
-
-    @staticmethod
-    def _trace(t: Task) -> str:
-        if t.owner is None:
-            return t.trace
-        return f"{t.name} raised:\n{t.trace}"
 
     def deadlock_report(self) -> dict:
-        rows = []
-        spawn_ranks = self.spawn.ranks if self.spawn is not None else []
-        programs = [t for t in self.live_tasks() if t.owner is not None or t.rank is None]
-        for t in spawn_ranks + programs:
-            blocked = not t.greenlet.dead  # at a deadlock every live task is blocked
-            frame = t.greenlet.gr_frame if blocked else None
-            rows.append({
-                "rank": t.rank,
-                "task": t.name,
-                "state": BLOCKED if blocked else t.state,
-                "waits_for": t.waiting.desc if blocked and t.waiting is not None else None,
-                "time_ns": t.now_ns,
-                "where": user_location(frame) if frame is not None else None,
-            })
-        report = {"time_ns": self.rt.engine.now_ns, "ranks": rows, "details": []}
-        for explain in self.rt.explainers:
-            explain(report, spawn_ranks + programs)
-        return report
+        return reports.deadlock_report(self)
+
+    def live_tasks(self) -> list[Task]:
+        """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
+        return sorted(self.rt.tasks.values(), key=task_key)
 
     def drive_until(self, handle):
         """Main's wait: run rounds (kernel programs) and drains until ``handle`` is done."""
@@ -516,7 +322,7 @@ class Scheduler:
         waited for); their ``finally`` blocks run. What one raises during it is raised
         after the abort is complete."""
         try:
-            self.abort()
+            abort(self)
         finally:
             if self.spawn is not None:
                 self._finish_spawn(None)
