@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from greenlet import greenlet
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import coopsim
@@ -51,6 +51,7 @@ class Program:
     fault: tuple | None  # (rank, step index, kind)
     catch: bool  # catch-and-continue: ranks catch coopsim errors and go on
     model: str
+    shuffle_seed: int | None = None  # rank_order="shuffled" with this seed (None: ascending)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Observed:
     finals: list = field(default_factory=list)
     greenlets: list = field(default_factory=list)  # each rank's greenlet, seen from inside
     caught: list = field(default_factory=list)
+    outcome: str = ""  # how the run ended, for the statistics (pytest --hypothesis-show-statistics)
 
 
 @st.composite
@@ -78,7 +80,8 @@ def programs(draw):
     if draw(st.integers(0, 3)):  # three programs in four get a fault
         fault = (draw(st.integers(0, n - 1)), draw(st.integers(0, len(steps) - 1)),
                  draw(st.sampled_from(FAULTS)))
-    return Program(n, sub, steps, fault, draw(st.booleans()), draw(st.sampled_from(["transfer", "analytic"])))
+    return Program(n, sub, steps, fault, draw(st.booleans()), draw(st.sampled_from(["transfer", "analytic"])),
+                   draw(st.none() | st.integers(0, 3)))
 
 
 def data(step_index: int, rank: int, size: int) -> np.ndarray:
@@ -219,18 +222,21 @@ def attempt(program, seen, rank, i, fn, *args):
 
 
 def run_program(program: Program) -> Observed:
-    seen = Observed()
+    seen = Observed(outcome="completed")
     outcome = None
-    with coopsim.RuntimeContext(TOPOLOGY, ccl={"model": program.model}) as ctx:
+    order = {} if program.shuffle_seed is None else {"rank_order": "shuffled", "seed": program.shuffle_seed}
+    with coopsim.RuntimeContext(TOPOLOGY, ccl={"model": program.model}, **order) as ctx:
         try:
             ctx.multiprocessing.spawn(worker, args=(ctx, program, seen), nprocs=program.nprocs)
         except coopsim.SpawnException as e:
             outcome = e
+            seen.outcome = "SpawnException: " + ", ".join(sorted({type(x).__name__ for x in e.errors.values()}))
             untyped = {r: repr(err) for r, err in e.errors.items()
                        if not isinstance(err, (SimulationError, InjectedFault))}
             assert not untyped, f"untyped errors: {untyped}\n{e.msg}"
         except coopsim.DeadlockError as e:
             outcome = e
+            seen.outcome = "DeadlockError"
     assert seen.c3 == [], f"C3 broken: resumed before the handle was done: {seen.c3}"
     assert sorted(seen.finals) == list(range(program.nprocs)), "a finally did not run"
     # C4, checked on the greenlets the ranks ran in (gc's full scan, live_coopsim_greenlets,
@@ -243,12 +249,14 @@ def run_program(program: Program) -> Observed:
     return seen
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate, Phase.shrink],  # no explain: it traces
           suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_c3_c4_c7_fuzz_generated_programs(program):
-    run_program(program)
+    seen = run_program(program)
+    event(f"fault: {program.fault[2] if program.fault else 'none'}, catch={program.catch}")
+    event(f"outcome: {seen.outcome}" + (", errors caught" if seen.caught else ""))
 
 
 # --- examples the fuzzer found, kept as regular tests ------------------------------------------
