@@ -114,3 +114,8 @@ def test_topology_device_bound_is_overridable():
     assert len(load_topology(topology(6, max_devices=6)).devices) == 6
     with pytest.raises(TopologyError, match=r"at most 5 devices"):
         load_topology(topology(6, max_devices=5))
+
+
+def test_event_set_rejects_an_infinite_time(ctx):
+    with pytest.raises(ValueError, match="at_ns must be a finite time"):
+        ctx.sim.event("e").set(float("inf"))

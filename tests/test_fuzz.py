@@ -249,7 +249,7 @@ def run_program(program: Program) -> Observed:
     return seen
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate, Phase.shrink],  # no explain: it traces
           suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
