@@ -252,3 +252,21 @@ def test_c4_close_completes_the_abort_then_raises_what_a_finally_raised():
     assert finals == [0, 1, 2]
     assert ctx.sim.runtime.spawn is None
     assert live_coopsim_greenlets() == []
+
+
+def test_c7_watchdog_stops_a_finally_that_spins_during_the_abort():
+    def worker(rank, ctx):
+        try:
+            ctx.wait(ctx.sim.timer(1))
+            if rank == 0:
+                raise ValueError("the original failure")
+            ctx.wait(ctx.sim.event("never"))
+        finally:
+            while rank == 1:  # a cleanup that never yields
+                pass
+
+    with coopsim.RuntimeContext(watchdog_s=0.1, watchdog_grace_s=60) as ctx:
+        with pytest.raises(coopsim.SpawnException) as info:
+            spawn(ctx, worker, 3)
+    assert list(info.value.errors) == [0]  # the original; rank 1's cleanup was interrupted
+    assert live_coopsim_greenlets() == []

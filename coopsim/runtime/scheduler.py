@@ -199,7 +199,7 @@ class Scheduler:
                         serial += 1
                         watchdog.slice = (serial, t, time.monotonic())
                         blocked = t.switch()
-                        watchdog.slice = None
+                        watchdog.end_slice()
                     if blocked is not True:  # a blocking task switches back True; an ended one, None
                         self._ended(t)
                         if t.state is FAILED:

@@ -63,6 +63,15 @@ class Watchdog:
         self._stop.set()
         self._thread.join()
 
+    def end_slice(self) -> None:
+        """Called by the scheduler when a slice ends: no interrupt fires for it any more, and
+        one raised too late (the task yielded first) is withdrawn before it lands in the
+        scheduler's own code (the abort must not be cut short by it)."""
+        with self.lock:
+            self.slice = None
+            if self.fired is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id), None)
+
     def _watch(self) -> None:
         first_fire = 0.0
         while not self._stop.wait(self.period_s):
