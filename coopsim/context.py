@@ -15,6 +15,7 @@ from coopsim.kernels.launch import launch as launch_kernel
 from coopsim.runtime.multiprocessing import Multiprocessing
 from coopsim.runtime.port import RANK_ORDERS, Runtime
 from coopsim.runtime.sim import Sim
+from coopsim.runtime.watchdog import DEFAULT_GRACE_S
 from coopsim.tensor import TensorAPI
 from coopsim.tensor.cuda import Cuda
 from coopsim.testing import Explorer, Faults, FlightRecorder
@@ -31,23 +32,30 @@ class RuntimeContext:
     """
 
     def __init__(self, topology=None, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending", ccl=None, timing_only: bool = False):
+                 rank_order: str = "ascending", ccl=None, timing_only: bool = False,
+                 watchdog_grace_s: float = DEFAULT_GRACE_S):
         """``topology``: a bundled name (``"ring8"``), a path to a YAML file, or None for the
         default; ``seed`` seeds everything random (``rank_order="shuffled"``); ``watchdog_s``
         stops a rank that runs that many wall seconds without yielding (default: off);
         ``ccl``: collective settings over the bundled ccl.yaml (a path or a mapping);
         ``timing_only``: tensors carry shapes and dtypes but no data — same virtual times,
-        no host memory, host reads raise (docs/adr/0020-timing-only-tensors.md)."""
+        no host memory, host reads raise (docs/adr/0020-timing-only-tensors.md);
+        ``watchdog_grace_s``: how long a rank that swallows the watchdog's interrupts may keep
+        spinning before the process ends with the report on stderr (docs/adr/0019)."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"RuntimeContext: seed must be an int, got {seed!r}")
         if watchdog_s is not None and not (isinstance(watchdog_s, (int, float)) and watchdog_s > 0):
             raise ValueError(f"RuntimeContext: watchdog_s must be None or seconds > 0, got {watchdog_s!r}")
+        if isinstance(watchdog_grace_s, bool) or not isinstance(watchdog_grace_s, (int, float)) \
+                or not 0 < watchdog_grace_s < float("inf"):
+            raise ValueError(f"RuntimeContext: watchdog_grace_s must be seconds > 0, got {watchdog_grace_s!r}")
         if rank_order not in RANK_ORDERS:
             raise ValueError(f"RuntimeContext: rank_order must be one of {RANK_ORDERS}, got {rank_order!r}")
         if not isinstance(timing_only, bool):
             raise TypeError(f"RuntimeContext: timing_only must be a bool, got {timing_only!r}")
         rt = self._runtime = Runtime(load_topology(topology), seed=seed, watchdog_s=watchdog_s,
-                                     rank_order=rank_order, timing_only=timing_only)
+                                     rank_order=rank_order, timing_only=timing_only,
+                                     watchdog_grace_s=watchdog_grace_s)
         self.timing_only = timing_only
         self.topology = rt.topology
         self.seed = seed

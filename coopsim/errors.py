@@ -7,6 +7,8 @@ process group cannot: that no rank can ever progress, or that one never yields.
 
 from __future__ import annotations
 
+import re
+
 
 class ProcessException(Exception):
     """Base of spawn's failures, as in ``torch.multiprocessing.ProcessException``."""
@@ -72,6 +74,55 @@ class WatchdogTimeout(SimulationError):
         )
 
 
+def format_ranks(ranks) -> str:
+    """A set of ranks as sorted ranges, ``[0-3, 5-998]``: the one way every report prints
+    rank sets, so that a report about N ranks does not grow with N."""
+    ordered = sorted(set(ranks))
+    parts = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return f"[{', '.join(parts)}]"
+
+
+def generic(text: str | None, rank) -> str | None:
+    """``text`` about ``rank`` with its own rank and device numbers taken out, so that ranks
+    doing the same thing read alike (``all_reduce #1 ... (rank 5)`` -> ``(its rank)``)."""
+    if text is None or rank is None:
+        return text
+    text = re.sub(rf"\brank {rank}\b", "its rank", text)
+    return re.sub(r"\bdev\d+\b", "its device", text)
+
+
+def group_rows(rows) -> list:
+    """``(task label, row)`` per group of rank rows in the same state at the same place,
+    waiting for the same thing (``ranks [0-998]``); other tasks one by one, in order."""
+    groups: dict = {}
+    out = []
+    for r in rows:
+        if r["task"] != f"rank {r['rank']}":
+            out.append([r["task"], r, None])
+            continue
+        key = (r["state"], r["time_ns"], r["where"], generic(r["waits_for"], r["rank"]))
+        if key in groups:
+            groups[key][2].append(r["rank"])
+        else:
+            groups[key] = [None, r, [r["rank"]]]
+            out.append(groups[key])
+    labelled = []
+    for task, r, ranks in out:
+        if ranks is None or len(ranks) == 1:
+            labelled.append((task or r["task"], r))
+        else:
+            labelled.append((f"ranks {format_ranks(ranks)}",
+                             {**r, "waits_for": generic(r["waits_for"], r["rank"])}))
+    return labelled
+
+
 def format_deadlock(report: dict) -> str:
     rows = report["ranks"]
     blocked = [r for r in rows if r["state"] == "blocked"]
@@ -80,9 +131,9 @@ def format_deadlock(report: dict) -> str:
         f"nothing scheduled can complete ({len(blocked)} of {len(rows)} ranks blocked)"
     )
     table = [("task", "state", "time_ns", "waits for", "where")]
-    for r in rows:
+    for task, r in group_rows(rows):
         table.append(
-            (r["task"], r["state"], f"{r['time_ns']:g}", r["waits_for"] or "-", r["where"] or "-")
+            (task, r["state"], f"{r['time_ns']:g}", r["waits_for"] or "-", r["where"] or "-")
         )
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     lines = [head]

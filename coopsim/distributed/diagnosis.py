@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from coopsim.distributed.backend import P2P_RULES
 from coopsim.distributed.state import SLOT
+from coopsim.errors import format_ranks, generic
 
 
 def explain_deadlock(rt, report: dict, tasks) -> None:
@@ -45,16 +46,21 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         if collective.name in seen:
             continue
         seen.add(collective.name)
-        line = (f"{collective.name}: arrived {arrived or 'none'}, missing {missing or 'none'}")
+        line = (f"{collective.name}: arrived {format_ranks(arrived) if arrived else 'none'}, "
+                f"missing {format_ranks(missing) if missing else 'none'}")
+        doings: dict = {}  # what the missing ranks do -> those ranks (alike ones once)
         for r in missing:
             other = by_rank.get(r)
             if other is None:
                 continue
             if other["state"] == "blocked":
-                doing = f"blocked at {other['where']} waiting for {other['waits_for']}"
+                doing = f"blocked at {other['where']} waiting for {generic(other['waits_for'], r)}"
             else:
                 doing = other["state"]
-            line += f"\n    rank {r} is {doing}"
+            doings.setdefault(doing, []).append(r)
+        for doing, ranks in doings.items():
+            who = f"rank {ranks[0]} is" if len(ranks) == 1 else f"ranks {format_ranks(ranks)} are"
+            line += f"\n    {who} {doing}"
         if not missing:
             line += " (all arrived; some stream never reached it)"
         report["details"].append(line)

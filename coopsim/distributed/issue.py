@@ -20,6 +20,7 @@ from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival
 from coopsim.distributed.state import SLOT
+from coopsim.distributed.tables import KIND, ROOTED
 from coopsim.engine import Handle, all_of
 from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
 
@@ -160,7 +161,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     g = resolve_group(state, group)
     if g is None:
         return None
-    member = g.member(task.rank)
+    member = check.member(g, task.rank, what)
+    check.own_tensors(rt, tensors, what)
     devices = {t._storage.device.index for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"{what}: all tensors must be on one device, got cuda:{sorted(devices)}")
@@ -172,7 +174,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     if out_multiple and outs.size != ins.size * g.size:
         raise ValueError(f"{what}: output must have group size x input elements "
                          f"({g.size} x {ins.size}), got {outs.size}")
-    root_member = check.root_member(g, root, what) if root != (None, None) else None
+    root_member = check.root_member(g, root, what) if KIND[what] in ROOTED else None
     if what == "reduce_scatter_tensor" and outs.size * g.size != ins.size:
         raise ValueError(f"{what}: input must have group size x output elements "
                          f"({g.size} x {outs.size}), got {ins.size}")
@@ -296,6 +298,8 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
     g = resolve_group(state, group)
     if g is None:
         return None
+    check.member(g, task.rank, what)
+    check.own_tensors(rt, [tensor], what)
     flat = check.flat(tensor, what)
     if group_peer is not None:
         if peer is not None:

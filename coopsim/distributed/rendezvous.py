@@ -20,9 +20,12 @@ the simulation advances, fails its waiting members with ``DistTimeoutError``.
 
 from __future__ import annotations
 
+import sys
+
 from coopsim.distributed.execution import TimedRun, run_analytic
 from coopsim.engine import Handle
-from coopsim.errors import CollectiveMismatchError, DistTimeoutError
+from coopsim.errors import CollectiveMismatchError, DistTimeoutError, format_ranks
+from coopsim.runtime.frames import user_location
 
 FINGERPRINT_FIELDS = ("op", "seq", "shapes", "dtypes", "reduce_op", "root", "splits")
 
@@ -45,7 +48,7 @@ class Arrival:
     the buffers are timing-only (ADR-0020): the collective takes its time and moves no data."""
 
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
-                 "numel", "hollow")
+                 "numel", "hollow", "where")
 
     def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
                  hollow=False):
@@ -59,6 +62,7 @@ class Arrival:
         self.finish = finish
         self.numel = numel
         self.hollow = hollow
+        self.where = None  # the user's file:line of the call (set by ``Collective.arrive``)
 
 
 class Collective:
@@ -88,6 +92,7 @@ class Collective:
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
         rank = self.group.ranks[member]
+        arrival.where = user_location(sys._getframe(1))  # for reports: where it was called
         arrival.done = CollectiveOp(("{} (rank {})", self.name, rank), self, member)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
@@ -113,13 +118,23 @@ class Collective:
             if len(self.ready) == self.group.size:
                 self._start()
             return
-        lines = [f"{self.kind} #{self.seq} on group {self.group.name}: the ranks' calls do not "
-                 f"match (different {', '.join(differ)})"]
+        self._fail(CollectiveMismatchError(self._mismatch_table(fingerprints, differ), self, differ),
+                   caller)
+
+    def _mismatch_table(self, fingerprints, differ) -> str:
+        """One table for the collective: the members grouped by identical fingerprint and
+        call site, each group once, its ranks as ranges (the size does not grow with N)."""
+        groups: dict = {}
         for m, fp in enumerate(fingerprints):
             shown = ", ".join(f"{k}={fp[k]}" for k in FINGERPRINT_FIELDS if fp[k] is not None)
-            lines.append(f"  rank {self.group.ranks[m]}: {shown}")
+            key = (shown, self.arrivals[m].where or "an unknown place")
+            groups.setdefault(key, []).append(self.group.ranks[m])
+        lines = [f"{self.kind} #{self.seq} on group {self.group.name}: the ranks' calls do not "
+                 f"match (different {', '.join(differ)})"]
+        for (shown, where), ranks in groups.items():  # in order of their lowest member
+            lines.append(f"  ranks {format_ranks(ranks)}: {shown}\n    called at {where}")
         lines.append(f"fields that differ: {', '.join(differ)}")
-        self._fail(CollectiveMismatchError("\n".join(lines), self, differ), caller)
+        return "\n".join(lines)
 
     def _fail(self, error, caller=None) -> None:
         """Raise ``error`` in every live member, each as its own failure (root causes)."""
@@ -141,7 +156,7 @@ class Collective:
             f"Watchdog caught collective operation timeout: WorkCoopsim(SeqNum={self.seq}, "
             f"OpType={self.kind.upper()}, NumelIn={first.numel}, NumelOut={first.numel}, "
             f"Timeout(ms)={timeout_ms:g}) ran for {timeout_ms:g} milliseconds before timing out. "
-            f"Missing ranks: {self.missing() or 'none (their streams never reached it)'}",
+            f"Missing ranks: {format_ranks(self.missing()) if self.missing() else 'none (their streams never reached it)'}",
             self)
         self._fail(error)
 

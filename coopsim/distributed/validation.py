@@ -13,6 +13,7 @@ import numpy as np
 
 from coopsim.distributed.tables import IN_PLACE, KIND
 from coopsim.tensor.ops import flat  # noqa: F401 - the one helper, re-exported for the API
+from coopsim.errors import format_ranks
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # gloo's default, as torch.distributed
 
@@ -66,10 +67,21 @@ def tensor_list(tensors, like, what, name) -> None:
 
 
 def root_member(group, root, what) -> int:
-    """The group rank of the root given as ``(global rank, group rank)``, exactly one set."""
+    """The group rank of the root given as ``(global rank, group rank)``, exactly one set.
+
+    Messages and types as ``_canonicalize_group_rank`` in torch/distributed/distributed_c10d.py
+    (ValueError for none or both); a root that is not an int is a TypeError naming it (torch's
+    C++ binding refuses it, far from the call)."""
     rank, group_rank = root
-    if (rank is None) == (group_rank is None):
-        raise ValueError(f"{what}: exactly one of src/dst and group_src/group_dst must be given")
+    if group_rank is not None and rank is not None:
+        raise ValueError("Can't specify both group_rank and global_rank")
+    if group_rank is None and rank is None:
+        raise ValueError("Must specify global_rank or group_rank")
+    side = "src" if what in ("broadcast", "scatter") else "dst"
+    for name, value in ((side, rank), (f"group_{side}", group_rank)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{what}: {name} must be an int (a {'group' if 'group' in name else 'global'} "
+                            f"rank), got {value!r} ({type(value).__name__})")
     if group_rank is not None:
         if not 0 <= group_rank < group.size:
             raise ValueError(f"{what}: group rank {group_rank} is not in 0..{group.size - 1}")
@@ -78,6 +90,26 @@ def root_member(group, root, what) -> int:
     if member < 0:
         raise ValueError(f"{what}: rank {rank} is not part of group {group.name} (ranks {list(group.ranks)})")
     return member
+
+
+def member(group, rank: int, what: str) -> int:
+    """The calling ``rank``'s group rank in ``group``; a group object used by a rank outside
+    it is an error naming both (torch never hands a non-member the object: ``new_group``
+    returns ``GroupMember.NON_GROUP_MEMBER`` to it)."""
+    m = group.member(rank)
+    if m < 0:
+        raise ValueError(f"{what}: rank {rank} is not a member of group {group.name} "
+                         f"(ranks {format_ranks(group.ranks)}); a rank outside a group gets "
+                         f"GroupMember.NON_GROUP_MEMBER from new_group and passes that")
+    return m
+
+
+def own_tensors(rt, tensors, what: str) -> None:
+    """Every tensor lives on this runtime's devices (not on another RuntimeContext's)."""
+    for t in tensors:
+        if t._storage.rt is not rt:
+            raise RuntimeError(f"{what}: this tensor belongs to another RuntimeContext; create "
+                               f"the tensors a rank uses with the context that spawned it")
 
 
 def splits(given, n_in, n_out, p, what):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
+_INF = float("inf")
+
 
 class Handle:
     """One piece of simulated work: pending until the engine completes it.
@@ -108,6 +110,8 @@ class Event(Handle):
         """Complete this event at ``at_ns`` (default: the engine's current time)."""
         if self._set_at is not None:
             raise RuntimeError(f"event {self.desc!r} was already set at {self._set_at} ns")
+        if at_ns is not None and not at_ns < _INF:
+            raise ValueError(f"event {self.desc!r}: at_ns must be a finite time, got {at_ns!r}")
         self._set_at = self._engine.now_ns if at_ns is None else at_ns
         self._engine.schedule(self, self._set_at)
 
@@ -160,8 +164,12 @@ class Engine:
 
     def timer(self, ns: float, desc=None) -> Handle:
         """A handle that completes ``ns`` after now. (``schedule``, inlined: the hot path.)"""
-        if not ns >= 0:  # also rejects NaN
-            raise ValueError(f"timer: ns must be a number >= 0, got {ns!r}")
+        try:
+            valid = 0 <= ns < _INF  # also rejects NaN
+        except TypeError:
+            raise TypeError(f"timer: ns must be a finite number >= 0, got {ns!r}") from None
+        if not valid:
+            raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
         handle = Handle(ns if desc is None else desc)
         at_ns = self.now_ns + ns
         due = self._due.get(at_ns)

@@ -25,6 +25,7 @@ from greenlet import getcurrent
 
 from coopsim.engine import Engine, Handle, Network, SimDevice
 from coopsim.runtime.scheduler import Scheduler, Task
+from coopsim.runtime.watchdog import DEFAULT_GRACE_S
 
 RANK_ORDERS = ("ascending", "shuffled")
 
@@ -33,10 +34,12 @@ class Runtime:
     """One simulated machine's runtime: its clock, devices, links, tasks and scheduler."""
 
     def __init__(self, topology, *, seed: int = 0, watchdog_s: float | None = None,
-                 rank_order: str = "ascending", timing_only: bool = False):
+                 rank_order: str = "ascending", timing_only: bool = False,
+                 watchdog_grace_s: float = DEFAULT_GRACE_S):
         self.topology = topology
         self.seed = seed
         self.watchdog_s = watchdog_s
+        self.watchdog_grace_s = watchdog_grace_s
         self.rank_order = rank_order
         self.engine = Engine()
         self.devices = [SimDevice(self.engine, d, topology.name) for d in topology.devices]
@@ -104,8 +107,12 @@ class Runtime:
           scheduler, which resumes the task once ``handle`` is complete (C3);
         - in main with no spawn running: drive the engine until ``handle`` completes.
         """
-        if handle.done:
-            return handle
+        try:
+            if handle.done:
+                return handle
+        except AttributeError:
+            raise TypeError(f"wait: handle must be a coopsim Handle (ctx.sim.timer, an event, a "
+                            f"Work's op), got {handle!r} ({type(handle).__name__})") from None
         task = self.tasks.get(getcurrent())
         if task is not None:
             self.pending_waits.append((task, handle))

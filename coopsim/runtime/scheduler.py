@@ -15,94 +15,34 @@ program instances of launched kernels. Its loop (C5):
 Invariants:
 - A task is resumed only when the handle it waited on is done (C3); while any task runs,
   its virtual time is the engine's ``now_ns``.
+- A task has at most one live wait registration (``Task.waiting``); delivering an error
+  removes it before the task's code runs (``unregister``, C3).
 - Every greenlet created here has the scheduler's greenlet as parent; when a spawn
-  returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4).
+  returns or raises, every task greenlet is dead and its ``finally`` blocks have run (C4),
+  except a task that swallowed ``ABORT_THROWS`` aborts: it is discarded, never to run again
+  (docs/adr/0018-abort-and-wait-registrations.md). The abort completes whatever a task
+  raises during it; the original exception propagates.
 - Nothing here reads the wall clock except the optional watchdog and ``join(timeout)``'s
   deadline, neither of which changes virtual results (C9).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import time
-import traceback
 
-from greenlet import GreenletExit, greenlet
+from greenlet import greenlet
 
-from coopsim.errors import DeadlockError, SpawnException, WatchdogTimeout
-from coopsim.runtime.frames import user_location, user_location_of_traceback
+from coopsim.errors import DeadlockError, WatchdogTimeout
+from coopsim.runtime import reports
+from coopsim.runtime.abort import abort
+from coopsim.runtime.frames import user_location
 from coopsim.runtime.gcpause import gc_paused
+from coopsim.runtime.task import (  # noqa: F401 - re-exported: the runtime's task vocabulary
+    ABORTED, BLOCKED, ENDED, FAILED, FINAL, RUNNABLE, RankAborted, Spawn, Task, body, task_key)
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
-
-# A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
-# so the hot loop writes no state. Reports derive "blocked" from a live greenlet.
-RUNNABLE, BLOCKED, ENDED, FAILED, ABORTED = "runnable", "blocked", "ended", "failed", "aborted"
-_FINAL = (ENDED, FAILED, ABORTED)
-
-
-class RankAborted(GreenletExit):
-    """Thrown into a task to abort it because a sibling failed or the run was interrupted."""
-
-
-class Task:
-    """One greenlet the scheduler runs: a rank, or a program instance of a kernel.
-
-    ``rank`` is the rank's number (for a program: its launching rank's, None from main);
-    ``key`` orders tasks in a round; ``owner`` is the launching rank's task for a program.
-    """
-
-    __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
-                 "now_ns", "waiting", "error", "trace", "on_end")
-
-    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
-                 device: int = 0):
-        self.name = name
-        self.rank = rank
-        self.key = key
-        self.pid = 0
-        self.owner = owner
-        self.device = device  # index of the task's current device (torch.cuda.set_device)
-        self.greenlet = None
-        self.switch = None  # greenlet.switch, bound once
-        self.state = RUNNABLE
-        self.now_ns = now_ns
-        self.waiting = None  # the Handle this task last blocked on
-        self.error: BaseException | None = None
-        self.trace: str | None = None  # formatted traceback of a task that raised
-        self.on_end = on_end  # called with the task when it ends normally
-
-
-def _task_key(t: Task) -> tuple:
-    return t.key
-
-
-def _body(task: Task, fn, args):
-    def run_task():
-        try:
-            fn(*args)
-        except RankAborted:
-            task.state = ABORTED
-        except WatchdogInterrupt as e:
-            task.state, task.error = FAILED, e
-        except Exception as e:
-            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
-        else:
-            task.state = ENDED
-        # any other BaseException propagates to the scheduler through greenlet
-
-    return run_task
-
-
-class Spawn:
-    """The ranks of one ``spawn`` call and how it ended."""
-
-    def __init__(self, ranks: list[Task]):
-        self.ranks = ranks
-        self.outcome: BaseException | None = None
-        self.finished = False
-        self.state: dict = {}  # per-spawn slots of the layers above (Runtime.spawn_state)
-
 
 class Scheduler:
     """The loop of one ``Runtime`` (the port that owns it, ``rt``)."""
@@ -116,6 +56,8 @@ class Scheduler:
         self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
+        self.watchdog = None  # the running Watchdog, while ``run`` runs with one
+        self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
 
     def _claim_parent(self) -> None:
@@ -133,7 +75,7 @@ class Scheduler:
         """Make ``fn(*args)`` a runnable task (its greenlet's parent is the scheduler's)."""
         if self.parent is None or self.live == 0:
             self._claim_parent()
-        task.greenlet = greenlet(_body(task, fn, args), parent=self.parent)
+        task.greenlet = greenlet(body(task, fn, args), parent=self.parent)
         task.switch = task.greenlet.switch
         self.rt.tasks[task.greenlet] = task
         self.runnable.append(task)
@@ -144,15 +86,28 @@ class Scheduler:
         """Raise ``error`` in ``task`` — blocked in ``ctx.wait`` — at that wait, next round.
 
         For failures that concern several ranks at once (a collective mismatch, a timeout):
-        each of them raises on its own, so each is a root cause (C6).
+        each of them raises on its own, so each is a root cause (C6). The task may still be
+        in the current round's batch; its registration is removed when the error is
+        delivered (``unregister``), before its user code runs (C3).
         """
-        h = task.waiting
-        if h is not None and h.waiters is not None:
-            if h.waiters is task:
-                h.waiters = None
-            elif h.waiters.__class__ is list and task in h.waiters:
-                h.waiters.remove(task)
         self.interrupts.append((task, error))
+
+    def unregister(self, t: Task) -> None:
+        """Remove every wait registration of ``t``: on its handle, in ``pending_waits``
+        and in the runnable list. After this, nothing but a throw can resume ``t`` (C3)."""
+        h = t.waiting
+        t.waiting = None
+        if h is not None:
+            waiters = h.waiters
+            if waiters is t:
+                h.waiters = None
+            elif waiters.__class__ is list and t in waiters:
+                waiters[:] = [w for w in waiters if w is not t]
+        pending = self.rt.pending_waits
+        if pending and any(p[0] is t for p in pending):
+            pending[:] = [p for p in pending if p[0] is not t]
+        if t in self.runnable:
+            self.runnable[:] = [r for r in self.runnable if r is not t]
 
     def start_spawn(self, fn, args, nprocs: int) -> Spawn:
         rt = self.rt
@@ -199,20 +154,29 @@ class Scheduler:
         """
         self._claim_parent()
         rt = self.rt
-        watchdog = Watchdog(rt.watchdog_s, rt.thread_id) if rt.watchdog_s else None
+        watchdog = self.watchdog = (
+            Watchdog(rt.watchdog_s, rt.thread_id, rt.watchdog_grace_s,
+                     functools.partial(reports.describe_others, self))
+            if rt.watchdog_s else None)
+        with gc_paused():
+            if watchdog is None:
+                return self._run(goal, deadline, None)
+            try:
+                with watchdog:  # it watches the abort too: a finally may spin
+                    return self._run(goal, deadline, watchdog)
+            finally:
+                self.watchdog = None
+
+    def _run(self, goal, deadline, watchdog) -> bool:
         try:
-            with gc_paused():
-                if watchdog is None:
-                    return self._loop(goal, deadline, None)
-                with watchdog:
-                    return self._loop(goal, deadline, watchdog)
+            return self._loop(goal, deadline, watchdog)
         except WatchdogInterrupt:  # landed in the scheduler itself, just after the task yielded
-            error = WatchdogTimeout(watchdog.fired[1].rank, None, rt.watchdog_s)
+            error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
-        for hook in rt.error_hooks:  # e.g. the flight recorder attaches its record
+        for hook in self.rt.error_hooks:  # e.g. the flight recorder attaches its record
             hook(error)
-        self.abort()
+        abort(self, error)
         raise error
 
     def _loop(self, goal, deadline, watchdog) -> bool:
@@ -227,7 +191,7 @@ class Scheduler:
             if self.interrupts:
                 failed = self._deliver_interrupts([])
                 if failed:
-                    raise self._failure(failed)
+                    raise reports.failure(self, failed)
                 continue
             if runnable:
                 batch = runnable[:]
@@ -235,7 +199,7 @@ class Scheduler:
                 if rt.strategy is not None:  # schedule exploration (coopsim.testing)
                     rt.strategy.round(batch)
                 elif self._rng is None:
-                    batch.sort(key=_task_key)
+                    batch.sort(key=task_key)
                 else:
                     self._rng.shuffle(batch)
                 failed = None
@@ -248,7 +212,7 @@ class Scheduler:
                         serial += 1
                         watchdog.slice = (serial, t, time.monotonic())
                         blocked = t.switch()
-                        watchdog.slice = None
+                        watchdog.end_slice()
                     if blocked is not True:  # a blocking task switches back True; an ended one, None
                         self._ended(t)
                         if t.state is FAILED:
@@ -275,7 +239,7 @@ class Scheduler:
                 if failed:
                     if self.interrupts:  # siblings failed by the same event fail in this round too
                         self._deliver_interrupts(failed)
-                    raise self._failure(failed)
+                    raise reports.failure(self, failed)
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 continue
@@ -295,15 +259,16 @@ class Scheduler:
         return True
 
     def _deliver_interrupts(self, failed: list) -> list:
-        """Throw the pending interrupts; the tasks that fail by them join ``failed``."""
+        """Throw the pending interrupts; the tasks that fail by them join ``failed``.
+
+        Each throw first removes the task's registration, so a task that catches the error
+        and waits again holds exactly one registration: the new one (C3)."""
         interrupts = sorted(self.interrupts, key=lambda item: item[0].key)
         self.interrupts.clear()
-        interrupted = {t for t, _ in interrupts}
-        self.runnable[:] = [t for t in self.runnable if t not in interrupted]
         for t, error in interrupts:
-            if t.greenlet.dead:
+            if t.greenlet.dead or t.state in FINAL:
                 continue
-            t.waiting = None
+            self.unregister(t)
             if t.greenlet.throw(error) is not True:
                 self._ended(t)
                 if t.state is FAILED:
@@ -331,78 +296,22 @@ class Scheduler:
         self.live -= 1
         del self.rt.tasks[t.greenlet]
 
-    def live_tasks(self) -> list[Task]:
-        """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
-        return sorted(self.rt.tasks.values(), key=_task_key)
-
-    def abort(self) -> None:
-        """Throw ``RankAborted`` into every live task until it ends.
-
-        A task whose ``finally`` block waits switches back here; the next throw raises at
-        that wait, so an aborted task cannot block.
-        """
-        rt = self.rt
-        for t in self.live_tasks():
-            g = t.greenlet
-            for _ in range(100):
-                if g.dead:
-                    break
-                g.throw(RankAborted(f"{t.name} aborted"))
-            if t.state not in _FINAL:
-                t.state = ABORTED
-        rt.tasks.clear()
+    def forget_wakeups(self) -> None:
+        """Drop every queued resumption: runnable tasks, woken handles, pending interrupts
+        and waits (the abort's first and last step)."""
         self.runnable.clear()
+        self.interrupts.clear()
+        self.rt.pending_waits.clear()
         for h in self.woken:
             h.waiters = None
         self.woken.clear()
-        self.interrupts.clear()
-        rt.pending_waits.clear()
-        self.live = 0
-
-    def _failure(self, failed: list[Task]) -> BaseException:
-        """The exception a round with failed tasks raises (C6)."""
-        busy = [t for t in failed if isinstance(t.error, WatchdogInterrupt)]
-        if busy:
-            t = busy[0]
-            return WatchdogTimeout(t.rank, user_location_of_traceback(t.error.__traceback__),
-                                   self.rt.watchdog_s)
-        by_rank: dict = {}
-        for t in sorted(failed, key=_task_key):
-            by_rank.setdefault(t.rank, t)
-        if None in by_rank:  # a kernel launched from main failed: its own exception
-            return by_rank[None].error
-        ranks = sorted(by_rank)
-        msg = "".join(f"\n\n-- Process {r} terminated with the following error:\n"
-                      f"{self._trace(by_rank[r])}" for r in ranks)
-        first = by_rank[ranks[0]]
-        pid = first.pid or (first.owner.pid if first.owner else 0)
-        return SpawnException(msg, ranks[0], pid, {r: by_rank[r].error for r in ranks})
-
-    @staticmethod
-    def _trace(t: Task) -> str:
-        if t.owner is None:
-            return t.trace
-        return f"{t.name} raised:\n{t.trace}"
 
     def deadlock_report(self) -> dict:
-        rows = []
-        spawn_ranks = self.spawn.ranks if self.spawn is not None else []
-        programs = [t for t in self.live_tasks() if t.owner is not None or t.rank is None]
-        for t in spawn_ranks + programs:
-            blocked = not t.greenlet.dead  # at a deadlock every live task is blocked
-            frame = t.greenlet.gr_frame if blocked else None
-            rows.append({
-                "rank": t.rank,
-                "task": t.name,
-                "state": BLOCKED if blocked else t.state,
-                "waits_for": t.waiting.desc if blocked and t.waiting is not None else None,
-                "time_ns": t.now_ns,
-                "where": user_location(frame) if frame is not None else None,
-            })
-        report = {"time_ns": self.rt.engine.now_ns, "ranks": rows, "details": []}
-        for explain in self.rt.explainers:
-            explain(report, spawn_ranks + programs)
-        return report
+        return reports.deadlock_report(self)
+
+    def live_tasks(self) -> list[Task]:
+        """The live tasks in round order (``runtime.tasks`` holds them, keyed by greenlet)."""
+        return sorted(self.rt.tasks.values(), key=task_key)
 
     def drive_until(self, handle):
         """Main's wait: run rounds (kernel programs) and drains until ``handle`` is done."""
@@ -423,7 +332,10 @@ class Scheduler:
 
     def close(self) -> None:
         """Abort every live task (a spawn never joined to the end, kernel programs never
-        waited for); their ``finally`` blocks run."""
-        self.abort()
-        if self.spawn is not None:
-            self._finish_spawn(None)
+        waited for); their ``finally`` blocks run. What one raises during it is raised
+        after the abort is complete."""
+        try:
+            abort(self)
+        finally:
+            if self.spawn is not None:
+                self._finish_spawn(None)

@@ -280,6 +280,9 @@ def nbytes(t) -> int:
 
 
 def same_device(a, b) -> None:
+    if a._storage.rt is not b._storage.rt:
+        raise RuntimeError("this tensor belongs to another RuntimeContext: tensors of one "
+                           "operation must come from the same context")
     if a._storage.device is not b._storage.device:
         raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
                            f"devices, {place(a._storage.device)} and {place(b._storage.device)}!")

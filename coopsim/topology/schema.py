@@ -4,6 +4,7 @@ The schema (ADR-0003 is the full reference; ``coopsim/configs/topologies/small.y
 
     name: str                      # optional; default: the file's stem
     description: str               # optional
+    max_devices: int > 0           # optional; the sanity bound on the device count (16384)
     device_kinds:                  # required; kind name -> spec
       <kind>: {memory_bytes: int > 0, memory_bandwidth_GBps: > 0,
                peak_flops: {<dtype>: FLOP/s > 0, ...}, launch_overhead_ns: >= 0}
@@ -41,7 +42,10 @@ from coopsim.topology.errors import TopologyError
 from coopsim.topology.model import DTYPES, Device, DeviceKind, Topology
 
 TOP_REQUIRED = ("device_kinds", "devices", "links")
-TOP_OPTIONAL = ("name", "description")
+TOP_OPTIONAL = ("name", "description", "max_devices")
+# The sanity bound on a topology's device count: above it the model (routes, per-device state)
+# would exhaust memory long before a simulation ran. A topology may raise it (max_devices).
+MAX_DEVICES = 16384
 KIND_REQUIRED = ("memory_bytes", "memory_bandwidth_GBps", "peak_flops", "launch_overhead_ns")
 DEVICE_REQUIRED = ("kind", "count")
 _LINK = ("bandwidth_GBps", "latency_ns")
@@ -188,7 +192,8 @@ def parse_topology(data, source: str = "<mapping>", default_name: str = "unnamed
     name = c.string(top["name"], "name") if "name" in top else default_name
     description = c.string(top["description"], "description") if "description" in top else ""
     kinds = _device_kinds(c, top["device_kinds"])
-    device_kinds = _devices(c, top["devices"], kinds)
+    bound = c.integer(top["max_devices"], "max_devices") if "max_devices" in top else MAX_DEVICES
+    device_kinds = _devices(c, top["devices"], kinds, bound)
     entries = c.sequence(top["links"], "links", "a list of link patterns")
 
     builder = patterns.GraphBuilder(len(device_kinds))
@@ -239,8 +244,8 @@ def _device_kinds(c: _Checker, value) -> dict[str, DeviceKind]:
     return kinds
 
 
-def _devices(c: _Checker, value, kinds: dict[str, DeviceKind]) -> list[DeviceKind]:
-    """The kind of each device, in device-index order."""
+def _devices(c: _Checker, value, kinds: dict[str, DeviceKind], bound: int) -> list[DeviceKind]:
+    """The kind of each device, in device-index order (at most ``bound`` devices)."""
     groups = c.sequence(value, "devices", "a list of {kind, count} entries")
     if not groups:
         c.fail("devices", "at least one {kind, count} entry", _show(value))
@@ -249,7 +254,12 @@ def _devices(c: _Checker, value, kinds: dict[str, DeviceKind]) -> list[DeviceKin
         path = f"devices[{i}]"
         group = c.mapping(group, path, DEVICE_REQUIRED)
         kind = c.choice(group["kind"], f"{path}.kind", kinds, "device kinds")
-        out += [kinds[kind]] * c.integer(group["count"], f"{path}.count")
+        count = c.integer(group["count"], f"{path}.count")
+        if len(out) + count > bound:
+            c.fail(f"{path}.count", f"at most {bound} devices in all (the sanity bound; set "
+                                    f"max_devices: N at the top of the topology to raise it)",
+                   f"{count} (bringing the total to {len(out) + count})")
+        out += [kinds[kind]] * count
     return out
 
 

@@ -1,0 +1,79 @@
+"""What the scheduler runs: ``Task`` (one greenlet: a rank or a kernel program), its states,
+the body that records how it ended, and ``Spawn`` (the ranks of one ``spawn`` call)."""
+
+from __future__ import annotations
+
+import traceback
+
+from greenlet import GreenletExit
+
+from coopsim.runtime.watchdog import WatchdogInterrupt
+
+# A live task's ``state`` stays RUNNABLE: whether it is blocked is ``waiting``'s business,
+# so the hot loop writes no state. Reports derive "blocked" from a live greenlet.
+RUNNABLE, BLOCKED, ENDED, FAILED, ABORTED = "runnable", "blocked", "ended", "failed", "aborted"
+FINAL = (ENDED, FAILED, ABORTED)
+
+
+class RankAborted(GreenletExit):
+    """Thrown into a task to abort it because a sibling failed or the run was interrupted."""
+
+
+class Task:
+    """One greenlet the scheduler runs: a rank, or a program instance of a kernel.
+
+    ``rank`` is the rank's number (for a program: its launching rank's, None from main);
+    ``key`` orders tasks in a round; ``owner`` is the launching rank's task for a program.
+    """
+
+    __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
+                 "now_ns", "waiting", "error", "trace", "on_end")
+
+    def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
+                 device: int = 0):
+        self.name = name
+        self.rank = rank
+        self.key = key
+        self.pid = 0
+        self.owner = owner
+        self.device = device  # index of the task's current device (torch.cuda.set_device)
+        self.greenlet = None
+        self.switch = None  # greenlet.switch, bound once
+        self.state = RUNNABLE
+        self.now_ns = now_ns
+        self.waiting = None  # the Handle this task is registered on (C3: at most one)
+        self.error: BaseException | None = None
+        self.trace: str | None = None  # formatted traceback of a task that raised
+        self.on_end = on_end  # called with the task when it ends normally
+
+
+def task_key(t: Task) -> tuple:
+    return t.key
+
+
+def body(task: Task, fn, args):
+    """The greenlet's run: ``fn(*args)``, its outcome recorded on ``task``."""
+    def run_task():
+        try:
+            fn(*args)
+        except RankAborted:
+            task.state = ABORTED
+        except WatchdogInterrupt as e:
+            task.state, task.error = FAILED, e
+        except Exception as e:
+            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
+        else:
+            task.state = ENDED
+        # any other BaseException propagates to the scheduler through greenlet
+
+    return run_task
+
+
+class Spawn:
+    """The ranks of one ``spawn`` call and how it ended."""
+
+    def __init__(self, ranks: list[Task]):
+        self.ranks = ranks
+        self.outcome: BaseException | None = None
+        self.finished = False
+        self.state: dict = {}  # per-spawn slots of the layers above (Runtime.spawn_state)
