@@ -127,8 +127,8 @@ def run_step(ctx, dist, groups, program, i, step, rank, fault, seen, deferred):
         inp = ctx.zeros(size, dtype=dtype)
         works = dist.batch_isend_irecv([dist.P2POp(dist.isend, out, (rank + step.shift) % n),
                                         dist.P2POp(dist.irecv, inp, (rank - step.shift) % n)])
-        for w in works:
-            checked_work(w, rank, i, seen)
+        for w in works:  # under nccl, Work.wait() of a p2p op makes the stream wait, not the
+            w.wait()     # host (ADR-0015): the host read below is what waits for the data (C8)
         check(inp, data(i, (rank - step.shift) % n, step.size), rank, i, seen)
         return
     ranks = list(program.subgroup) if step.on_subgroup else list(range(program.nprocs))

@@ -42,7 +42,7 @@ def test_c7_the_record_of_a_hung_collective_names_the_missing_and_the_waiting_op
         assert record[rank][0]["state"] == "completed"
     report = str(caught.value)
     assert "flight record (last 32 ops of each rank)" in report
-    row = next(line for line in report.splitlines() if line.strip().startswith("2 "))
+    row = next(line for line in report.splitlines() if line.strip().startswith("[2] "))
     assert "all_reduce #1 on WORLD" in row and "recv(peer=0) started" in row
 
     path = tmp_path / "fr.json"

@@ -25,7 +25,7 @@ import collections
 import json
 import sys
 
-from coopsim.errors import DistTimeoutError
+from coopsim.errors import DistTimeoutError, format_ranks
 from coopsim.runtime.frames import is_user_file
 
 CAPACITY = 32
@@ -147,12 +147,15 @@ class FlightRecorder:
         ranks = self.entries()
         if not ranks:
             return ""
-        rows = [("rank", "last completed", "pending (oldest first)")]
-        for rank, records in ranks.items():
+        same: dict = {}  # (last completed, pending) -> the ranks that show it, in rank order
+        for rank, records in sorted(ranks.items()):
             done = [r for r in records if r["state"] == "completed"]
             pending = [r for r in records if r["state"] != "completed"]
-            rows.append((str(rank), _describe(done[-1]) if done else "-",
-                         "; ".join(f"{_describe(r)} {r['state']} at {r['where'] or '?'}" for r in pending) or "-"))
+            key = (_describe(done[-1]) if done else "-",
+                   "; ".join(f"{_describe(r)} {r['state']} at {r['where'] or '?'}" for r in pending) or "-")
+            same.setdefault(key, []).append(rank)
+        rows = [("ranks", "last completed", "pending (oldest first)")]  # one row per distinct story
+        rows += [(format_ranks(group), *key) for key, group in same.items()]
         widths = [max(len(row[i]) for row in rows) for i in range(2)]
         lines = [f"flight record (last {self.capacity} ops of each rank):"]
         lines += ["  " + row[0].ljust(widths[0]) + "  " + row[1].ljust(widths[1]) + "  " + row[2] for row in rows]

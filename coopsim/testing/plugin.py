@@ -74,14 +74,21 @@ def coopsim_ctx(request):
     before = set(_live_greenlets())
     ctx = RuntimeContext(request.config.getoption("--coopsim-topology"),
                                  seed=request.config.getoption("--coopsim-seed") or 0)
+    closing = None
     try:
         yield ctx
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        except Exception as e:  # e.g. a rank that swallowed the abort and was discarded
+            closing = e
     leaked = [g for g in _live_greenlets() if g not in before]
     if leaked:
         pytest.fail("coopsim: the test left live greenlets behind (C4): " +
-                    "; ".join(_describe_greenlet(g) for g in leaked), pytrace=False)
+                    "; ".join(_describe_greenlet(g) for g in leaked) +
+                    (f"\nclosing the context: {closing}" if closing is not None else ""), pytrace=False)
+    if closing is not None:
+        raise closing
 
 
 def _live_greenlets() -> list:
