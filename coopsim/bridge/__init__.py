@@ -1,0 +1,11 @@
+"""The same worker on real PyTorch: ``launch``, ``crosscheck``, ``to_host`` and torchrun.
+
+Importing this package does not import torch; only ``backend="torch"`` does (and says which
+extra to install when torch is missing). See docs/adr/0014-pytorch-bridge.md.
+"""
+
+from coopsim.bridge.host import HostTensor, to_host
+from coopsim.bridge.launch import launch
+from coopsim.bridge.processes import LaunchTimeout
+
+__all__ = ["HostTensor", "LaunchTimeout", "launch", "to_host"]
