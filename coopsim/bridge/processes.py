@@ -95,13 +95,9 @@ def rank_main(rank, fn, args, world_size, backend, port, seed, pg_timeout_s, out
     os.environ["MASTER_ADDR"] = MASTER_ADDR
     os.environ["MASTER_PORT"] = str(port)
     torch = import_torch()
-    dist = torch.distributed
-    dist.init_process_group(backend, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=pg_timeout_s))
-    try:
-        result = to_host(fn(rank, TorchLike(torch, TorchSim(torch, seed)), *args))
-    finally:
-        _destroy_process_group(dist)
+    torch.distributed.init_process_group(backend, rank=rank, world_size=world_size,
+                                         timeout=datetime.timedelta(seconds=pg_timeout_s))
+    result = run_in_process_group(torch, fn, args, seed, local_rank=rank)
     try:
         data = pickle.dumps(result)
     except Exception as e:
@@ -110,6 +106,18 @@ def rank_main(rank, fn, args, world_size, backend, port, seed, pg_timeout_s, out
     partial = outdir / f"rank{rank}.partial"
     partial.write_bytes(data)
     partial.replace(outdir / f"rank{rank}.result")
+
+
+def run_in_process_group(torch, fn, args, seed, local_rank):
+    """``to_host(fn(rank, torch_like, *args))`` in an initialized default process group, which
+    is destroyed afterwards whatever ``fn`` does (shared by ``launch`` and torchrun)."""
+    dist = torch.distributed
+    try:
+        if dist.get_backend() == "nccl":
+            torch.cuda.set_device(local_rank)  # one GPU per process, as nccl expects
+        return to_host(fn(dist.get_rank(), TorchLike(torch, TorchSim(torch, seed)), *args))
+    finally:
+        _destroy_process_group(dist)
 
 
 def _destroy_process_group(dist) -> None:
