@@ -26,7 +26,8 @@ def launch(fn, args=(), nprocs=1, backend="sim", topology=None, *, dist_backend=
     default nccl with CUDA, else gloo; sim: default coopsim's). ``seed``: the context's seed,
     ``torch_like.sim.seed`` on torch. ``topology`` and ``sim_options`` (more ``RuntimeContext``
     keywords: ``ccl``, ``watchdog_s``, ``rank_order``) are for "sim"; ``timeout_s`` (wall
-    seconds for the whole run, then ``LaunchTimeout``) is for "torch" — each backend ignores
+    seconds that ``fn`` may run once every rank is in it, then ``LaunchTimeout``) is for
+    "torch" — each backend ignores
     the other's, so one call switches runtimes by its ``backend`` alone. ``spawn_kwargs``
     (``daemon``, ``start_method``) go to the spawn call; ``launch`` always joins.
     Failures: coopsim's ``SpawnException``/``DeadlockError`` on "sim"; torch's

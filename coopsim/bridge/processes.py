@@ -38,10 +38,14 @@ MASTER_ADDR = "127.0.0.1"
 DESTROY_WAIT_S = 5.0  # destroy_process_group gets this long, then the rank exits anyway
 STACK_DUMP_WAIT_S = 2.0  # how long a timed-out launch waits for the ranks' stack dumps
 DEFAULT_PG_TIMEOUT_S = 1800.0  # torch's default for gloo (distributed_c10d.py); used without timeout_s
+STARTUP_TIMEOUT_S = 120.0  # with timeout_s: start-up (import torch, rendezvous) gets this long
+POLL_S = 0.1  # how often the parent looks for the ranks' "entered fn" markers during start-up
 
 
 class LaunchTimeout(TimeoutError):
-    """Ranks of ``launch(backend="torch", timeout_s=...)`` were still running at the deadline.
+    """Ranks of ``launch(backend="torch", timeout_s=...)`` were still running at the deadline:
+    ``timeout_s`` after the last rank entered ``fn``, or ``STARTUP_TIMEOUT_S`` after the start
+    if some rank never got that far.
 
     They were killed (each with its process group) and reaped before this was raised.
     ``ranks``: the ranks still running; ``pids``: every rank's pid, which is also its process
@@ -75,7 +79,7 @@ def run_torch(fn, args, nprocs, dist_backend, seed, timeout_s, daemon=False, sta
     from torch import multiprocessing
 
     backend = dist_backend or default_backend(torch)
-    pg_timeout_s = DEFAULT_PG_TIMEOUT_S if timeout_s is None else timeout_s
+    pg_timeout_s = DEFAULT_PG_TIMEOUT_S if timeout_s is None else STARTUP_TIMEOUT_S + timeout_s
     with tempfile.TemporaryDirectory(prefix="coopsim-launch-") as outdir:
         spec = (fn, args, nprocs, backend, free_port(), seed, pg_timeout_s, outdir)
         context = multiprocessing.start_processes(rank_main, args=spec, nprocs=nprocs, join=False,
@@ -97,6 +101,7 @@ def rank_main(rank, fn, args, world_size, backend, port, seed, pg_timeout_s, out
     torch = import_torch()
     torch.distributed.init_process_group(backend, rank=rank, world_size=world_size,
                                          timeout=datetime.timedelta(seconds=pg_timeout_s))
+    (outdir / f"rank{rank}.entered").touch()
     result = run_in_process_group(torch, fn, args, seed, local_rank=rank)
     try:
         data = pickle.dumps(result)
@@ -129,16 +134,28 @@ def _destroy_process_group(dist) -> None:
 
 
 def _join(context, timeout_s, outdir: Path) -> None:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    """Join until done; with ``timeout_s``, raise ``LaunchTimeout`` at the deadline. The clock
+    of ``timeout_s`` starts when every rank has entered ``fn`` (start-up on a loaded machine
+    can take longer than a test's whole budget); start-up alone gets ``STARTUP_TIMEOUT_S``."""
+    if timeout_s is None:
+        while not context.join():
+            pass
+        return
+    nprocs = len(context.processes)
+    started = time.monotonic()
+    deadline = None  # of fn, once every rank has entered it
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if context.join(timeout=remaining):
+        if deadline is None and all((outdir / f"rank{r}.entered").exists() for r in range(nprocs)):
+            deadline = time.monotonic() + timeout_s
+        now = time.monotonic()
+        if now >= (started + STARTUP_TIMEOUT_S if deadline is None else deadline):
+            raise _timed_out(context.processes, timeout_s, outdir, in_fn=deadline is not None)
+        wait = POLL_S if deadline is None else deadline - now
+        if context.join(timeout=wait):
             return
-        if deadline is not None and time.monotonic() >= deadline:
-            raise _timed_out(context.processes, timeout_s, outdir)
 
 
-def _timed_out(processes, timeout_s, outdir: Path) -> LaunchTimeout:
+def _timed_out(processes, timeout_s, outdir: Path, in_fn: bool) -> LaunchTimeout:
     """Ask every running rank for its stacks, then describe them (the caller kills them)."""
     running = [rank for rank, p in enumerate(processes) if p.is_alive()]
     for rank in running:
@@ -153,8 +170,10 @@ def _timed_out(processes, timeout_s, outdir: Path) -> LaunchTimeout:
         stacks[rank] = path.read_text() if path.exists() else ""
     where = "".join(f"\n-- rank {rank} (pid {processes[rank].pid}) was at:\n{stacks[rank] or '(no stack dump)'}"
                     for rank in running)
-    msg = (f"launch(backend='torch'): rank(s) {running} still running after timeout_s={timeout_s:g} "
-           f"wall seconds; killed them with their process groups.{where}")
+    limit = (f"timeout_s={timeout_s:g} wall seconds in fn" if in_fn else
+             f"{STARTUP_TIMEOUT_S:g} s of start-up (some rank never entered fn)")
+    msg = (f"launch(backend='torch'): rank(s) {running} still running after {limit}; killed "
+           f"them with their process groups.{where}")
     return LaunchTimeout(msg, running, [p.pid for p in processes], stacks)
 
 

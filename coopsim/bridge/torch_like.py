@@ -9,11 +9,14 @@ own sub-modules. ``torch_like.wait`` is torch's ``torch.wait`` (it waits on a
 ``TorchSim`` gives coopsim's ``ctx.sim`` names a wall-clock meaning, so a worker that uses them
 keeps running unchanged (docs/adr/0014-pytorch-bridge.md):
 - ``now_ns()``: ``time.monotonic_ns()`` (an int; coopsim's virtual time is a float);
-- ``timer(ns)``: a ``torch.futures.Future`` that completes ``ns`` wall nanoseconds after the
-  call (a daemon ``threading.Timer`` sets it); creating it never blocks, ``torch.wait`` on it
-  blocks until then — as ``ctx.wait(ctx.sim.timer(ns))`` blocks a rank for ``ns`` virtual ns;
+- ``timer(ns)``: sleeps ``ns`` wall nanoseconds, then returns a completed
+  ``torch.futures.Future``; so ``torch.wait(torch.sim.timer(ns))`` takes ``ns``, as
+  ``ctx.wait(ctx.sim.timer(ns))`` takes ``ns`` of virtual time. (Not a future completed later
+  by a thread: ``torch.wait`` holds the GIL while it waits, so no Python thread could ever
+  complete it — a hang that not even a signal handler can interrupt);
 - ``event(name)``: a future completed by its ``set()``. Process-local: on real processes a
-  rank cannot set another rank's event (coopsim's ranks share memory; processes do not);
+  rank cannot set another rank's event (coopsim's ranks share memory; processes do not), and
+  ``torch.wait`` on an event that is never set hangs, where coopsim reports a deadlock;
 - ``trace(path)``: a context manager that records this process with ``torch.profiler`` and
   writes a Chrome trace to ``path`` (``<stem>.rank<r><suffix>`` when a process group of more
   than one rank is initialized, so ranks do not overwrite each other);
@@ -25,7 +28,6 @@ an ``AttributeError`` that says so.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import types
 from pathlib import Path
@@ -55,13 +57,10 @@ class TorchSim:
         return time.monotonic_ns()
 
     def timer(self, ns):
+        if ns > 0:
+            time.sleep(ns / 1e9)
         future = self._torch.futures.Future()
-        if ns <= 0:
-            future.set_result(None)
-            return future
-        alarm = threading.Timer(ns / 1e9, future.set_result, args=(None,))
-        alarm.daemon = True
-        alarm.start()
+        future.set_result(None)
         return future
 
     def event(self, name: str = "event"):

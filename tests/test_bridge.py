@@ -1,0 +1,150 @@
+"""The PyTorch bridge without PyTorch: launch on coopsim, to_host, compare, the lazy import
+and the error that names the extra. (Real processes: tests/test_bridge_torch.py.)"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import coopsim
+from coopsim.bridge import CrosscheckError, HostTensor, compare, launch, to_host
+from coopsim.bridge.examples import data_parallel_step, p2p_ring, ring_all_reduce
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter whose cwd is this worktree (its coopsim comes first)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, start_new_session=True)
+
+
+def report(rank, torch, tag):
+    dist = torch.distributed
+    t = torch.full((2,), rank + 1, dtype=torch.bfloat16)
+    dist.all_reduce(t)
+    return {"tag": tag, "rank": dist.get_rank(), "backend": dist.get_backend(),
+            "world": dist.get_world_size(), "t": t, "sim": torch.sim.seed}
+
+
+def test_launch_sim_runs_fn_per_rank_in_an_initialized_group_and_returns_host_values():
+    results = launch(report, args=("x",), nprocs=3, backend="sim", dist_backend="gloo", seed=7)
+    assert [r["rank"] for r in results] == [0, 1, 2]
+    assert {(r["tag"], r["backend"], r["world"], r["sim"]) for r in results} == {("x", "gloo", 3, 7)}
+    for r in results:
+        assert r["t"].dtype == "torch.bfloat16"
+        np.testing.assert_array_equal(r["t"].values, np.array([6, 6], np.float32))
+
+
+def test_launch_is_exported_lazily_by_the_package():
+    assert coopsim.launch is launch
+    assert coopsim.crosscheck is coopsim.bridge.crosscheck
+    with pytest.raises(AttributeError, match="no attribute 'lunch'"):
+        coopsim.lunch
+
+
+def test_launch_sim_failure_is_coopsims_spawn_exception():
+    def fails(rank, torch):
+        if rank == 1:
+            raise ValueError("rank one fails")
+
+    with pytest.raises(coopsim.SpawnException, match="rank one fails") as info:
+        launch(fails, nprocs=2)
+    assert info.value.error_index == 1
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"backend": "gloo"}, ValueError, "backend must be one of"),
+    ({"nprocs": 0}, ValueError, "nprocs must be an int >= 1"),
+    ({"args": [1]}, TypeError, "args must be a tuple"),
+    ({"join": False}, TypeError, r"unexpected keyword\(s\) \['join'\]"),
+    ({"timeout_s": 0}, ValueError, "timeout_s must be None or seconds > 0"),
+])
+def test_launch_validates_its_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        launch(report, **{"args": ("x",), **kwargs})
+
+
+def test_portable_p2p_programs_compute_the_expected_values_on_coopsim():
+    ring = launch(p2p_ring, nprocs=3)
+    assert [r.values.tolist() for r in ring] == [[5, 5, 5], [1, 1, 1], [3, 3, 3]]
+    assert {tuple(r.values) for r in launch(ring_all_reduce, nprocs=3)} == {(6.0,) * 4}
+
+
+def test_portable_data_parallel_step_keeps_replicas_in_sync_on_coopsim():
+    results = launch(data_parallel_step, nprocs=2)
+    np.testing.assert_array_equal(results[0]["w"].values, results[1]["w"].values)
+    assert results[0]["loss"].values != results[1]["loss"].values  # different data per rank
+
+
+def test_to_host_converts_coopsim_tensors_inside_containers(ctx):
+    value = to_host({"a": [ctx.arange(3), (ctx.ones(2, dtype=ctx.bfloat16) / 3, 5)], "b": "s"})
+    first, (third, five) = value["a"]
+    assert first.dtype == "torch.int64" and first.values.tolist() == [0, 1, 2]
+    assert third.dtype == "torch.bfloat16" and third.values.dtype == np.float32
+    assert third.values[0] == np.float32(0.333984375)  # 1/3 rounded to bfloat16
+    assert (five, value["b"]) == (5, "s")
+
+
+def host(dtype, values):
+    return HostTensor(dtype, np.asarray(values))
+
+
+def test_compare_applies_torch_testing_tolerances_per_dtype():
+    assert compare([host("torch.float16", [1.0])], [host("torch.float16", [1.0005])]) == []
+    assert compare([host("torch.float32", [1.0])], [host("torch.float32", [1.0005])]) != []
+    assert compare([host("torch.int64", [1])], [host("torch.int64", [2])]) != []
+    assert compare([host("torch.float32", [1.0])], [host("torch.float32", [1.0005])], rtol=1e-3) == []
+
+
+def test_compare_reports_every_difference_with_its_rank_and_place():
+    sim = [{"t": host("torch.float32", [1.0, 2.0]), "n": 3}, [host("torch.int64", [1]), "x"]]
+    real = [{"t": host("torch.float32", [1.0, 2.5]), "n": 4}, [host("torch.int32", [1]), "x", 1]]
+    found = [str(d) for d in compare(sim, real)]
+    assert found == [
+        "rank 0, value['t']: 1 of 2 torch.float32 values differ beyond rtol=1.3e-06, atol=1e-05; "
+        f"first at index [1]: coopsim {np.float64(2.0)!r}, PyTorch {np.float64(2.5)!r}",
+        "rank 0, value['n']: coopsim 3 != PyTorch 4",
+        "rank 1, value: length differs: coopsim 2, PyTorch 3",
+    ]
+    found = [str(d) for d in compare([[host("torch.int64", [1]), (1,)]], [[host("torch.int32", [1]), [1]]])]
+    assert found == ["rank 0, value[0]: dtype differs: coopsim torch.int64, PyTorch torch.int32",
+                     "rank 0, value[1]: coopsim returned a tuple, PyTorch a list"]
+    error = CrosscheckError(compare(sim, real), sim, real)
+    assert "differ in 3 place(s)" in str(error) and "rank 1, value: length differs" in str(error)
+
+
+def test_import_coopsim_imports_neither_torch_nor_the_bridge():
+    result = run_python("import sys, coopsim; coopsim.RuntimeContext().close();"
+                        "print(sorted(m for m in ('torch', 'coopsim.bridge') if m in sys.modules))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'torch' or name.startswith('torch.'):
+            raise ModuleNotFoundError("No module named 'torch'", name='torch')
+sys.meta_path.insert(0, NoTorch())
+import coopsim
+def worker(rank, torch):
+    return rank
+print(coopsim.launch(worker, nprocs=2, backend='sim'))
+try:
+    coopsim.launch(worker, nprocs=2, backend='torch')
+except ImportError as e:
+    print('ImportError:', e)
+"""
+
+
+def test_backend_torch_without_torch_raises_an_error_naming_the_extra():
+    result = run_python(BLOCK_TORCH)
+    assert result.returncode == 0, result.stderr
+    sim_line, error_line = result.stdout.strip().splitlines()
+    assert sim_line == "[0, 1]"
+    assert error_line.startswith("ImportError: backend='torch' needs PyTorch")
+    assert "pip install 'coopsim[torch]'" in error_line
