@@ -4,8 +4,10 @@ that never hang CI (own process groups, a deadline, a report, nothing left alive
 Each real launch costs a few seconds of CPU (every process imports torch): keep them few.
 """
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -127,3 +129,52 @@ def test_torchrun_runs_the_portable_example_on_real_processes():
     assert process.returncode == 0, err
     lines = sorted(line for line in out.splitlines() if line.startswith("rank "))
     assert lines == [f"rank {r} of 2: all_reduce -> [3.0, 3.0, 3.0, 3.0]" for r in (0, 1)]
+
+
+CTRL_C_SCRIPT = """
+import os, sys
+import coopsim
+
+def worker(rank, torch):
+    print(f"pid {os.getpid()}", flush=True)
+    torch.wait(torch.sim.event("never set"))  # hangs, holding the GIL
+
+if __name__ == "__main__":
+    coopsim.launch(worker, nprocs=2, backend="torch")
+"""
+
+
+def read_lines(process, count: int, within_s: float) -> list[str]:
+    """The first ``count`` lines of ``process``'s stdout, waiting at most ``within_s``."""
+    data, deadline = b"", time.monotonic() + within_s
+    while data.count(b"\n") < count:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
+        if not chunk:
+            raise AssertionError(f"got {data!r} after {within_s} s, expected {count} lines")
+        data += chunk
+    return data.decode().splitlines()
+
+
+def test_ctrl_c_reaches_and_ends_the_real_ranks(tmp_path):
+    """SIGINT to the launching program's process group (what Ctrl-C does) ends the ranks too,
+    although they live in process groups of their own."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    pids = []
+    try:
+        pids = [int(line.split()[1]) for line in read_lines(process, 2, within_s=45)]
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    finally:
+        for pgid in [process.pid, *pids]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        process.wait()
+    assert b"KeyboardInterrupt" in err
+    for pgid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
