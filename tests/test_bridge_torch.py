@@ -99,12 +99,10 @@ def hangs(rank, torch):
 
 def test_a_hanging_worker_is_killed_and_reported_within_its_deadline():
     deadline_s = 2  # counted from when both ranks are in ``hangs`` (start-up is not counted)
-    start = time.monotonic()
     with pytest.raises(LaunchTimeout) as info:
         launch(hangs, nprocs=2, backend="torch", timeout_s=deadline_s)
-    elapsed = time.monotonic() - start
-    assert elapsed >= deadline_s
     error = info.value
+    assert deadline_s <= error.waited_s < deadline_s + 5  # + the stack dumps (<= 2 s) and kills
     assert error.ranks == [0, 1] and "still running after timeout_s=2 wall seconds in fn" in str(error)
     assert "in hangs" in error.stacks[1] and "barrier" in error.stacks[0]
     for pgid in error.pids:  # every rank's process group is gone, not just the rank
@@ -136,7 +134,7 @@ import os, sys
 import coopsim
 
 def worker(rank, torch):
-    print(f"pid {os.getpid()}", flush=True)
+    os.write(1, f"pid {os.getpid()}\\n".encode())  # one write: atomic, never interleaved
     torch.wait(torch.sim.event("never set"))  # hangs, holding the GIL
 
 if __name__ == "__main__":
@@ -151,7 +149,8 @@ def read_lines(process, count: int, within_s: float) -> list[str]:
         ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
         chunk = os.read(process.stdout.fileno(), 4096) if ready else b""
         if not chunk:
-            raise AssertionError(f"got {data!r} after {within_s} s, expected {count} lines")
+            raise AssertionError(f"got {data!r} within {within_s} s, expected {count} lines; "
+                                 f"stderr: {process.stderr.read() if process.poll() is not None else ''}")
         data += chunk
     return data.decode().splitlines()
 

@@ -49,14 +49,16 @@ class LaunchTimeout(TimeoutError):
 
     They were killed (each with its process group) and reaped before this was raised.
     ``ranks``: the ranks still running; ``pids``: every rank's pid, which is also its process
-    group id; ``stacks``: rank -> the Python stacks it was in (faulthandler's text).
+    group id; ``stacks``: rank -> the Python stacks it was in (faulthandler's text);
+    ``waited_s``: wall seconds from the start of the deadline's clock until every rank was dead.
     """
 
-    def __init__(self, msg: str, ranks, pids, stacks):
+    def __init__(self, msg: str, ranks, pids, stacks, waited_s: float):
         super().__init__(msg)
         self.ranks = list(ranks)
         self.pids = list(pids)
         self.stacks = dict(stacks)
+        self.waited_s = waited_s
 
 
 def free_port() -> int:
@@ -95,7 +97,8 @@ def rank_main(rank, fn, args, world_size, backend, port, seed, pg_timeout_s, out
     """A rank's process (see the module docstring); exceptions propagate to torch's wrapper."""
     os.setpgrp()
     outdir = Path(outdir)
-    faulthandler.register(signal.SIGUSR1, file=open(outdir / f"rank{rank}.stack", "w"), all_threads=True)
+    stack_file = open(outdir / f"rank{rank}.stack", "w")  # open for the process's lifetime
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     os.environ["MASTER_ADDR"] = MASTER_ADDR
     os.environ["MASTER_PORT"] = str(port)
     torch = import_torch()
@@ -143,20 +146,21 @@ def _join(context, timeout_s, outdir: Path) -> None:
         return
     nprocs = len(context.processes)
     started = time.monotonic()
-    deadline = None  # of fn, once every rank has entered it
+    in_fn = None  # when every rank had entered fn
     while True:
-        if deadline is None and all((outdir / f"rank{r}.entered").exists() for r in range(nprocs)):
-            deadline = time.monotonic() + timeout_s
+        if in_fn is None and all((outdir / f"rank{r}.entered").exists() for r in range(nprocs)):
+            in_fn = time.monotonic()
         now = time.monotonic()
-        if now >= (started + STARTUP_TIMEOUT_S if deadline is None else deadline):
-            raise _timed_out(context.processes, timeout_s, outdir, in_fn=deadline is not None)
-        wait = POLL_S if deadline is None else deadline - now
+        deadline = started + STARTUP_TIMEOUT_S if in_fn is None else in_fn + timeout_s
+        if now >= deadline:
+            raise _timed_out(context.processes, timeout_s, outdir, in_fn or started, in_fn is not None)
+        wait = POLL_S if in_fn is None else deadline - now
         if context.join(timeout=wait):
             return
 
 
-def _timed_out(processes, timeout_s, outdir: Path, in_fn: bool) -> LaunchTimeout:
-    """Ask every running rank for its stacks, then describe them (the caller kills them)."""
+def _timed_out(processes, timeout_s, outdir: Path, clock_start: float, in_fn: bool) -> LaunchTimeout:
+    """Ask every running rank for its stacks, kill every rank, describe what was running."""
     running = [rank for rank, p in enumerate(processes) if p.is_alive()]
     for rank in running:
         with contextlib.suppress(ProcessLookupError):  # already gone
@@ -168,13 +172,15 @@ def _timed_out(processes, timeout_s, outdir: Path, in_fn: bool) -> LaunchTimeout
         while not (path.exists() and path.stat().st_size) and time.monotonic() < give_up:
             time.sleep(0.01)
         stacks[rank] = path.read_text() if path.exists() else ""
+    kill_process_groups(processes)
+    waited_s = time.monotonic() - clock_start
     where = "".join(f"\n-- rank {rank} (pid {processes[rank].pid}) was at:\n{stacks[rank] or '(no stack dump)'}"
                     for rank in running)
     limit = (f"timeout_s={timeout_s:g} wall seconds in fn" if in_fn else
              f"{STARTUP_TIMEOUT_S:g} s of start-up (some rank never entered fn)")
     msg = (f"launch(backend='torch'): rank(s) {running} still running after {limit}; killed "
            f"them with their process groups.{where}")
-    return LaunchTimeout(msg, running, [p.pid for p in processes], stacks)
+    return LaunchTimeout(msg, running, [p.pid for p in processes], stacks, waited_s)
 
 
 def kill_process_groups(processes, reap_s: float = 10.0) -> None:
