@@ -1,6 +1,8 @@
 """The PyTorch bridge without PyTorch: launch on coopsim, to_host, compare, the lazy import
 and the error that names the extra. (Real processes: tests/test_bridge_torch.py.)"""
 
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +150,32 @@ def test_backend_torch_without_torch_raises_an_error_naming_the_extra():
     assert sim_line == "[0, 1]"
     assert error_line.startswith("ImportError: backend='torch' needs PyTorch")
     assert "pip install 'coopsim[torch]'" in error_line
+
+
+ORPHAN = """
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", (
+    "import signal, sys, time\\n"
+    "from coopsim.bridge.processes import _die_with_parent\\n"
+    "_die_with_parent()\\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to torch's SIGINT, like a rank in C++\\n"
+    "print('ready', flush=True)\\n"
+    "time.sleep(600)\\n")], stdout=subprocess.PIPE)
+child.stdout.readline()
+print(child.pid, flush=True)
+signal.pause()
+"""
+
+
+def test_a_rank_process_dies_with_its_parent_even_if_it_ignores_sigint():
+    """rank_main's PR_SET_PDEATHSIG: a launcher killed with SIGKILL leaves no rank behind."""
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        child = int(parent.stdout.readline())
+        watch = os.pidfd_open(child)
+        parent.kill()
+        assert select.select([watch], [], [], 20)[0] == [watch], "the child outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()

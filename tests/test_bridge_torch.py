@@ -4,7 +4,6 @@ that never hang CI (own process groups, a deadline, a report, nothing left alive
 Each real launch costs a few seconds of CPU (every process imports torch): keep them few.
 """
 
-import contextlib
 import json
 import os
 import select
@@ -163,16 +162,18 @@ def test_ctrl_c_reaches_and_ends_the_real_ranks(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True)
-    pids = []
     try:
         pids = [int(line.split()[1]) for line in read_lines(process, 2, within_s=45)]
         os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=10)
     finally:
-        for pgid in [process.pid, *pids]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        process.wait()
+        if process.poll() is None:  # the test failed early: still let launch clean up
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()  # its ranks die with it (PR_SET_PDEATHSIG)
+                process.wait()
     assert b"KeyboardInterrupt" in err
     for pgid in pids:
         with pytest.raises(ProcessLookupError):
