@@ -161,7 +161,8 @@ child = subprocess.Popen([sys.executable, "-c", (
     "signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to torch's SIGINT, like a rank in C++\\n"
     "print('ready', flush=True)\\n"
     "time.sleep(600)\\n")], stdout=subprocess.PIPE)
-child.stdout.readline()
+if child.stdout.readline() != b"ready\\n":
+    sys.exit("the child did not start")  # prints no pid: the test fails
 print(child.pid, flush=True)
 signal.pause()
 """

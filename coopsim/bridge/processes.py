@@ -4,8 +4,10 @@ Every rank is a process started by ``torch.multiprocessing.start_processes`` (so
 torch's own ``ProcessRaisedException``/``ProcessExitedException``), and inside it ``rank_main``
 (docs/adr/0014-pytorch-bridge.md):
 - makes itself the leader of its own process group (``os.setpgrp``), so that the parent can
-  kill the rank and everything it started with one ``killpg``; torch's child wrapper already
-  asks the kernel to interrupt the child when the parent dies (``PR_SET_PDEATHSIG``);
+  kill the rank and everything it started with one ``killpg``;
+- asks the kernel to SIGKILL it when the parent dies (``PR_SET_PDEATHSIG``, Linux). torch's
+  child wrapper asks for SIGINT, which a rank blocked in C++ while holding the GIL (say in
+  ``torch.wait``) never handles: it would outlive a parent killed with SIGKILL;
 - registers a ``faulthandler`` dump of its Python stacks on SIGUSR1 into a per-rank file,
   which the parent reads to say where a rank hung;
 - sets ``MASTER_ADDR``/``MASTER_PORT`` in its own environment, joins the default process group
@@ -20,12 +22,14 @@ deadline, KeyboardInterrupt — it kills every rank's process group and reaps ev
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import faulthandler
 import os
 import pickle
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +39,7 @@ from coopsim.bridge.host import to_host
 from coopsim.bridge.torch_like import TorchLike, TorchSim, import_torch
 
 MASTER_ADDR = "127.0.0.1"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DESTROY_WAIT_S = 5.0  # destroy_process_group gets this long, then the rank exits anyway
 STACK_DUMP_WAIT_S = 2.0  # how long a timed-out launch waits for the ranks' stack dumps
 DEFAULT_PG_TIMEOUT_S = 1800.0  # torch's default for gloo (distributed_c10d.py); used without timeout_s
@@ -96,6 +101,7 @@ def run_torch(fn, args, nprocs, dist_backend, seed, timeout_s, daemon=False, sta
 def rank_main(rank, fn, args, world_size, backend, port, seed, pg_timeout_s, outdir):
     """A rank's process (see the module docstring); exceptions propagate to torch's wrapper."""
     os.setpgrp()
+    _die_with_parent()
     outdir = Path(outdir)
     stack_file = open(outdir / f"rank{rank}.stack", "w")  # open for the process's lifetime
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
@@ -126,6 +132,12 @@ def run_in_process_group(torch, fn, args, seed, local_rank):
         return to_host(fn(dist.get_rank(), TorchLike(torch, TorchSim(torch, seed)), *args))
     finally:
         _destroy_process_group(dist)
+
+
+def _die_with_parent() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux; elsewhere nothing (torch does the same)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _destroy_process_group(dist) -> None:
