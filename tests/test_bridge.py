@@ -69,6 +69,11 @@ def test_launch_validates_its_arguments(kwargs, error, match):
         launch(report, **{"args": ("x",), **kwargs})
 
 
+def test_launch_torch_rejects_a_worker_that_processes_cannot_receive():
+    with pytest.raises(TypeError, match="fn must be picklable.*module-level function"):
+        launch(lambda rank, torch: rank, nprocs=1, backend="torch")
+
+
 def test_portable_p2p_programs_compute_the_expected_values_on_coopsim():
     ring = launch(p2p_ring, nprocs=3)
     assert [r.values.tolist() for r in ring] == [[5, 5, 5], [1, 1, 1], [3, 3, 3]]

@@ -11,6 +11,8 @@ It returns, per rank, ``to_host`` of what ``fn`` returned (``coopsim.bridge.host
 
 from __future__ import annotations
 
+import pickle
+
 import coopsim
 from coopsim.bridge.host import to_host
 
@@ -50,12 +52,26 @@ def launch(fn, args=(), nprocs=1, backend="sim", topology=None, *, dist_backend=
     if backend == "torch":
         from coopsim.bridge.processes import run_torch
 
+        _check_picklable(fn, args)
+
         return run_torch(fn, args, nprocs, dist_backend, seed, timeout_s, **spawn_kwargs)
     results = [None] * nprocs
     with coopsim.RuntimeContext(topology, seed=seed, **(sim_options or {})) as ctx:
         ctx.multiprocessing.spawn(_sim_rank, args=(ctx, fn, args, dist_backend, results),
                                   nprocs=nprocs, **spawn_kwargs)
     return results
+
+
+def _check_picklable(fn, args) -> None:
+    """Real processes receive ``fn`` and ``args`` pickled (``fn`` by its importable name)."""
+    for what, value in (("fn", fn), ("args", args)):
+        try:
+            pickle.dumps(value)
+        except Exception as e:
+            raise TypeError(f"launch(backend='torch'): {what} must be picklable, since the ranks "
+                            f"are processes that receive it; fn must be a module-level function "
+                            f"of an importable module (not a lambda or a nested function), and the "
+                            f"script needs 'if __name__ == \"__main__\":'. Got {value!r}: {e}") from e
 
 
 def _sim_rank(rank, ctx, fn, args, dist_backend, results) -> None:
