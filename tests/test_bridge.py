@@ -185,3 +185,23 @@ def test_a_rank_process_dies_with_its_parent_even_if_it_ignores_sigint():
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_crosscheck_runs_both_backends_with_one_dist_backend_and_raises_on_a_difference(monkeypatch):
+    """The real-process side is replaced by coopsim with another seed, so that the two runs
+    differ exactly where the worker reports its seed (the real run is in test_bridge_torch)."""
+    from coopsim.bridge import checker as module
+
+    calls = []
+
+    def fake_launch(fn, args, nprocs, backend, topology=None, **kwargs):
+        calls.append((backend, kwargs["dist_backend"]))
+        return launch(fn, args, nprocs, "sim", topology, dist_backend=kwargs["dist_backend"],
+                      seed=kwargs["seed"] + (backend == "torch"))
+
+    monkeypatch.setattr(module, "launch", fake_launch)
+    with pytest.raises(CrosscheckError) as info:
+        module.crosscheck(report, ("x",), 2, dist_backend="gloo", seed=1)
+    assert calls == [("sim", "gloo"), ("torch", "gloo")]
+    assert [str(d) for d in info.value.differences] == [
+        "rank 0, value['sim']: coopsim 1 != PyTorch 2", "rank 1, value['sim']: coopsim 1 != PyTorch 2"]

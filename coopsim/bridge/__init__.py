@@ -4,9 +4,9 @@ Importing this package does not import torch; only ``backend="torch"`` does (and
 extra to install when torch is missing). See docs/adr/0014-pytorch-bridge.md.
 """
 
-from coopsim.bridge.crosscheck import CrosscheckError, Difference, compare, crosscheck
+from coopsim.bridge.checker import CrosscheckError, Difference, compare, crosscheck
 from coopsim.bridge.host import HostTensor, to_host
-from coopsim.bridge.launch import launch
+from coopsim.bridge.launcher import launch
 from coopsim.bridge.processes import LaunchTimeout
 
 __all__ = ["CrosscheckError", "Difference", "HostTensor", "LaunchTimeout", "compare", "crosscheck",

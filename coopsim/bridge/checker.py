@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coopsim.bridge.host import HostTensor
-from coopsim.bridge.launch import launch
+from coopsim.bridge.launcher import launch
 
 # (rtol, atol) per dtype, as torch.testing.assert_close's defaults.
 TOLERANCES = {
