@@ -5,6 +5,7 @@ import os
 import select
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,9 @@ def test_portable_data_parallel_step_keeps_replicas_in_sync_on_coopsim():
     assert results[0]["loss"].values != results[1]["loss"].values  # different data per rank
 
 
+Point = namedtuple("Point", "x y")
+
+
 def test_to_host_converts_coopsim_tensors_inside_containers(ctx):
     value = to_host({"a": [ctx.arange(3), (ctx.ones(2, dtype=ctx.bfloat16) / 3, 5)], "b": "s"})
     first, (third, five) = value["a"]
@@ -93,6 +97,8 @@ def test_to_host_converts_coopsim_tensors_inside_containers(ctx):
     assert third.dtype == "torch.bfloat16" and third.values.dtype == np.float32
     assert third.values[0] == np.float32(0.333984375)  # 1/3 rounded to bfloat16
     assert (five, value["b"]) == (5, "s")
+    point = to_host(Point(ctx.arange(2), 3))  # a namedtuple: converted field by field
+    assert type(point) is Point and point.x.values.tolist() == [0, 1] and point.y == 3
 
 
 def host(dtype, values):

@@ -4,7 +4,7 @@ The rule (the same on coopsim and on real PyTorch):
 - a tensor (a coopsim ``Tensor`` or a ``torch.Tensor``) becomes a ``HostTensor``: its dtype's
   name (``"torch.float32"``) and a numpy copy of its values. bfloat16 values travel as float32
   (numpy has no bfloat16; every bfloat16 value is exactly a float32);
-- a list, tuple or dict is converted element by element (dict keys are kept);
+- a list, tuple (namedtuples too) or dict is converted element by element (dict keys are kept);
 - anything else is returned as is: it must compare with ``==`` and, on real processes, pickle.
 
 On coopsim the conversion runs inside the rank, so reading a tensor there is a host read (C8)
@@ -27,7 +27,11 @@ class HostTensor(NamedTuple):
 
 def to_host(value):
     """Apply the rule above to ``value`` (recursively through lists, tuples and dicts)."""
-    if isinstance(value, (list, tuple)) and not isinstance(value, HostTensor):
+    if isinstance(value, HostTensor):
+        return value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(to_host(v) for v in value))
+    if isinstance(value, (list, tuple)):
         return type(value)(to_host(v) for v in value)
     if isinstance(value, dict):
         return {k: to_host(v) for k, v in value.items()}
