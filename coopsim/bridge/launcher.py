@@ -29,8 +29,8 @@ def launch(fn, args=(), nprocs=1, backend="sim", topology=None, *, dist_backend=
     ``torch_like.sim.seed`` on torch. ``topology`` and ``sim_options`` (more ``RuntimeContext``
     keywords: ``ccl``, ``watchdog_s``, ``rank_order``) are for "sim"; ``timeout_s`` (wall
     seconds that ``fn`` may run once every rank is in it, then ``LaunchTimeout``) is for
-    "torch" — each backend ignores
-    the other's, so one call switches runtimes by its ``backend`` alone. ``spawn_kwargs``
+    "torch" — each backend ignores the other's, so one call switches runtimes by its
+    ``backend`` alone. ``spawn_kwargs``
     (``daemon``, ``start_method``) go to the spawn call; ``launch`` always joins.
     Failures: coopsim's ``SpawnException``/``DeadlockError`` on "sim"; torch's
     ``ProcessRaisedException``/``ProcessExitedException`` on "torch".
@@ -53,7 +53,6 @@ def launch(fn, args=(), nprocs=1, backend="sim", topology=None, *, dist_backend=
         from coopsim.bridge.processes import run_torch
 
         _check_picklable(fn, args)
-
         return run_torch(fn, args, nprocs, dist_backend, seed, timeout_s, **spawn_kwargs)
     results = [None] * nprocs
     with coopsim.RuntimeContext(topology, seed=seed, **(sim_options or {})) as ctx:
