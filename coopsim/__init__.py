@@ -24,4 +24,16 @@ __all__ = [
     "SimulationError",
     "SpawnException",
     "WatchdogTimeout",
+    "crosscheck",
+    "launch",
 ]
+
+
+def __getattr__(name):
+    """``coopsim.launch`` and ``coopsim.crosscheck`` (the PyTorch bridge), imported on first use
+    so that ``import coopsim`` never imports torch or the bridge."""
+    if name in ("launch", "crosscheck"):
+        from coopsim import bridge
+
+        return getattr(bridge, name)
+    raise AttributeError(f"module 'coopsim' has no attribute {name!r}")

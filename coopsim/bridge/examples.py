@@ -1,0 +1,106 @@
+"""Portable workers: each runs unchanged on coopsim and on real PyTorch (``launch``,
+``crosscheck``, torchrun). They use only names that both offer, and run in the default
+process group that ``launch`` (or ``coopsim.bridge.torchrun``) initializes.
+
+Portable code creates tensors with ``torch.zeros/ones/full/arange/tensor`` (on coopsim they
+live on the rank's simulated GPU; on real PyTorch on the CPU, or wherever the user moves them),
+and returns tensors for the comparison, never host copies of them (``to_host`` does that).
+"""
+
+from __future__ import annotations
+
+
+def collectives_tour(rank, torch):
+    """Each collective once, on small int64 and float32 tensors."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    out = {}
+    t = torch.arange(4, dtype=torch.int64) + rank
+    dist.all_reduce(t)
+    out["all_reduce_sum_int64"] = t
+    t = torch.full((3,), float(rank + 1), dtype=torch.float32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    out["all_reduce_max_float32"] = t
+    t = torch.full((2,), 10 * (rank + 1), dtype=torch.int64)
+    dist.broadcast(t, src=world - 1)
+    out["broadcast"] = t
+    gathered = [torch.zeros(2, dtype=torch.float32) for _ in range(world)]
+    dist.all_gather(gathered, torch.full((2,), rank * 1.5, dtype=torch.float32))
+    out["all_gather"] = gathered
+    into = torch.zeros(world * 2, dtype=torch.int64)
+    dist.all_gather_into_tensor(into, torch.full((2,), rank, dtype=torch.int64))
+    out["all_gather_into_tensor"] = into
+    scattered = torch.zeros(2, dtype=torch.float32)
+    chunks = [torch.full((2,), float(rank + 10 * j), dtype=torch.float32) for j in range(world)]
+    dist.reduce_scatter(scattered, chunks)
+    out["reduce_scatter"] = scattered
+    single = torch.zeros(2, dtype=torch.int64)
+    dist.reduce_scatter_tensor(single, torch.arange(world * 2, dtype=torch.int64) * (rank + 1))
+    out["reduce_scatter_tensor"] = single
+    received = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_to_all(received, [torch.full((1,), 100 * rank + j, dtype=torch.int64) for j in range(world)])
+    out["all_to_all"] = received
+    a2a = torch.zeros(world, dtype=torch.float32)
+    dist.all_to_all_single(a2a, torch.arange(world, dtype=torch.float32) + 10 * rank)
+    out["all_to_all_single"] = a2a
+    dist.barrier()
+    return out
+
+
+def p2p_ring(rank, torch):
+    """Pass a token once around the ring with ``batch_isend_irecv`` (every rank sends to its
+    right neighbour and receives from its left one in one batch)."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    token = torch.full((3,), rank * 2 + 1, dtype=torch.int64)
+    received = torch.zeros(3, dtype=torch.int64)
+    ops = [dist.P2POp(dist.isend, token, (rank + 1) % world),
+           dist.P2POp(dist.irecv, received, (rank - 1) % world)]
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    return received
+
+
+def ring_all_reduce(rank, torch):
+    """The tutorial's ring all-reduce (sum of ``rank + 1`` over the ranks), each step's
+    exchange as one ``batch_isend_irecv`` (PyTorch tutorial "Writing Distributed Applications
+    with PyTorch")."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    send = torch.full((4,), float(rank + 1), dtype=torch.float32)
+    total = send.clone()
+    received = torch.zeros(4, dtype=torch.float32)
+    for _ in range(world - 1):
+        ops = [dist.P2POp(dist.isend, send, (rank + 1) % world),
+               dist.P2POp(dist.irecv, received, (rank - 1) % world)]
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        total += received
+        send = received.clone()
+    return total
+
+
+def data_parallel_step(rank, torch, steps=3, lr=0.05):
+    """Least squares by data-parallel gradient descent: each rank has its own rows, computes
+    its gradient by hand, averages it with ``all_reduce``; returns the weights and the last
+    local loss (identical weights on every rank prove the replicas stayed in sync)."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    x = (torch.arange(12, dtype=torch.float32).reshape(4, 3) + rank) / 10
+    y = torch.arange(4, dtype=torch.float32).reshape(4, 1) - rank
+    w = torch.zeros(3, 1, dtype=torch.float32)
+    loss = None
+    for _ in range(steps):
+        error = x @ w - y
+        loss = (error * error).mean()
+        grad = x.t() @ error * (2 / 4)
+        dist.all_reduce(grad)
+        w -= grad * (lr / world)
+    return {"w": w, "loss": loss}
+
+
+def portable_programs(rank, torch):
+    """All of the above in one run (one real launch costs a few seconds of start-up)."""
+    return {"collectives": collectives_tour(rank, torch), "p2p_ring": p2p_ring(rank, torch),
+            "ring_all_reduce": ring_all_reduce(rank, torch),
+            "data_parallel": data_parallel_step(rank, torch)}
