@@ -73,10 +73,12 @@ def test_to_host_converts_torch_tensors_like_coopsim_tensors():
     assert value[1].dtype == "torch.int64" and value[1].values.tolist() == [0, 1, 2]
 
 
-def test_crosscheck_collectives_p2p_ring_and_data_parallel_step_agree():
+def test_crosscheck_collectives_p2p_rings_data_and_tensor_parallel_agree():
     results = crosscheck(portable_programs, nprocs=2, timeout_s=30)
     assert results[0]["p2p_ring"].values.tolist() == [3, 3, 3]
     assert results[1]["collectives"]["broadcast"].values.tolist() == [20, 20]
+    assert results[0]["ring_all_reduce"].values.tolist() == [3.0] * 4  # the tutorial's isend+recv ring
+    assert results[0]["tensor_parallel_mlp"].values.shape == (3, 8)
 
 
 def fails_on_rank_0(rank, torch):

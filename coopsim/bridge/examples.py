@@ -62,22 +62,25 @@ def p2p_ring(rank, torch):
 
 
 def ring_all_reduce(rank, torch):
-    """The tutorial's ring all-reduce (sum of ``rank + 1`` over the ranks), each step's
-    exchange as one ``batch_isend_irecv`` (PyTorch tutorial "Writing Distributed Applications
-    with PyTorch")."""
+    """The tutorial's hand-written ring all-reduce (PyTorch tutorial "Writing Distributed
+    Applications with PyTorch"), spelled as there: each step an ``isend`` to the right, a
+    blocking ``recv`` from the left, then ``wait`` on the send (sum of ``rank + 1``)."""
     dist = torch.distributed
     world = dist.get_world_size()
     send = torch.full((4,), float(rank + 1), dtype=torch.float32)
-    total = send.clone()
-    received = torch.zeros(4, dtype=torch.float32)
-    for _ in range(world - 1):
-        ops = [dist.P2POp(dist.isend, send, (rank + 1) % world),
-               dist.P2POp(dist.irecv, received, (rank - 1) % world)]
-        for work in dist.batch_isend_irecv(ops):
-            work.wait()
-        total += received
-        send = received.clone()
-    return total
+    send_buff, recv_buff, accum = send.clone(), send.clone(), send.clone()
+    left, right = (rank - 1) % world, (rank + 1) % world
+    for i in range(world - 1):
+        if i % 2 == 0:
+            request = dist.isend(send_buff, right)
+            dist.recv(recv_buff, left)
+            accum[:] += recv_buff[:]
+        else:
+            request = dist.isend(recv_buff, right)
+            dist.recv(send_buff, left)
+            accum[:] += send_buff[:]
+        request.wait()
+    return accum
 
 
 def data_parallel_step(rank, torch, steps=3, lr=0.05):
@@ -99,8 +102,27 @@ def data_parallel_step(rank, torch, steps=3, lr=0.05):
     return {"w": w, "loss": loss}
 
 
+def tensor_parallel_mlp(rank, torch):
+    """A Megatron-style MLP in plain PyTorch: ``gelu(x W1^T) W2^T`` with W1 split by rows
+    (column-parallel) and W2 by columns (row-parallel); one ``all_reduce`` sums the partial
+    outputs. Weights are deterministic (no random numbers: those differ between runtimes)."""
+    F = torch.nn.functional
+    dist = torch.distributed
+    world = dist.get_world_size()
+    hidden, batch = 8, 3
+    x = torch.linspace(-1, 1, batch * hidden).reshape(batch, hidden)
+    w1 = torch.cos(torch.arange(4 * hidden * hidden, dtype=torch.float32)).reshape(4 * hidden, hidden) / 4
+    w2 = torch.sin(torch.arange(hidden * 4 * hidden, dtype=torch.float32)).reshape(hidden, 4 * hidden) / 8
+    w1_part = w1.chunk(world, dim=0)[rank]
+    w2_part = w2.chunk(world, dim=1)[rank]
+    y = torch.matmul(F.gelu(torch.matmul(x, w1_part.T)), w2_part.T)
+    dist.all_reduce(y)
+    return y
+
+
 def portable_programs(rank, torch):
     """All of the above in one run (one real launch costs a few seconds of start-up)."""
     return {"collectives": collectives_tour(rank, torch), "p2p_ring": p2p_ring(rank, torch),
             "ring_all_reduce": ring_all_reduce(rank, torch),
-            "data_parallel": data_parallel_step(rank, torch)}
+            "data_parallel": data_parallel_step(rank, torch),
+            "tensor_parallel_mlp": tensor_parallel_mlp(rank, torch)}
