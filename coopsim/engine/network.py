@@ -1,10 +1,12 @@
-"""Transfers between devices over directed links, with bandwidth contention (ADR-0004).
+"""Transfers between devices over directed links, with bandwidth contention (ADR-0004,
+max-min fair sharing: ADR-0022).
 
 Cost model: a transfer first spends its route's latency (the sum of its links' ``latency_ns``)
-without using bandwidth, then streams its bytes. While streaming, every link divides its
-bandwidth equally among the transfers streaming across it, and a transfer moves at the smallest
-of its shares along its route (its bottleneck). Rates change only when a transfer starts or
-stops streaming; between two such instants every rate is constant.
+without using bandwidth, then streams its bytes. While streaming, the transfers share the links
+max-min fairly (progressive filling, as SimGrid's network model): every transfer gets the
+largest rate such that no link is over its bandwidth and no transfer could go faster without
+slowing one that is not faster than it. Rates change only when a transfer starts or stops
+streaming; between two such instants every rate is constant.
 
 Invariants:
 - At most one wake-up handle is live (``Network._wake``), due at the earliest upcoming latency
@@ -35,11 +37,14 @@ _INF = float("inf")
 class _LinkState:
     """One link's live state: how many transfers stream across it, and what it has carried."""
 
-    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns")
+    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns", "left",
+                 "unfixed")
 
     def __init__(self, link) -> None:
         self.link = link
         self.streaming = 0  # transfers streaming across the link now
+        self.left = 0.0  # scratch of _update_rates: bandwidth not yet given out (bytes/ns)
+        self.unfixed = 0  # scratch of _update_rates: its transfers whose rate is not yet fixed
         self.bytes_carried = 0  # bytes of the transfers that finished crossing it (an int)
         self.busy_ns = 0.0  # closed intervals with streaming > 0
         self.busy_since_ns: float | None = None  # start of the open one, if streaming > 0
@@ -234,14 +239,36 @@ class Network:
                 state.busy_since_ns = None
 
     def _update_rates(self, now: float) -> None:
-        """Give every streaming transfer its bottleneck share; rebase only those that changed."""
-        for t in self._streaming.values():
-            rate = _INF
+        """Max-min fair rates by progressive filling; rebase only the transfers that changed.
+
+        Each round finds the smallest fair share (bandwidth left / transfers not yet fixed) of
+        any link, fixes every unfixed transfer crossing a link with that share at that rate,
+        and takes their rates off the bandwidth left on their links. When every transfer is
+        bottlenecked in the first round (one transfer per link, or equal flows on one link),
+        the rates are those of equal sharing, bit for bit. Order: creation order (C9).
+        """
+        flows = sorted(self._streaming.values(), key=operator.attrgetter("seq"))
+        for t in flows:
             for state in t._links:
                 # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
-                share = state.link.bandwidth_GBps / state.streaming
-                if share < rate:
-                    rate = share
+                state.left = state.link.bandwidth_GBps
+                state.unfixed = state.streaming
+        rates = {}
+        while flows:
+            share = _INF
+            for t in flows:
+                for state in t._links:
+                    fair = state.left / state.unfixed
+                    if fair < share:
+                        share = fair
+            fixed, flows = _split_bottlenecked(flows, share)
+            for t in fixed:
+                rates[t.seq] = share
+                for state in t._links:
+                    state.unfixed -= 1
+                    state.left = max(0.0, state.left - share)
+        for t in self._streaming.values():
+            rate = rates[t.seq]
             if rate != t.rate:
                 if t.rate is not None:
                     t._left -= t.rate * (now - t._since_ns)
@@ -297,6 +324,19 @@ class Network:
                 state = self._links[link.index] = _LinkState(link)
             states.append(state)
         return tuple(states)
+
+
+def _split_bottlenecked(flows, share):
+    """(the flows crossing a link whose fair share is ``share``, the others), in order."""
+    fixed, rest = [], []
+    for t in flows:
+        for state in t._links:
+            if state.left / state.unfixed <= share:
+                fixed.append(t)
+                break
+        else:
+            rest.append(t)
+    return fixed, rest
 
 
 def _check_nbytes(nbytes) -> int:
