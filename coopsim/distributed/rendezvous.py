@@ -20,7 +20,7 @@ the simulation advances, fails its waiting members with ``DistTimeoutError``.
 
 from __future__ import annotations
 
-from coopsim.distributed.execution import TimedRun, run_analytic
+from coopsim.distributed.execution import run_analytic, run_timed
 from coopsim.engine import Handle
 from coopsim.errors import CollectiveMismatchError, DistTimeoutError
 
@@ -165,7 +165,7 @@ class Collective:
         elif planner.ccl.model == "analytic":
             run_analytic(self, arrivals, plan)
         else:
-            TimedRun(self, arrivals, plan, planner.compiled(plan.schedule)).start()
+            run_timed(self, arrivals, plan, planner)
 
     def complete_all(self, arrivals) -> None:
         for a in arrivals:

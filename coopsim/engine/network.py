@@ -133,20 +133,22 @@ class Network:
 
     # -- public API -------------------------------------------------------------------------
 
-    def transfer(self, route: tuple, nbytes: int, desc, on_done=None) -> Handle:
+    def transfer(self, route: tuple, nbytes: int, desc, on_done=None,
+                 extra_latency_ns: float = 0.0) -> Handle:
         """Start moving ``nbytes`` over ``route`` now; the handle completes when the last byte
         has arrived.
 
         ``route`` is a tuple of links as ``Topology.route`` returns it (``()`` for a device to
         itself). ``on_done(handle)``, if given, runs at completion before any other callback.
         The handle never completes synchronously, even for ``nbytes == 0`` or ``route == ()``
-        (those take the route latency only). Raises ``ValueError`` naming the argument for a
+        (those take the route latency only). ``extra_latency_ns`` is added to the route's
+        latency (a protocol's per-step latency, ADR-0023). Raises ``ValueError`` naming the argument for a
         route that is not a contiguous tuple of distinct links, or an ``nbytes`` that is not an
         int >= 0.
         """
         links = self._resolve_route(route)
         nbytes = _check_nbytes(nbytes)
-        latency_ns = 0
+        latency_ns = extra_latency_ns
         for link in route:
             latency_ns += link.latency_ns
         handle = Handle(desc)
