@@ -207,3 +207,16 @@ def test_bundled_machines_match_published_results_and_docs_fidelity_is_current()
     assert {(pub.machine, pub.collective) for pub, _, _ in table if pub.metric == "busbw_GBps"} >= {
         (m, c) for m in ("dgx_a100", "dgx_h100") for c in ("all_reduce", "all_gather", "reduce_scatter")}
     assert fidelity.DOC.read_text() == fidelity.render(table), "run python -m benches.fidelity"
+
+
+def test_trace_records_the_algorithm_and_protocol_of_each_collective(tmp_path):
+    import json
+
+    path = tmp_path / "t.json"
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        with ctx.sim.trace(path):
+            ctx.multiprocessing.spawn(fidelity._worker, args=(ctx, "all_reduce", 64 << 20, 1e6, []), nprocs=8)
+            ctx.multiprocessing.spawn(fidelity._worker, args=(ctx, "all_reduce", 8, 1e8, []), nprocs=8)
+    seen = {(e["args"]["algorithm"], e["args"]["protocol"]) for e in json.loads(path.read_text())["traceEvents"]
+            if e.get("cat") == "stream" and "protocol" in e.get("args", {})}
+    assert seen == {("nvls", "Simple"), ("ring", "LL")}

@@ -1,5 +1,6 @@
-"""Execution of a planned collective: the analytic model's reference numbers, and the
-timed run of a schedule on the links (ADR-0008 semantics, ADR-0004 link contention).
+"""Execution of a planned collective: the analytic model's reference numbers, the timed run
+of a schedule on the links (ADR-0008 semantics, ADR-0004/0022 link contention, ADR-0023
+protocols and pipelined reduction, ADR-0024 channels over every NIC), and nvls in the switch.
 
 Invariants:
 - ``reference`` computes every collective by its definition, reducing in rank order;
@@ -134,8 +135,6 @@ class TimedRun:
         self.items = compiled.items
         self.eager = compiled.eager
         self.ends_started = [dict() for _ in schedule.steps]
-        self._routes: dict = {}  # (src, dst) -> route: looked up once per pair, not per transfer
-        self._stripe_cache: dict = {}  # (src, dst) -> _stripes(src, dst)
         tmp = schedule.tmp_count
         self.bufs = [{"in": a.ins, "out": a.outs,
                       "tmp": np.zeros(tmp, dtype=(a.ins if a.ins is not None else a.outs).dtype)}
@@ -173,13 +172,6 @@ class TimedRun:
             if started[i] == 2:
                 self._send(k, i, x)
 
-    def route(self, src: int, dst: int) -> tuple:
-        route = self._routes.get((src, dst))
-        if route is None:
-            devices = self.plan.devices
-            route = self._routes[src, dst] = self.rt.topology.route(devices[src], devices[dst])
-        return route
-
     def _payload(self, x):
         return self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count].copy()
 
@@ -191,25 +183,29 @@ class TimedRun:
         timer = self.rt.engine.timer(delay, ("local {} in {}", "reduce" if x.reduce else "copy", self.collective.name))
         timer.add_callback(lambda _t: self._item_done(r))
 
-    def _stripes(self, src: int, dst: int) -> list:
-        """``[(route, latency_ns), ...]``: one route, or between nodes with ``plan.rails`` one
-        per rail k: to the source node's k-th device over its node's links, across on that
-        device's network card to the k-th device of the destination node, then to ``dst``
-        (NCCL's channels over every NIC, relayed over NVLink as its PXN does)."""
-        stripes = self._stripe_cache.get((src, dst))
+    def _stripes(self, src: int, dst: int) -> tuple:
+        """``([route, ...], smallest route latency in ns)``: one route, or between nodes with
+        ``plan.rails`` one per rail k: to the source node's k-th device over its node's links,
+        across on that device's network card to the k-th device of the destination node, then
+        to ``dst`` (NCCL's channels over every NIC, relayed over NVLink as its PXN does).
+        Cached in ``plan.routes`` (the planner's, shared by the collectives of a spawn)."""
+        plan = self.plan
+        a, b, rails = plan.devices[src], plan.devices[dst], plan.rails
+        key = (a, b, rails is not None)
+        stripes = plan.routes.get(key)
         if stripes is None:
-            devices, rails, topology = self.plan.devices, self.plan.rails, self.rt.topology
-            a, b = topology.devices[devices[src]].node, topology.devices[devices[dst]].node
-            if rails is None or a == b:
-                routes = [self.route(src, dst)]
+            topology = self.rt.topology
+            node_a, node_b = topology.devices[a].node, topology.devices[b].node
+            if rails is None or node_a == node_b:
+                routes = [topology.route(a, b)]
             else:
                 routes = []
-                for k, relay_a in enumerate(rails[a]):
-                    relay_b = rails[b][k % len(rails[b])]
-                    routes.append(topology.route(devices[src], relay_a) + topology.route(relay_a, relay_b)
-                                  + topology.route(relay_b, devices[dst]))
-            stripes = self._stripe_cache[src, dst] = [
-                (route, sum(link.latency_ns for link in route)) for route in routes]
+                for k, relay_a in enumerate(rails[node_a]):
+                    relay_b = rails[node_b][k % len(rails[node_b])]
+                    routes.append(topology.route(a, relay_a) + topology.route(relay_a, relay_b)
+                                  + topology.route(relay_b, b))
+            stripes = plan.routes[key] = (
+                routes, min(sum(link.latency_ns for link in route) for route in routes))
         return stripes
 
     def _send(self, k, i, x) -> None:
@@ -218,16 +214,18 @@ class TimedRun:
         plan = self.plan
         protocol = plan.protocol
         nbytes = x.count * plan.itemsize
-        stripes = self._stripes(x.src, x.dst)
+        stripes, latency_ns = self._stripes(x.src, x.dst)
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
         engine = self.rt.engine
-        first_byte_ns = engine.now_ns + protocol.step_latency_ns + min(lat for _, lat in stripes)
-        left = [len(stripes)]
+        first_byte_ns = engine.now_ns + protocol.step_latency_ns + latency_ns
+        count = len(stripes)
+        left = [count]
 
         def arrived(_h):
-            left[0] -= 1
-            if left[0]:
-                return  # other stripes still on their way
+            if count > 1:
+                left[0] -= 1
+                if left[0]:
+                    return  # other stripes still on their way
             if eager:
                 self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
             else:
@@ -241,9 +239,9 @@ class TimedRun:
             else:
                 self._item_done(x.dst)
 
-        wire = protocol.wire_bytes(nbytes)
-        parts = chunks(wire, len(stripes)) if len(stripes) > 1 else ((0, wire),)
-        for (route, _), (_, part) in zip(stripes, parts):
+        wire = nbytes if protocol.bandwidth_efficiency == 1.0 else protocol.wire_bytes(nbytes)
+        parts = chunks(wire, count) if count > 1 else ((0, wire),)
+        for route, (_, part) in zip(stripes, parts):
             handle = self.rt.network.transfer(route, part, desc, on_done=arrived,
                                               extra_latency_ns=protocol.step_latency_ns)
             if self.rt.network.trace is not None:

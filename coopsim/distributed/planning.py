@@ -29,11 +29,12 @@ class Plan:
 
     __slots__ = ("collective", "algorithm", "schedule", "nbytes", "itemsize", "ufunc", "post",
                  "root", "nodes", "devices", "alpha_ns", "beta_ns_per_byte", "gamma_ns_per_byte",
-                 "protocol", "switch", "rails")
+                 "protocol", "switch", "rails", "routes")
     # protocol: a Protocol (IDEAL where the topology runs none); switch: for nvls, the
     # (up_links, down_links, InNetworkReduction) of the group's reducing switch, else None;
     # rails: node -> its device indices, when transfers between nodes are spread over every
-    # network card of the node (NCCL's channels: one ring per NIC), else None
+    # network card of the node (NCCL's channels: one ring per NIC), else None; routes: the
+    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -51,6 +52,7 @@ class Planner:
         self._compiled: dict = {}  # id(Schedule) -> Compiled (TimedRun's tables for it)
         self._switches: dict = {}  # device tuple -> Topology.reducing_switch of it
         self._protocols: dict = {}  # cost inputs -> the protocol chosen for them
+        self._routes: dict = {}  # (device, device, striped) -> TimedRun's routes between them
 
     def compiled(self, schedule) -> Compiled:
         """``TimedRun``'s tables for ``schedule``, built once per schedule."""
@@ -103,7 +105,8 @@ class Planner:
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
                     devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma,
                     protocol=protocol, switch=switch,
-                    rails=self._rails() if multi_node and protocol is not IDEAL else None)
+                    rails=self._rails() if multi_node and protocol is not IDEAL else None,
+                    routes=self._routes)
 
     def choose(self, kind: str, nbytes: int, devices, uneven: bool = False):
         """``(algorithm, protocol, switch, alpha_ns, beta_ns_per_byte, gamma_ns_per_byte)`` of a

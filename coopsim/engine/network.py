@@ -243,19 +243,35 @@ class Network:
     def _update_rates(self, now: float) -> None:
         """Max-min fair rates by progressive filling; rebase only the transfers that changed.
 
-        Each round finds the smallest fair share (bandwidth left / transfers not yet fixed) of
-        any link, fixes every unfixed transfer crossing a link with that share at that rate,
-        and takes their rates off the bandwidth left on their links. When every transfer is
-        bottlenecked in the first round (one transfer per link, or equal flows on one link),
-        the rates are those of equal sharing, bit for bit. Order: creation order (C9).
+        A transfer alone on every link of its route gets its slowest link's bandwidth (the
+        common case: one transfer per link per collective step). The others are filled in
+        rounds: each round finds the smallest fair share (bandwidth left / transfers not yet
+        fixed) of their links, fixes every unfixed transfer crossing a link with that share at
+        that rate, and takes their rates off the bandwidth left on their links. When every
+        transfer is bottlenecked in the first round (equal flows on one link), the rates are
+        those of equal sharing, bit for bit. Order: streaming order, deterministic (C9).
         """
-        flows = sorted(self._streaming.values(), key=operator.attrgetter("seq"))
+        shared = []
+        for t in self._streaming.values():
+            rate = _INF
+            for state in t._links:
+                if state.streaming > 1:
+                    shared.append(t)
+                    break
+                # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
+                if state.link.bandwidth_GBps < rate:
+                    rate = state.link.bandwidth_GBps
+            else:
+                _set_rate(t, rate, now)
+        if shared:
+            self._fill(shared, now)
+
+    def _fill(self, flows, now: float) -> None:
+        """Progressive filling of ``flows`` (those sharing a link; see ``_update_rates``)."""
         for t in flows:
             for state in t._links:
-                # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
                 state.left = state.link.bandwidth_GBps
                 state.unfixed = state.streaming
-        rates = {}
         while flows:
             share = _INF
             for t in flows:
@@ -265,18 +281,10 @@ class Network:
                         share = fair
             fixed, flows = _split_bottlenecked(flows, share)
             for t in fixed:
-                rates[t.seq] = share
+                _set_rate(t, share, now)
                 for state in t._links:
                     state.unfixed -= 1
                     state.left = max(0.0, state.left - share)
-        for t in self._streaming.values():
-            rate = rates[t.seq]
-            if rate != t.rate:
-                if t.rate is not None:
-                    t._left -= t.rate * (now - t._since_ns)
-                    t._since_ns = now
-                t.rate = rate
-                t.finish_ns = t._since_ns + t._left / rate
 
     def _schedule_next(self) -> None:
         next_ns = self._waiting[0][0] if self._waiting else _INF
@@ -326,6 +334,16 @@ class Network:
                 state = self._links[link.index] = _LinkState(link)
             states.append(state)
         return tuple(states)
+
+
+def _set_rate(t: Transfer, rate: float, now: float) -> None:
+    """Give ``t`` its new rate, rebasing its bytes left only if the rate changed."""
+    if rate != t.rate:
+        if t.rate is not None:
+            t._left -= t.rate * (now - t._since_ns)
+            t._since_ns = now
+        t.rate = rate
+        t.finish_ns = t._since_ns + t._left / rate
 
 
 def _split_bottlenecked(flows, share):
