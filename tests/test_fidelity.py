@@ -113,6 +113,22 @@ def test_ll_puts_twice_the_bytes_on_the_links_and_adds_its_latencies():
     assert got == pytest.approx(1000 + 3 * (500 + c * 2 / 100), rel=1e-9)
 
 
+@pytest.mark.parametrize("machine_, collective, nbytes, algorithm", [
+    ("dgx_h100", "all_reduce", 8, None),  # ring, LL
+    ("dgx_h100", "all_reduce", 8 << 20, None),  # nvls
+    ("dgx_h100", "reduce_scatter", 8 << 20, None),  # ring, pipelined reduction
+    ("cluster_2x8", "all_reduce", 8 << 20, "ring"),  # over every NIC
+])
+def test_analytic_and_transfer_models_agree_under_protocols(machine_, collective, nbytes, algorithm):
+    """The analytic model under NCCL's protocols (model_time_ns with the planner's alpha/beta,
+    rail-aware across nodes) equals the transfer model where nothing contends (up to the
+    transfer model's whole wire bytes: 1e-4 for an 8-byte message)."""
+    transfer = fidelity.time_ns(machine_, collective, nbytes, "auto", algorithm)
+    extra = {"algorithms": {collective: algorithm}} if algorithm else {}
+    analytic = run_one(machine_, {"model": "analytic", **extra}, collective, nbytes)
+    assert transfer == pytest.approx(analytic, rel=1e-4)
+
+
 # ---- NVLink SHARP and channels ---------------------------------------------------------------
 
 

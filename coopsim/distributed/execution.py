@@ -184,26 +184,14 @@ class TimedRun:
         timer.add_callback(lambda _t: self._item_done(r))
 
     def _stripes(self, src: int, dst: int) -> tuple:
-        """``([route, ...], smallest route latency in ns)``: one route, or between nodes with
-        ``plan.rails`` one per rail k: to the source node's k-th device over its node's links,
-        across on that device's network card to the k-th device of the destination node, then
-        to ``dst`` (NCCL's channels over every NIC, relayed over NVLink as its PXN does).
-        Cached in ``plan.routes`` (the planner's, shared by the collectives of a spawn)."""
+        """``(rail_routes of the pair, the smallest of their latencies in ns)``, cached in
+        ``plan.routes`` (the planner's, shared by the collectives of a spawn)."""
         plan = self.plan
         a, b, rails = plan.devices[src], plan.devices[dst], plan.rails
         key = (a, b, rails is not None)
         stripes = plan.routes.get(key)
         if stripes is None:
-            topology = self.rt.topology
-            node_a, node_b = topology.devices[a].node, topology.devices[b].node
-            if rails is None or node_a == node_b:
-                routes = [topology.route(a, b)]
-            else:
-                routes = []
-                for k, relay_a in enumerate(rails[node_a]):
-                    relay_b = rails[node_b][k % len(rails[node_b])]
-                    routes.append(topology.route(a, relay_a) + topology.route(relay_a, relay_b)
-                                  + topology.route(relay_b, b))
+            routes = rail_routes(self.rt.topology, a, b, rails)
             stripes = plan.routes[key] = (
                 routes, min(sum(link.latency_ns for link in route) for route in routes))
         return stripes
@@ -275,6 +263,23 @@ class TimedRun:
     def _holds_result(self, r: int) -> bool:
         kind = self.plan.collective
         return kind in ("all_reduce", "reduce_scatter") or (kind == "reduce" and r == self.plan.root)
+
+
+def rail_routes(topology, a: int, b: int, rails) -> list:
+    """The routes a transfer from device ``a`` to ``b`` is spread over: its one route, or
+    between nodes with ``rails`` (node -> its devices) one per rail k: to the source node's
+    k-th device over its node's links, across on that device's network card to the k-th
+    device of the destination node, then to ``b`` (NCCL's channels over every NIC, relayed
+    over NVLink as its PXN does)."""
+    node_a, node_b = topology.devices[a].node, topology.devices[b].node
+    if rails is None or node_a == node_b:
+        return [topology.route(a, b)]
+    routes = []
+    for k, relay_a in enumerate(rails[node_a]):
+        relay_b = rails[node_b][k % len(rails[node_b])]
+        routes.append(topology.route(a, relay_a) + topology.route(relay_a, relay_b)
+                      + topology.route(relay_b, b))
+    return routes
 
 
 def run_analytic(collective, arrivals, plan) -> None:

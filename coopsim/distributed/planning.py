@@ -17,7 +17,7 @@ from coopsim.distributed.algorithms import build_schedule
 from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import IDEAL, Protocol, choose
 from coopsim.distributed.algorithms.schedule import Xfer, make_schedule
-from coopsim.distributed.execution import Compiled
+from coopsim.distributed.execution import Compiled, rail_routes
 from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
 
 UFUNCS = {"SUM": np.add, "AVG": np.add, "PRODUCT": np.multiply, "MIN": np.minimum,
@@ -105,7 +105,7 @@ class Planner:
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
                     devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma,
                     protocol=protocol, switch=switch,
-                    rails=self._rails() if multi_node and protocol is not IDEAL else None,
+                    rails=self._rails() if multi_node and protocol is not IDEAL else None,  # as choose
                     routes=self._routes)
 
     def choose(self, kind: str, nbytes: int, devices, uneven: bool = False):
@@ -124,7 +124,8 @@ class Planner:
         if algorithm != "nvls":
             switch = None
         gamma = 3.0 / self.rt.devices[devices[0]].kind.memory_bandwidth_GBps  # reads 2, writes 1 byte
-        alpha, beta = _switch_alpha_beta(switch) if switch else self._alpha_beta(devices)
+        rails = self._rails() if multi_node and nccl else None
+        alpha, beta = _switch_alpha_beta(switch) if switch else self._alpha_beta(devices, rails)
         protocol = self._protocol(kind, algorithm, len(devices), nbytes, alpha, beta, gamma, nodes)
         return algorithm, protocol, switch, alpha, beta, gamma
 
@@ -165,16 +166,23 @@ class Planner:
                 lambda proto: model_time_ns(kind, algorithm, p, nbytes, alpha, beta, gamma, proto, nodes))
         return chosen
 
-    def _alpha_beta(self, devices) -> tuple[float, float]:
-        """Latency and inverse bandwidth of the slowest route between ring neighbours."""
+    def _alpha_beta(self, devices, rails=None) -> tuple[float, float]:
+        """Latency and inverse bandwidth of the slowest route between ring neighbours; a pair
+        spread over ``rails`` (``rail_routes``) has its slowest stripe's latency and the
+        bandwidth of its busiest link for the share of the stripes that cross it."""
         topology = self.rt.topology
         alpha, beta = 0.0, 0.0
         for a, b in zip(devices, devices[1:] + devices[:1]):
             if a == b:
                 continue
-            route = topology.route(a, b)
-            alpha = max(alpha, sum(link.latency_ns for link in route))
-            beta = max(beta, 1.0 / min(link.bandwidth_GBps for link in route))
+            routes = rail_routes(topology, a, b, rails) if rails else (topology.route(a, b),)
+            crossings: dict = {}
+            for route in routes:
+                alpha = max(alpha, sum(link.latency_ns for link in route))
+                for link in route:
+                    crossings[link.index] = (link, crossings.get(link.index, (link, 0))[1] + 1)
+            bandwidth = min(link.bandwidth_GBps * len(routes) / n for link, n in crossings.values())
+            beta = max(beta, 1.0 / bandwidth)
         return alpha, beta
 
 
