@@ -299,7 +299,7 @@ def test_schedule_rejects_two_transfers_on_one_pair_and_writes_to_in():
 
 def test_unknown_algorithm_names_the_available_ones():
     message = ("unknown algorithm 'butterfly' for all_reduce; available for all_reduce: "
-               "binomial_tree, direct, double_binary_tree, halving_doubling, hierarchical, ring")
+               "binomial_tree, direct, double_binary_tree, halving_doubling, hierarchical, nvls, ring")
     with pytest.raises(ValueError, match=message):
         build_schedule("all_reduce", "butterfly", 4, 16)
     with pytest.raises(ValueError, match=message):

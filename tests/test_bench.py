@@ -77,7 +77,8 @@ def test_table_format_parsed_back(capsys, tmp_path):
     assert lines[-1].startswith("# wall-clock time: ")
     header = "\n".join(lines[:start])
     for needed in ("topology: dgx_h100", "ranks: 8", "model: transfer",
-                   "algorithm: default (coopsim/configs/ccl.yaml: halving_doubling up to 65536 B, then ring)",
+                   "algorithm: default (coopsim/configs/ccl.yaml: hierarchical up to 67108864 B, then ring up "
+                   "to 2097152 B, then nvls, then halving_doubling up to 65536 B, then ring)",
                    "busbw = algbw x 2(n-1)/n = 1.75"):
         assert needed in header
 
@@ -170,7 +171,7 @@ BAD = [
     (["-z", "2"], "argument -z/--blocking", "0, 1"),
     (["--topology", "nope"], "argument --topology", "dgx_h100"),
     (["--nranks", "9"], "argument --nranks", "1..8"),
-    (["--algo", "foo"], "argument --algo", "halving_doubling, hierarchical, ring"),
+    (["--algo", "foo"], "argument --algo", "halving_doubling, hierarchical, nvls, ring"),
     (["--algo", "hierarchical"], "argument --algo", "several nodes"),
     (["--model", "fast"], "argument --model", "'transfer', 'analytic'"),
     (["--json", "/nonexistent/r.json"], "argument --json", "does not exist"),

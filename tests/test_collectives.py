@@ -62,8 +62,8 @@ PAIRS = sorted(pair for pair in BUILDERS if pair[1] != "hierarchical")
 
 def test_the_pairs_under_test_are_those_the_registry_lists():
     for kind in FORMS:
-        assert sorted(a for k, a in PAIRS if k == kind) == [
-            a for a in algorithms_for(kind) if a != "hierarchical"]
+        assert sorted(a for k, a in PAIRS if k == kind) == [  # nvls: tests/test_fidelity.py
+            a for a in algorithms_for(kind) if a not in ("hierarchical", "nvls")]
     assert algorithms_for("all_reduce").count("hierarchical") == 1
 
 
@@ -77,7 +77,8 @@ def run(fn, nprocs, *args, topology=IDEAL, ccl=None):
 
 
 def ccl_for(model, **algorithms):
-    return {"model": model, "algorithms": algorithms}
+    """Ideal steps even on topologies with NCCL's protocols (cluster_2x8): the closed forms."""
+    return {"model": model, "algorithms": algorithms, "protocol": "ideal"}
 
 
 # ---- cases: one call of one API form, with every rank's input -------------------------------
@@ -266,7 +267,7 @@ def summation_depth(algorithm, p, nodes=None):
     """ADR-0008: the most roundings an input passes through on its way to a reduced result."""
     if p == 1:
         return 0
-    if algorithm in ("ring", "direct", "rank_order"):
+    if algorithm in ("ring", "direct", "rank_order", "nvls"):  # nvls: the switch, in rank order
         return p - 1
     if algorithm == "halving_doubling":
         p2, r = power_of_two_split(p)
@@ -851,8 +852,8 @@ def test_hierarchical_time_in_the_analytic_model_is_its_closed_form():
 
 def test_hierarchical_time_in_the_transfer_model_follows_each_level():
     """cluster_2x8, transfer model, 16 ranks: the intra-node phases run on NVSwitch routes
-    (300 + 300 + 100 ns, 360 GB/s) and the inter-node ring on the NICs (2000 + 2000 + 500 ns,
-    45 GB/s), without contention (one NIC per GPU, one up- and one down-link per GPU): the
+    (100 + 100 + 100 ns, 360 GB/s) and the inter-node ring on the NICs (2000 + 2000 + 500 ns,
+    41.25 GB/s), without contention (one NIC per GPU, one up- and one down-link per GPU): the
     time is ADR-0009's hierarchical formula with each phase's own alpha and beta, within 1%."""
     n = 1 << 16
     results = {}
@@ -874,7 +875,7 @@ def test_hierarchical_time_in_the_transfer_model_follows_each_level():
         a_in, b_in, gamma = plan_parameters(ctx, list(range(8)))
         a_x, b_x, _ = plan_parameters(ctx, [0, 8])
         launch = ctx.sim.runtime.devices[0].kind.launch_overhead_ns
-    assert (a_in, a_x) == (700.0, 4500.0) and (1 / b_in, 1 / b_x) == pytest.approx((360, 45))
+    assert (a_in, a_x) == (300.0, 4500.0) and (1 / b_in, 1 / b_x) == pytest.approx((360, 41.25))
     local, c = 8, n * 4 / 8
     want = (launch + (local - 1) * (a_in + c * (b_in + gamma)) + (local - 1) * (a_in + c * b_in)
             + analytic_time_ns("all_reduce", "ring", 2, c, a_x, b_x, gamma))
@@ -962,12 +963,15 @@ def test_size_thresholds_choose_the_first_matching_rule(model):
 
 
 def test_default_config_all_reduce_thresholds():
-    """coopsim/configs/ccl.yaml: all_reduce up to 65536 bytes by halving_doubling, larger by ring."""
+    """coopsim/configs/ccl.yaml on a topology without NCCL's protocols: all_reduce up to 65536 bytes
+    by halving_doubling, larger by ring (the rules marked protocols: nccl are skipped)."""
     times = all_reduce_times("analytic", None, 8, [16384, 16392])
     for n, algorithm, got in zip((16384, 16392), ("halving_doubling", "ring"), times):
         want = 4000 + analytic_time_ns("all_reduce", algorithm, 8, 4 * n, 700, 1 / 50, 3 / 1000)
         assert got == pytest.approx(want, rel=1e-9), (n, algorithm)
-    assert load_ccl().rules["all_reduce"] == [(65536, "halving_doubling"), (None, "ring")]
+    assert load_ccl().rules["all_reduce"] == [(67108864, "hierarchical"), (2097152, "ring"),
+                                              (None, "nvls"), (65536, "halving_doubling"), (None, "ring")]
+    assert load_ccl().nccl_only["all_reduce"] == [True, True, True, False, False]
     assert load_ccl().model == "transfer"
 
 

@@ -1,4 +1,4 @@
-"""The link contention model (ADR-0004): latency, then bandwidth shared equally per link.
+"""The link contention model (ADR-0004): latency, then bandwidth shared max-min fairly (ADR-0022).
 
 Times below are hand calculations with values that are exact in binary, so the assertions
 are bit-for-bit; elsewhere ``pytest.approx(rel=1e-12)``.
@@ -140,20 +140,58 @@ def test_transfer_speeds_back_up_when_the_other_ends():
     assert net.link_busy_ns(route[0]) == 512.0
 
 
-def test_equal_share_per_link_does_not_redistribute_unused_share():
-    """The documented simplification (ADR-0004): T1 crosses A and B, bottlenecked on A which
-    it shares with T3, so it uses 5 of B's 100 B/ns; T2 alone on B still gets only 100/2."""
+def test_max_min_gives_a_link_s_unused_share_to_the_others():
+    """ADR-0022: T1 crosses A and B, bottlenecked on A which it shares with T3 (5 B/ns each);
+    T2 alone on the rest of B gets what T1 leaves of it: 95, not the equal share 50."""
     engine, net = make()
     a, b = L(0, "x", "y", 10.0, 0.0), L(1, "y", "z", 100.0, 0.0)
     t1 = net.transfer((a, b), 1000, "t1")
-    t2 = net.transfer((b,), 1000, "t2")
+    t2 = net.transfer((b,), 950, "t2")
     t3 = net.transfer((a,), 1000, "t3")
     rates = []
     start_at(engine, 1.0, lambda: rates.extend((t.desc, t.rate) for t in net.active()))
     run(engine)
-    assert rates == [("t1", 5.0), ("t2", 50.0), ("t3", 5.0)]
-    assert t2.time_ns == 1000 / 50.0  # max-min fair sharing would give 1000 / 95
+    assert rates == [("t1", 5.0), ("t2", 95.0), ("t3", 5.0)]
+    assert t2.time_ns == 950 / 95.0
     assert t1.time_ns == t3.time_ns == 2000 / 10.0
+
+
+def test_max_min_four_flow_case():
+    """The issue's case: F1, F2, F3 share link A (1/3 each); F3 and F4 share link B. Equal
+    share would give F4 half of B (2.0 ns per byte: +33 %); max-min gives it the 2/3 that F3
+    leaves, so F4's 1536 bytes take 1536 / (2/3) = 2304 ns."""
+    engine, net = make()
+    a, b = L(0, "x", "y", 1.0, 0.0), L(1, "y", "z", 1.0, 0.0)
+    f1 = net.transfer((a,), 1536, "f1")
+    f2 = net.transfer((a,), 1536, "f2")
+    f3 = net.transfer((a, b), 1536, "f3")
+    f4 = net.transfer((b,), 1536, "f4")
+    rates = []
+    start_at(engine, 1.0, lambda: rates.extend((t.desc, t.rate) for t in net.active()))
+    run(engine)
+    assert [r for _, r in rates] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 2 / 3], rel=1e-15)
+    assert f4.time_ns == pytest.approx(1536 / (2 / 3), rel=1e-12)
+    assert f1.time_ns == f2.time_ns == f3.time_ns == pytest.approx(3 * 1536, rel=1e-12)
+
+
+def test_max_min_never_oversubscribes_a_link_and_fills_every_bottleneck():
+    """Three levels of bottleneck: every link's rates sum to at most its bandwidth, and every
+    flow crosses a link that is full (the max-min optimality condition)."""
+    engine, net = make()
+    a, b, c = L(0, "x", "y", 3.0, 0.0), L(1, "y", "z", 8.0, 0.0), L(2, "z", "w", 20.0, 0.0)
+    routes = [(a,), (a, b), (a, b, c), (b,), (b, c), (c,)]
+    for i, route in enumerate(routes):
+        net.transfer(route, 10_000, f"t{i}")
+    seen = []
+    start_at(engine, 1.0, lambda: seen.extend(net.active()))
+    run(engine)
+    load = {link.index: sum(t.rate for t in seen if link in t.route) for link in (a, b, c)}
+    assert all(load[link.index] <= link.bandwidth_GBps * (1 + 1e-12) for link in (a, b, c))
+    for t in seen:
+        assert any(load[link.index] == pytest.approx(link.bandwidth_GBps) and
+                   t.rate == pytest.approx(max(u.rate for u in seen if link in u.route))
+                   for link in t.route)
+    assert [t.rate for t in seen] == pytest.approx([1, 1, 1, 3, 3, 16])  # c: 20 - 1 - 3
 
 
 def test_a_new_short_transfer_supersedes_a_later_wake_up():

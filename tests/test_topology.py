@@ -104,17 +104,19 @@ def test_bundled_numbers_match_the_datasheets_and_stated_efficiency():
     kind = a100.device(0).kind
     assert kind.memory_bandwidth_GBps == 2039 and kind.peak_flops["float16"] == 312e12
     assert kind.peak_flops["float32"] == 19.5e12
-    assert {link.bandwidth_GBps for link in a100.links} == {12 * 25 * 0.8}
+    assert {link.bandwidth_GBps for link in a100.links} == {232.5}  # 12 x 25 GB/s x 0.775
+    assert a100.protocols == "nccl" and a100.in_network_reduction == {}
     h100 = load_topology("dgx_h100")
     kind = h100.device(0).kind
     assert kind.memory_bandwidth_GBps == 3350 and kind.peak_flops["bfloat16"] == 989.4e12
     assert kind.peak_flops["float32"] == 67e12 and kind.memory_bytes == 80 * 2**30
     assert {link.bandwidth_GBps for link in h100.links} == {18 * 25 * 0.8}
+    assert h100.protocols == "nccl" and h100.in_network_reduction["sw0"].efficiency == 0.85
     cluster = load_topology("cluster_2x8")
     assert cluster.num_devices == 16
     assert [d.node for d in cluster.devices] == [0] * 8 + [1] * 8
     nic_links = [lk for lk in cluster.links if "netsw" in (lk.src, lk.dst)]
-    assert {lk.bandwidth_GBps for lk in nic_links} == {45.0}  # 50 GB/s x 0.9
+    assert {lk.bandwidth_GBps for lk in nic_links} == {41.25}  # 50 GB/s x 0.825
 
 
 def test_default_topology_is_small():
@@ -181,7 +183,7 @@ def test_describe_summarises_kinds_links_and_bandwidth():
     assert "cluster_2x8: 16 devices (16 x h100_sxm5_80gb) in 2 nodes" in text
     assert "96 directed links" in text
     assert "links[0].intra (switch): 32 links, 360 GB/s" in text
-    assert "links[0].nic.network: 32 links, 45 GB/s" in text
+    assert "links[0].nic.network: 32 links, 41.25 GB/s" in text
 
 
 def test_topology_error_is_a_value_error_and_pickles():
@@ -261,7 +263,7 @@ def test_hierarchical_intra_node_stays_inside_and_inter_node_uses_nics():
     route = topo.route(3, 12)
     assert path_vertices(route) == ["dev3", "nic3", "netsw", "nic12", "dev12"]
     assert sum(lk.latency_ns for lk in route) == 2000 + 2000 + 500
-    assert min(lk.bandwidth_GBps for lk in route) == 45
+    assert min(lk.bandwidth_GBps for lk in route) == 41.25
 
 
 def test_hierarchical_per_node_nic_never_turns_around():

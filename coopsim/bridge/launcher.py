@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 
-import coopsim
+from coopsim.context import RuntimeContext
 from coopsim.bridge.host import to_host
 
 BACKENDS = ("sim", "torch")
@@ -55,7 +55,7 @@ def launch(fn, args=(), nprocs=1, backend="sim", topology=None, *, dist_backend=
         _check_picklable(fn, args)
         return run_torch(fn, args, nprocs, dist_backend, seed, timeout_s, **spawn_kwargs)
     results = [None] * nprocs
-    with coopsim.RuntimeContext(topology, seed=seed, **(sim_options or {})) as ctx:
+    with RuntimeContext(topology, seed=seed, **(sim_options or {})) as ctx:
         ctx.multiprocessing.spawn(_sim_rank, args=(ctx, fn, args, dist_backend, results),
                                   nprocs=nprocs, **spawn_kwargs)
     return results

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from coopsim.distributed.algorithms import COLLECTIVES, algorithms_for
+from coopsim.distributed.algorithms.protocols import CHOICES, parse_protocols
 
 MODELS = ("transfer", "analytic")
 DEFAULT_CCL = files("coopsim.configs") / "ccl.yaml"  # a Traversable (docs/adr/0013)
@@ -18,22 +19,37 @@ class CclConfigError(ValueError):
 
 
 class CclConfig:
-    """``model`` and, per collective, a list of ``(max_bytes or None, algorithm)`` rules."""
+    """``model`` and, per collective, a list of ``(max_bytes or None, algorithm)`` rules;
+    ``protocol`` (``"auto"``, a protocol name as ``NCCL_PROTO``, or ``"ideal"``: none even on
+    topologies that declare ``protocols: nccl``) and ``protocols`` (name -> ``Protocol``)."""
 
-    def __init__(self, model: str, rules: dict, source: str):
+    def __init__(self, model: str, rules: dict, source: str, protocol: str = "auto",
+                 protocols: dict | None = None, nccl_only: dict | None = None):
         self.model = model
         self.rules = rules
         self.source = source
+        self.protocol = protocol
+        self.protocols = protocols or {}
+        self.nccl_only = nccl_only or {}  # collective -> per rule: only where protocols: nccl
 
     def algorithm(self, collective: str, nbytes: int, multi_node: bool) -> str:
         """The algorithm of the first rule that admits ``nbytes`` (hierarchical only when the
         group spans several nodes)."""
-        for max_bytes, algorithm in self.rules[collective]:
-            if algorithm == "hierarchical" and not multi_node:
+        return self.algorithm_where(collective, nbytes, multi_node, True)
+
+    def algorithm_where(self, collective: str, nbytes: int, multi_node: bool,
+                        in_network_reduction: bool, nccl: bool = False) -> str:
+        """``algorithm``, where ``nvls`` rules are skipped too unless the group's switch
+        reduces in the network (``in_network_reduction``), and rules marked ``protocols: nccl``
+        unless the topology runs NCCL's protocols (``nccl``)."""
+        marks = self.nccl_only.get(collective) or [False] * len(self.rules[collective])
+        for (max_bytes, algorithm), nccl_only in zip(self.rules[collective], marks):
+            if (algorithm == "hierarchical" and not multi_node) or (
+                    algorithm == "nvls" and not in_network_reduction) or (nccl_only and not nccl):
                 continue
             if max_bytes is None or nbytes <= max_bytes:
                 return algorithm
-        return "ring"  # only hierarchical rules matched, and the group is on one node
+        return "ring"  # only skipped rules matched
 
 
 def load_ccl(spec=None) -> CclConfig:
@@ -78,16 +94,25 @@ def _read(path: Path) -> dict:
 
 
 def _parse(data: dict, source: str) -> CclConfig:
-    unknown = sorted(set(data) - {"model", "algorithms"})
+    unknown = sorted(set(data) - {"model", "algorithms", "protocol", "protocols"})
     if unknown:
-        raise CclConfigError(f"{source}: {unknown[0]}: unknown key; expected model or algorithms")
+        raise CclConfigError(f"{source}: {unknown[0]}: unknown key; expected model, algorithms, "
+                             f"protocol or protocols")
+    protocol = data.get("protocol", "auto")
+    if protocol not in CHOICES:
+        raise CclConfigError(f"{source}: protocol: expected one of {', '.join(CHOICES)}, got {protocol!r}")
+
+    def fail(message):
+        raise CclConfigError(message)
+
+    protocols = parse_protocols(data["protocols"], source, fail) if "protocols" in data else {}
     model = data.get("model", "transfer")
     if model not in MODELS:
         raise CclConfigError(f"{source}: model: expected one of {', '.join(MODELS)}, got {model!r}")
     algorithms = data.get("algorithms") or {}
     if not isinstance(algorithms, dict):
         raise CclConfigError(f"{source}: algorithms: expected a mapping collective -> algorithm")
-    rules = {}
+    rules, nccl_only = {}, {}
     for collective in COLLECTIVES:
         if collective not in algorithms:
             raise CclConfigError(f"{source}: algorithms.{collective}: missing; expected one of "
@@ -99,11 +124,16 @@ def _parse(data: dict, source: str) -> CclConfig:
         entries = [{"algorithm": value}] if isinstance(value, str) else value
         if not isinstance(entries, list) or not entries:
             raise CclConfigError(f"{source}: {key}: expected an algorithm name or a list of rules, got {value!r}")
-        parsed = []
+        parsed, marks = [], []
         for i, entry in enumerate(entries):
             where = f"{key}[{i}]"
-            if not isinstance(entry, dict) or set(entry) - {"max_bytes", "algorithm"}:
-                raise CclConfigError(f"{source}: {where}: expected {{max_bytes: <int>, algorithm: <name>}}, got {entry!r}")
+            if not isinstance(entry, dict) or set(entry) - {"max_bytes", "algorithm", "protocols"}:
+                raise CclConfigError(f"{source}: {where}: expected {{max_bytes: <int>, algorithm: <name>}} "
+                                     f"(and optionally protocols: nccl), got {entry!r}")
+            if entry.get("protocols", "nccl") != "nccl":
+                raise CclConfigError(f"{source}: {where}.protocols: expected nccl (the rule then applies only "
+                                     f"on topologies that run NCCL's protocols), got {entry['protocols']!r}")
+            marks.append("protocols" in entry)
             algorithm = entry.get("algorithm")
             if algorithm not in algorithms_for(collective):
                 raise CclConfigError(f"{source}: {where}.algorithm: expected one of "
@@ -116,4 +146,5 @@ def _parse(data: dict, source: str) -> CclConfig:
             raise CclConfigError(f"{source}: {key}: the last rule must have no max_bytes (it takes "
                                  f"the messages larger than every other rule's max_bytes)")
         rules[collective] = parsed
-    return CclConfig(model, rules, source)
+        nccl_only[collective] = marks
+    return CclConfig(model, rules, source, protocol, protocols, nccl_only)

@@ -1,5 +1,6 @@
-"""Execution of a planned collective: the analytic model's reference numbers, and the
-timed run of a schedule on the links (ADR-0008 semantics, ADR-0004 link contention).
+"""Execution of a planned collective: the analytic model's reference numbers, the timed run
+of a schedule on the links (ADR-0008 semantics, ADR-0004/0022 link contention, ADR-0023
+protocols and pipelined reduction, ADR-0024 channels over every NIC), and nvls in the switch.
 
 Invariants:
 - ``reference`` computes every collective by its definition, reducing in rank order;
@@ -9,9 +10,13 @@ Invariants:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from coopsim.distributed.algorithms import analytic_time_ns, chunks
+from coopsim.distributed.algorithms import chunks
+from coopsim.distributed.algorithms.analytic import model_time_ns
+from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
 from coopsim.engine import Handle
 
 
@@ -110,7 +115,9 @@ class TimedRun:
 
     Per rank: its current step; the items (transfers sent or received, local copies) of that
     step still outstanding; the payloads received for it. A transfer of step k starts when
-    both ends have started step k; a reduction costs ``gamma`` per byte after arrival; a rank
+    both ends have started step k, after the protocol's base latency (ADR-0023), with its step
+    latency added to the route's and ``protocol.wire_bytes`` on the links; a reduction costs
+    ``gamma`` per byte, pipelined in the protocol's slices (``pipelined_reduce_ns``); a rank
     applies its step's receives in listed order when the step's items are all done (or on
     arrival, where ``Compiled.eager`` shows that is the same), then starts the next step.
     """
@@ -128,7 +135,6 @@ class TimedRun:
         self.items = compiled.items
         self.eager = compiled.eager
         self.ends_started = [dict() for _ in schedule.steps]
-        self._routes: dict = {}  # (src, dst) -> route: looked up once per pair, not per transfer
         tmp = schedule.tmp_count
         self.hollow = arrivals[0].hollow  # timing-only buffers: transfers, no data (ADR-0020)
         self.bufs = None if self.hollow else [{"in": a.ins, "out": a.outs,
@@ -136,6 +142,14 @@ class TimedRun:
                      for a in arrivals]
 
     def start(self) -> None:
+        base_ns = self.plan.protocol.base_latency_ns
+        if base_ns:
+            timer = self.rt.engine.timer(base_ns, ("{} protocol latency", self.collective.name))
+            timer.add_callback(lambda _t: self._start_all())
+        else:
+            self._start_all()
+
+    def _start_all(self) -> None:
         for r in range(self.plan.schedule.p):
             self._start_step(r, 0)
 
@@ -159,13 +173,6 @@ class TimedRun:
             if started[i] == 2:
                 self._send(k, i, x)
 
-    def route(self, src: int, dst: int) -> tuple:
-        route = self._routes.get((src, dst))
-        if route is None:
-            devices = self.plan.devices
-            route = self._routes[src, dst] = self.rt.topology.route(devices[src], devices[dst])
-        return route
-
     def _payload(self, x):
         if self.hollow:
             return None
@@ -179,29 +186,57 @@ class TimedRun:
         timer = self.rt.engine.timer(delay, ("local {} in {}", "reduce" if x.reduce else "copy", self.collective.name))
         timer.add_callback(lambda _t: self._item_done(r))
 
+    def _stripes(self, src: int, dst: int) -> tuple:
+        """``(rail_routes of the pair, the smallest of their latencies in ns)``, cached in
+        ``plan.routes`` (the planner's, shared by the collectives of a spawn)."""
+        plan = self.plan
+        a, b, rails = plan.devices[src], plan.devices[dst], plan.rails
+        key = (a, b, rails is not None)
+        stripes = plan.routes.get(key)
+        if stripes is None:
+            routes = rail_routes(self.rt.topology, a, b, rails)
+            stripes = plan.routes[key] = (
+                routes, min(sum(link.latency_ns for link in route) for route in routes))
+        return stripes
+
     def _send(self, k, i, x) -> None:
         eager = self.eager[k][x.dst]
         payload = None if eager else self._payload(x)
         plan = self.plan
+        protocol = plan.protocol
         nbytes = x.count * plan.itemsize
-        route = self.route(x.src, x.dst)
+        stripes, latency_ns = self._stripes(x.src, x.dst)
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
+        engine = self.rt.engine
+        first_byte_ns = engine.now_ns + protocol.step_latency_ns + latency_ns
+        count = len(stripes)
+        left = [count]
 
         def arrived(_h):
+            if count > 1:
+                left[0] -= 1
+                if left[0]:
+                    return  # other stripes still on their way
             if eager and not self.hollow:
                 self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
             else:
                 self.received[x.dst].append((i, x, payload))
             self._item_done(x.src)
             if x.reduce and plan.gamma_ns_per_byte:
-                timer = self.rt.engine.timer(nbytes * plan.gamma_ns_per_byte, ("reduce in {}", self.collective.name))
+                stream_ns = engine.now_ns - first_byte_ns
+                delay = pipelined_reduce_ns(nbytes, plan.gamma_ns_per_byte, protocol.slice_bytes, stream_ns)
+                timer = engine.timer(delay, ("reduce in {}", self.collective.name))
                 timer.add_callback(lambda _t: self._item_done(x.dst))
             else:
                 self._item_done(x.dst)
 
-        handle = self.rt.network.transfer(route, nbytes, desc, on_done=arrived)
-        if self.rt.network.trace is not None:
-            self.rt.network.trace.label(handle, self.collective, k, x.src, x.dst)
+        wire = nbytes if protocol.bandwidth_efficiency == 1.0 else protocol.wire_bytes(nbytes)
+        parts = chunks(wire, count) if count > 1 else ((0, wire),)
+        for route, (_, part) in zip(stripes, parts):
+            handle = self.rt.network.transfer(route, part, desc, on_done=arrived,
+                                              extra_latency_ns=protocol.step_latency_ns)
+            if self.rt.network.trace is not None:
+                self.rt.network.trace.label(handle, self.collective, k, x.src, x.dst)
 
     def _item_done(self, r: int) -> None:
         self.outstanding[r] -= 1
@@ -235,12 +270,74 @@ class TimedRun:
         return kind in ("all_reduce", "reduce_scatter") or (kind == "reduce" and r == self.plan.root)
 
 
+def rail_routes(topology, a: int, b: int, rails) -> list:
+    """The routes a transfer from device ``a`` to ``b`` is spread over: its one route, or
+    between nodes with ``rails`` (node -> its devices) one per rail k: to the source node's
+    k-th device over its node's links, across on that device's network card to the k-th
+    device of the destination node, then to ``b`` (NCCL's channels over every NIC, relayed
+    over NVLink as its PXN does)."""
+    node_a, node_b = topology.devices[a].node, topology.devices[b].node
+    if rails is None or node_a == node_b:
+        return [topology.route(a, b)]
+    routes = []
+    for k, relay_a in enumerate(rails[node_a]):
+        relay_b = rails[node_b][k % len(rails[node_b])]
+        routes.append(topology.route(a, relay_a) + topology.route(relay_a, relay_b)
+                      + topology.route(relay_b, b))
+    return routes
+
+
 def run_analytic(collective, arrivals, plan) -> None:
     """Complete every member at the closed-form time from now, with the reference numbers."""
     engine = collective.state.rt.engine
-    ns = analytic_time_ns(plan.collective, plan.algorithm, len(arrivals), plan.nbytes,
-                          plan.alpha_ns, plan.beta_ns_per_byte, plan.gamma_ns_per_byte, plan.nodes)
+    ns = model_time_ns(plan.collective, plan.algorithm, len(arrivals), plan.nbytes, plan.alpha_ns,
+                       plan.beta_ns_per_byte, plan.gamma_ns_per_byte, plan.protocol, plan.nodes)
     finished = Handle(("{} (analytic)", collective.name))
     hollow = arrivals[0].hollow
     finished.add_callback(lambda _h: (hollow or reference(plan, arrivals), collective.complete_all(arrivals)))
     engine.schedule(finished, engine.now_ns + ns)
+
+
+def run_timed(collective, arrivals, plan, planner) -> None:
+    """Start the transfer model: the schedule on the links, or nvls on the switch's."""
+    if plan.switch is not None:
+        NvlsRun(collective, arrivals, plan).start()
+    else:
+        TimedRun(collective, arrivals, plan, planner.compiled(plan.schedule)).start()
+
+
+class NvlsRun:
+    """nvls on the network (ADR-0024): every member streams its bytes up to the switch and the
+    switch's results down, both links at once, after the switch's latency; the switch reduces
+    (no device time). A member completes when both its transfers have; the numbers are the
+    reference ones (the switch reduces in rank order), written at the start, before any member
+    completes."""
+
+    def __init__(self, collective, arrivals, plan):
+        self.collective = collective
+        self.arrivals = arrivals
+        self.plan = plan
+
+    def start(self) -> None:
+        plan = self.plan
+        network = self.collective.state.rt.network
+        p = len(self.arrivals)
+        up_links, down_links, reduction = plan.switch
+        efficiency = reduction.efficiency * plan.protocol.bandwidth_efficiency
+        whole, part = plan.nbytes, -(-plan.nbytes // p)
+        up, down = {"all_reduce": (whole + part, whole + part), "reduce_scatter": (whole, part),
+                    "all_gather": (part, whole)}[plan.collective]
+        if not self.arrivals[0].hollow:  # timing-only buffers: the time, no numbers (ADR-0020)
+            reference(plan, self.arrivals)
+        for r, arrival in enumerate(self.arrivals):
+            left = [2]
+
+            def done(_h, arrival=arrival, left=left):
+                left[0] -= 1
+                if not left[0]:
+                    self.collective.member_done(arrival)
+
+            for link, nbytes, way in ((up_links[r], up, "up"), (down_links[r], down, "down")):
+                network.transfer((link,), math.ceil(nbytes / efficiency),
+                                 ("{} nvls {}: rank {}", self.collective.name, way, r), on_done=done,
+                                 extra_latency_ns=reduction.latency_ns)

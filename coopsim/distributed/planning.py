@@ -1,9 +1,12 @@
 """Planning: how a collective whose members have all arrived will run.
 
-``Planner.plan`` picks the algorithm (ccl.yaml's rules), builds or reuses its schedule, and
-derives the cost inputs from the topology: ``alpha``/``beta`` of the slowest route between
-ring neighbours, ``gamma`` of a reduction (3 bytes of memory traffic per byte). The result is
-a ``Plan``, which the execution module runs.
+``Planner.plan`` picks the algorithm (ccl.yaml's rules; ``nvls`` only where the group's switch
+declares in-network reduction), the protocol (on topologies with ``protocols: nccl``: fixed by
+ccl.yaml's ``protocol`` or, for ``auto``, the one with the smallest predicted time, as NCCL's
+tuning model; elsewhere ``IDEAL``), builds or reuses its schedule, and derives the cost inputs
+from the topology: ``alpha``/``beta`` of the slowest route between ring neighbours, ``gamma``
+of a reduction (3 bytes of memory traffic per byte). The result is a ``Plan``, which the
+execution module runs; it records the algorithm and protocol (``Collective.plan``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from coopsim.distributed.algorithms import build_schedule
+from coopsim.distributed.algorithms.analytic import model_time_ns
+from coopsim.distributed.algorithms.protocols import IDEAL, Protocol, choose
 from coopsim.distributed.algorithms.schedule import Xfer, make_schedule
-from coopsim.distributed.execution import Compiled
+from coopsim.distributed.execution import Compiled, rail_routes
 from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
 
 UFUNCS = {"SUM": np.add, "AVG": np.add, "PRODUCT": np.multiply, "MIN": np.minimum,
@@ -23,7 +28,13 @@ class Plan:
     """How a collective runs: the schedule or formula inputs and the reduction."""
 
     __slots__ = ("collective", "algorithm", "schedule", "nbytes", "itemsize", "ufunc", "post",
-                 "root", "nodes", "devices", "alpha_ns", "beta_ns_per_byte", "gamma_ns_per_byte")
+                 "root", "nodes", "devices", "alpha_ns", "beta_ns_per_byte", "gamma_ns_per_byte",
+                 "protocol", "switch", "rails", "routes")
+    # protocol: a Protocol (IDEAL where the topology runs none); switch: for nvls, the
+    # (up_links, down_links, InNetworkReduction) of the group's reducing switch, else None;
+    # rails: node -> its device indices, when transfers between nodes are spread over every
+    # network card of the node (NCCL's channels: one ring per NIC), else None; routes: the
+    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -39,9 +50,14 @@ class Planner:
         self.ccl = ccl
         self._schedules: dict = {}  # build_schedule's arguments -> Schedule
         self._compiled: dict = {}  # id(Schedule) -> Compiled (TimedRun's tables for it)
+        self._switches: dict = {}  # device tuple -> Topology.reducing_switch of it
+        self._protocols: dict = {}  # cost inputs -> the protocol chosen for them
+        self._routes: dict = {}  # (device, device, striped) -> TimedRun's routes between them
 
     def compiled(self, schedule) -> Compiled:
         """``TimedRun``'s tables for ``schedule``, built once per schedule."""
+        if schedule is None:
+            return None  # nvls: no schedule
         compiled = self._compiled.get(id(schedule))
         if compiled is None or compiled.schedule is not schedule:
             compiled = self._compiled[id(schedule)] = Compiled(schedule)
@@ -65,23 +81,18 @@ class Planner:
         if splits_in is not None:  # uneven all_to_all: the formula's n is the largest rank's total
             nbytes = max(sum(a.fingerprint["splits_in"]) for a in arrivals) * itemsize
         devices = [a.fingerprint["device"] for a in arrivals]
-        topology = self.rt.topology
-        nodes = [topology.devices[d].node for d in devices]
+        nodes = [self.rt.topology.devices[d].node for d in devices]
+        algorithm, protocol, switch, alpha, beta, gamma = self.choose(
+            kind, nbytes, devices, uneven=splits_in is not None)
         multi_node = len(set(nodes)) > 1
-        algorithm = self.ccl.algorithm(kind, nbytes, multi_node)
-        if algorithm == "hierarchical" and not _equal_nodes(nodes):
-            algorithm = self.ccl.algorithm(kind, nbytes, False)
         root = fp["root_member"]
-        alpha, beta = self._alpha_beta(devices)
-        device = self.rt.devices[devices[0]]
-        gamma = 3.0 / device.kind.memory_bandwidth_GBps  # a reduction reads 2 and writes 1 byte
         reduce_op = fp["reduce_op"]
         post = None
         if reduce_op == "AVG":
             post = (lambda a: a / p) if dtype.is_floating_point else (lambda a: _truncating_div(a, p))
         ufunc = UFUNCS[reduce_op] if reduce_op else np.add
         schedule = None
-        if self.ccl.model == "transfer":
+        if self.ccl.model == "transfer" and switch is None:
             if splits_in is not None:
                 schedule = _uneven_all_to_all(arrivals)
             else:
@@ -92,19 +103,96 @@ class Planner:
                     schedule = self._schedules[key] = build_schedule(*key[:5], key[5] and list(key[5]))
         return Plan(collective=kind, algorithm=algorithm, schedule=schedule, nbytes=nbytes,
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
-                    devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma)
+                    devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma,
+                    protocol=protocol, switch=switch,
+                    rails=self._rails() if multi_node and protocol is not IDEAL else None,  # as choose
+                    routes=self._routes)
 
-    def _alpha_beta(self, devices) -> tuple[float, float]:
-        """Latency and inverse bandwidth of the slowest route between ring neighbours."""
+    def choose(self, kind: str, nbytes: int, devices, uneven: bool = False):
+        """``(algorithm, protocol, switch, alpha_ns, beta_ns_per_byte, gamma_ns_per_byte)`` of a
+        ``kind`` collective of ``nbytes`` (nccl-tests' size) on the global ``devices``, in group
+        order: what ``plan`` runs, also for tools that report it (the benches print the
+        algorithm and ``protocol.name`` per size). ``uneven``: all_to_all with split sizes."""
+        topology = self.rt.topology
+        nodes = [topology.devices[d].node for d in devices]
+        multi_node = len(set(nodes)) > 1
+        switch = None if uneven else self._switch(kind, devices)
+        nccl = self._runs_nccl()
+        algorithm = self.ccl.algorithm_where(kind, nbytes, multi_node, switch is not None, nccl)
+        if algorithm == "hierarchical" and not _equal_nodes(nodes):
+            algorithm = self.ccl.algorithm_where(kind, nbytes, False, switch is not None, nccl)
+        if algorithm != "nvls":
+            switch = None
+        gamma = 3.0 / self.rt.devices[devices[0]].kind.memory_bandwidth_GBps  # reads 2, writes 1 byte
+        rails = self._rails() if multi_node and nccl else None
+        alpha, beta = _switch_alpha_beta(switch) if switch else self._alpha_beta(devices, rails)
+        protocol = self._protocol(kind, algorithm, len(devices), nbytes, alpha, beta, gamma, nodes)
+        return algorithm, protocol, switch, alpha, beta, gamma
+
+    def _rails(self) -> dict:
+        """node -> its device indices in ascending order (the relays of each rail)."""
+        rails: dict = {}
+        for device in self.rt.topology.devices:
+            rails.setdefault(device.node, []).append(device.index)
+        return rails
+
+    def _runs_nccl(self) -> bool:
+        """The topology runs NCCL's protocols and ccl.yaml does not turn them off."""
+        return (self.rt.topology.protocols == "nccl" and bool(self.ccl.protocols)
+                and self.ccl.protocol != "ideal")
+
+    def _switch(self, kind, devices):
+        """The group's reducing switch, if ccl.yaml could choose nvls for ``kind``."""
+        if not any(a == "nvls" for _, a in self.ccl.rules[kind]):
+            return None
+        key = tuple(devices)
+        if key not in self._switches:
+            self._switches[key] = self.rt.topology.reducing_switch(devices)
+        return self._switches[key]
+
+    def _protocol(self, kind, algorithm, p, nbytes, alpha, beta, gamma, nodes):
+        """NCCL's choice (see the module docstring); nvls runs Simple only (as NCCL)."""
+        if not self._runs_nccl():
+            return IDEAL
+        if algorithm == "nvls":  # the switch's latency replaces the base (tuning.cc's NVLS)
+            simple = self.ccl.protocols["Simple"]
+            return Protocol("Simple", 0.0, 0.0, simple.bandwidth_efficiency, simple.slice_bytes)
+        key = (kind, algorithm, p, nbytes, alpha, beta, gamma,
+               tuple(nodes) if algorithm == "hierarchical" else None)
+        chosen = self._protocols.get(key)
+        if chosen is None:
+            chosen = self._protocols[key] = choose(
+                self.ccl.protocols, self.ccl.protocol,
+                lambda proto: model_time_ns(kind, algorithm, p, nbytes, alpha, beta, gamma, proto, nodes))
+        return chosen
+
+    def _alpha_beta(self, devices, rails=None) -> tuple[float, float]:
+        """Latency and inverse bandwidth of the slowest route between ring neighbours; a pair
+        spread over ``rails`` (``rail_routes``) has its slowest stripe's latency and the
+        bandwidth of its busiest link for the share of the stripes that cross it."""
         topology = self.rt.topology
         alpha, beta = 0.0, 0.0
         for a, b in zip(devices, devices[1:] + devices[:1]):
             if a == b:
                 continue
-            route = topology.route(a, b)
-            alpha = max(alpha, sum(link.latency_ns for link in route))
-            beta = max(beta, 1.0 / min(link.bandwidth_GBps for link in route))
+            routes = rail_routes(topology, a, b, rails) if rails else (topology.route(a, b),)
+            crossings: dict = {}
+            for route in routes:
+                alpha = max(alpha, sum(link.latency_ns for link in route))
+                for link in route:
+                    crossings[link.index] = (link, crossings.get(link.index, (link, 0))[1] + 1)
+            bandwidth = min(link.bandwidth_GBps * len(routes) / n for link, n in crossings.values())
+            beta = max(beta, 1.0 / bandwidth)
         return alpha, beta
+
+
+def _switch_alpha_beta(switch) -> tuple[float, float]:
+    """nvls: the switch's latency plus the slower of a device's up- and down-link, and the
+    inverse of the slowest link's bandwidth times the switch's efficiency."""
+    up, down, reduction = switch
+    alpha = reduction.latency_ns + max(link.latency_ns for link in up + down)
+    bandwidth = min(link.bandwidth_GBps for link in up + down) * reduction.efficiency
+    return alpha, 1.0 / bandwidth
 
 
 def _truncating_div(a: np.ndarray, p: int) -> np.ndarray:

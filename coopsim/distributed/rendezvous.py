@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 
-from coopsim.distributed.execution import TimedRun, run_analytic
+from coopsim.distributed.execution import run_analytic, run_timed
 from coopsim.engine import Handle
 from coopsim.errors import CollectiveMismatchError, DistTimeoutError, format_ranks
 from coopsim.runtime.frames import user_location
@@ -183,7 +183,7 @@ class Collective:
         elif planner.ccl.model == "analytic":
             run_analytic(self, arrivals, plan)
         else:
-            TimedRun(self, arrivals, plan, planner.compiled(plan.schedule)).start()
+            run_timed(self, arrivals, plan, planner)
 
     def complete_all(self, arrivals) -> None:
         for a in arrivals:

@@ -1,10 +1,12 @@
-"""Transfers between devices over directed links, with bandwidth contention (ADR-0004).
+"""Transfers between devices over directed links, with bandwidth contention (ADR-0004,
+max-min fair sharing: ADR-0022).
 
 Cost model: a transfer first spends its route's latency (the sum of its links' ``latency_ns``)
-without using bandwidth, then streams its bytes. While streaming, every link divides its
-bandwidth equally among the transfers streaming across it, and a transfer moves at the smallest
-of its shares along its route (its bottleneck). Rates change only when a transfer starts or
-stops streaming; between two such instants every rate is constant.
+without using bandwidth, then streams its bytes. While streaming, the transfers share the links
+max-min fairly (progressive filling, as SimGrid's network model): every transfer gets the
+largest rate such that no link is over its bandwidth and no transfer could go faster without
+slowing one that is not faster than it. Rates change only when a transfer starts or stops
+streaming; between two such instants every rate is constant.
 
 Invariants:
 - At most one wake-up handle is live (``Network._wake``), due at the earliest upcoming latency
@@ -36,11 +38,14 @@ _INF = float("inf")
 class _LinkState:
     """One link's live state: how many transfers stream across it, and what it has carried."""
 
-    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns")
+    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns", "left",
+                 "unfixed")
 
     def __init__(self, link) -> None:
         self.link = link
         self.streaming = 0  # transfers streaming across the link now
+        self.left = 0.0  # scratch of _update_rates: bandwidth not yet given out (bytes/ns)
+        self.unfixed = 0  # scratch of _update_rates: its transfers whose rate is not yet fixed
         self.bytes_carried = 0  # bytes of the transfers that finished crossing it (an int)
         self.busy_ns = 0.0  # closed intervals with streaming > 0
         self.busy_since_ns: float | None = None  # start of the open one, if streaming > 0
@@ -130,20 +135,22 @@ class Network:
 
     # -- public API -------------------------------------------------------------------------
 
-    def transfer(self, route: tuple, nbytes: int, desc, on_done=None) -> Handle:
+    def transfer(self, route: tuple, nbytes: int, desc, on_done=None,
+                 extra_latency_ns: float = 0.0) -> Handle:
         """Start moving ``nbytes`` over ``route`` now; the handle completes when the last byte
         has arrived.
 
         ``route`` is a tuple of links as ``Topology.route`` returns it (``()`` for a device to
         itself). ``on_done(handle)``, if given, runs at completion before any other callback.
         The handle never completes synchronously, even for ``nbytes == 0`` or ``route == ()``
-        (those take the route latency only). Raises ``ValueError`` naming the argument for a
+        (those take the route latency only). ``extra_latency_ns`` is added to the route's
+        latency (a protocol's per-step latency, ADR-0023). Raises ``ValueError`` naming the argument for a
         route that is not a contiguous tuple of distinct links, or an ``nbytes`` that is not an
         int >= 0.
         """
         links = self._resolve_route(route)
         nbytes = _check_nbytes(nbytes)
-        latency_ns = 0
+        latency_ns = extra_latency_ns
         for link in route:
             latency_ns += link.latency_ns
         if self.link_faults:
@@ -238,22 +245,57 @@ class Network:
                 state.busy_since_ns = None
 
     def _update_rates(self, now: float) -> None:
-        """Give every streaming transfer its bottleneck share; rebase only those that changed."""
+        """Max-min fair rates by progressive filling; rebase only the transfers that changed.
+
+        A transfer alone on every link of its route gets its slowest link's bandwidth (the
+        common case: one transfer per link per collective step). The others are filled in
+        rounds: each round finds the smallest fair share (bandwidth left / transfers not yet
+        fixed) of their links, fixes every unfixed transfer crossing a link with that share at
+        that rate, and takes their rates off the bandwidth left on their links. When every
+        transfer is bottlenecked in the first round (equal flows on one link), the rates are
+        those of equal sharing, bit for bit. Order: streaming order, deterministic (C9).
+        """
+        shared = []
         for t in self._streaming.values():
             rate = _INF
             for state in t._links:
+                if state.streaming > 1:
+                    shared.append(t)
+                    break
                 # bandwidth_GBps is bytes per ns (1 GB/s = 1e9 B/s = 1 B/ns)
-                share = state.link.bandwidth_GBps / state.streaming
-                if self.link_faults and state.link.index in self.link_faults:
-                    share *= self.link_faults[state.link.index][0]
-                if share < rate:
-                    rate = share
-            if rate != t.rate:
-                if t.rate is not None:
-                    t._left -= t.rate * (now - t._since_ns)
-                    t._since_ns = now
-                t.rate = rate
-                t.finish_ns = t._since_ns + t._left / rate
+                capacity = self._capacity(state)
+                if capacity < rate:
+                    rate = capacity
+            else:
+                _set_rate(t, rate, now)
+        if shared:
+            self._fill(shared, now)
+
+    def _fill(self, flows, now: float) -> None:
+        """Progressive filling of ``flows`` (those sharing a link; see ``_update_rates``)."""
+        for t in flows:
+            for state in t._links:
+                state.left = self._capacity(state)
+                state.unfixed = state.streaming
+        while flows:
+            share = _INF
+            for t in flows:
+                for state in t._links:
+                    fair = state.left / state.unfixed
+                    if fair < share:
+                        share = fair
+            fixed, flows = _split_bottlenecked(flows, share)
+            for t in fixed:
+                _set_rate(t, share, now)
+                for state in t._links:
+                    state.unfixed -= 1
+                    state.left = max(0.0, state.left - share)
+
+    def _capacity(self, state) -> float:
+        """A link's bandwidth in bytes per ns, times its fault factor if one is injected."""
+        if self.link_faults and state.link.index in self.link_faults:
+            return state.link.bandwidth_GBps * self.link_faults[state.link.index][0]
+        return state.link.bandwidth_GBps
 
     def _schedule_next(self) -> None:
         next_ns = self._waiting[0][0] if self._waiting else _INF
@@ -320,6 +362,29 @@ class Network:
                     f"reroute around failed links")
             added += fault[1]
         return added
+
+
+def _set_rate(t: Transfer, rate: float, now: float) -> None:
+    """Give ``t`` its new rate, rebasing its bytes left only if the rate changed."""
+    if rate != t.rate:
+        if t.rate is not None:
+            t._left -= t.rate * (now - t._since_ns)
+            t._since_ns = now
+        t.rate = rate
+        t.finish_ns = t._since_ns + t._left / rate
+
+
+def _split_bottlenecked(flows, share):
+    """(the flows crossing a link whose fair share is ``share``, the others), in order."""
+    fixed, rest = [], []
+    for t in flows:
+        for state in t._links:
+            if state.left / state.unfixed <= share:
+                fixed.append(t)
+                break
+        else:
+            rest.append(t)
+    return fixed, rest
 
 
 def _check_nbytes(nbytes) -> int:

@@ -214,7 +214,8 @@ def _collective_args(collective) -> dict:
     args = {"collective": collective.kind, "seq": collective.seq, "group": collective.group.name}
     plan = collective.plan
     if plan is not None:
-        args.update(algorithm=plan.algorithm, model=collective.state.ccl.model, bytes=plan.nbytes)
+        args.update(algorithm=plan.algorithm, model=collective.state.ccl.model, bytes=plan.nbytes,
+                    protocol=plan.protocol.name)
     return args
 
 

@@ -68,6 +68,16 @@ class Link:
         return self.bandwidth_GBps
 
 
+@dataclass(frozen=True)
+class InNetworkReduction:
+    """A switch that reduces in the network (NVLink SHARP, "NVLS"): a device sends its data up
+    once and gets the reduced result down, at ``efficiency`` of the links' bandwidth, after a
+    fixed ``latency_ns`` per collective."""
+
+    efficiency: float
+    latency_ns: float
+
+
 class Topology:
     """Devices, vertices and directed links, with deterministic routes between devices.
 
@@ -81,7 +91,12 @@ class Topology:
     lazily, one per source device, and cached on the instance (never in module state).
     """
 
-    def __init__(self, name: str, source: str, devices, links, vertices, description: str = ""):
+    def __init__(self, name: str, source: str, devices, links, vertices, description: str = "",
+                 protocols: str | None = None, in_network_reduction=None):
+        """``protocols``: ``"nccl"`` if collectives run NCCL's protocols on this machine, else
+        None (ideal steps). ``in_network_reduction``: switch vertex -> ``InNetworkReduction``."""
+        self.protocols = protocols
+        self.in_network_reduction = dict(in_network_reduction or {})
         self.name = name
         self.source = str(source)
         self.description = description
@@ -216,6 +231,19 @@ class Topology:
     def __repr__(self) -> str:
         return (f"Topology(name={self.name!r}, devices={self.num_devices}, "
                 f"links={len(self.links)}, source={self.source!r})")
+
+    def reducing_switch(self, devices):
+        """``(up_links, down_links, InNetworkReduction)`` of a switch that declares in-network
+        reduction and has a direct up-link and down-link for every device index in
+        ``devices`` (in that order), or None."""
+        for switch in sorted(self.in_network_reduction):
+            up = {lk.src: lk for lk in self.links if lk.dst == switch}
+            down = {lk.dst: lk for lk in self.links if lk.src == switch}
+            names = [self.devices[self._device_index(d)].name for d in devices]
+            if all(n in up and n in down for n in names):
+                return ([up[n] for n in names], [down[n] for n in names],
+                        self.in_network_reduction[switch])
+        return None
 
 
 def _span(values: list[float]) -> str:

@@ -26,6 +26,7 @@ class GraphBuilder:
         self.links: list[Link] = []
         self._switches = 0
         self._names: set[str] = set()
+        self.reductions: dict = {}  # switch vertex -> InNetworkReduction, if it declares one
 
     def vertex(self, name: str) -> str:
         self.vertices.append(name)
@@ -75,8 +76,8 @@ def fully_connected(b: GraphBuilder, devs: list[str], spec: LinkSpec, origin: st
 
 
 def switch(b: GraphBuilder, devs: list[str], spec: LinkSpec, switch_latency_ns: float,
-           origin: str) -> None:
-    """A new switch vertex; per device an up-link (dev->sw) then a down-link (sw->dev).
+           origin: str) -> str:
+    """A new switch vertex (returned); per device an up-link (dev->sw) then a down-link (sw->dev).
 
     The switch's own latency is charged on the down-link, so device->device crosses two
     links and costs ``2 * latency_ns + switch_latency_ns``.
@@ -85,6 +86,7 @@ def switch(b: GraphBuilder, devs: list[str], spec: LinkSpec, switch_latency_ns: 
     for d in devs:
         b.add([(d, sw)], spec.bandwidth_GBps, spec.latency_ns, origin)
         b.add([(sw, d)], spec.bandwidth_GBps, spec.latency_ns + switch_latency_ns, origin)
+    return sw
 
 
 def torus2d(b: GraphBuilder, devs: list[str], spec: LinkSpec, rows: int, cols: int,

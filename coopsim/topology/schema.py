@@ -14,12 +14,15 @@ The schema (ADR-0003 is the full reference; ``coopsim/configs/topologies/small.y
       - {pattern: ring, bandwidth_GBps: > 0, latency_ns: >= 0,
          bidirectional: bool = true, devices: [i, ...] = all}
       - {pattern: fully_connected, bandwidth_GBps, latency_ns, devices}
-      - {pattern: switch, bandwidth_GBps, latency_ns, switch_latency_ns: >= 0 = 0, devices}
+      - {pattern: switch, bandwidth_GBps, latency_ns, switch_latency_ns: >= 0 = 0, devices,
+         in_network_reduction: {efficiency: 0 < e <= 1, latency_ns: >= 0}}  # optional: NVLS
       - {pattern: torus2d, dims: [rows, cols], bandwidth_GBps, latency_ns, devices}
       - {pattern: hierarchical, nodes: int > 0, devices_per_node: int > 0,
          intra: {pattern: ring | fully_connected | switch | torus2d, ...its keys but devices},
          nic: {bandwidth_GBps, latency_ns, per_device: bool = true},
          network: {switch_latency_ns: >= 0 = 0}}        # network is optional
+    protocols: nccl                # optional: collectives run NCCL's protocols (ccl.yaml's
+                                   # table: LL, LL128, Simple); absent: ideal whole-message steps
 
 Every violation raises ``TopologyError("<file>: <key.path>: expected <what>, got <value>")``.
 Numbers: ``bool`` is never a number; ints and floats are; YAML 1.2 floats such as ``1e12``
@@ -39,10 +42,11 @@ import yaml
 
 from coopsim.topology import patterns
 from coopsim.topology.errors import TopologyError
-from coopsim.topology.model import DTYPES, Device, DeviceKind, Topology
+from coopsim.topology.model import DTYPES, Device, DeviceKind, InNetworkReduction, Topology
 
 TOP_REQUIRED = ("device_kinds", "devices", "links")
-TOP_OPTIONAL = ("name", "description", "max_devices")
+TOP_OPTIONAL = ("name", "description", "max_devices", "protocols")
+PROTOCOL_FAMILIES = ("nccl",)
 # The sanity bound on a topology's device count: above it the model (routes, per-device state)
 # would exhaust memory long before a simulation ran. A topology may raise it (max_devices).
 MAX_DEVICES = 16384
@@ -53,7 +57,7 @@ _LINK = ("bandwidth_GBps", "latency_ns")
 PATTERN_KEYS = {
     "ring": (("pattern",) + _LINK, ("bidirectional",)),
     "fully_connected": (("pattern",) + _LINK, ()),
-    "switch": (("pattern",) + _LINK, ("switch_latency_ns",)),
+    "switch": (("pattern",) + _LINK, ("switch_latency_ns", "in_network_reduction")),
     "torus2d": (("pattern", "dims") + _LINK, ()),
     "hierarchical": (("pattern", "nodes", "devices_per_node", "intra", "nic"), ("network",)),
 }
@@ -65,6 +69,7 @@ DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half
                  "double": "float64"}
 NIC_REQUIRED, NIC_OPTIONAL = _LINK, ("per_device",)
 NETWORK_OPTIONAL = ("switch_latency_ns",)
+REDUCTION_REQUIRED = ("efficiency", "latency_ns")
 
 
 class _Loader(yaml.SafeLoader):
@@ -191,6 +196,8 @@ def parse_topology(data, source: str = "<mapping>", default_name: str = "unnamed
     top = c.mapping(data, "", TOP_REQUIRED, TOP_OPTIONAL)
     name = c.string(top["name"], "name") if "name" in top else default_name
     description = c.string(top["description"], "description") if "description" in top else ""
+    protocols = (c.choice(top["protocols"], "protocols", PROTOCOL_FAMILIES, "protocol families")
+                 if "protocols" in top else None)
     kinds = _device_kinds(c, top["device_kinds"])
     bound = c.integer(top["max_devices"], "max_devices") if "max_devices" in top else MAX_DEVICES
     device_kinds = _devices(c, top["devices"], kinds, bound)
@@ -217,7 +224,8 @@ def parse_topology(data, source: str = "<mapping>", default_name: str = "unnamed
 
     devices = [Device(i, k, 0 if devices_per_node is None else i // devices_per_node, f"dev{i}")
                for i, k in enumerate(device_kinds)]
-    return Topology(name, source, devices, builder.links, builder.vertices, description)
+    return Topology(name, source, devices, builder.links, builder.vertices, description,
+                    protocols=protocols, in_network_reduction=builder.reductions)
 
 
 def _device_kinds(c: _Checker, value) -> dict[str, DeviceKind]:
@@ -298,7 +306,10 @@ def _flat_pattern(c: _Checker, b: patterns.GraphBuilder, kind: str, spec: dict, 
         patterns.fully_connected(b, devs, link, origin)
     elif kind == "switch":
         extra = c.number(spec.get("switch_latency_ns", 0), f"{path}.switch_latency_ns", positive=False)
-        patterns.switch(b, devs, link, extra, origin)
+        switch = patterns.switch(b, devs, link, extra, origin)
+        if "in_network_reduction" in spec:
+            b.reductions[switch] = _reduction(c, spec["in_network_reduction"],
+                                              f"{path}.in_network_reduction")
     else:
         dims = c.sequence(spec["dims"], f"{path}.dims", "[rows, cols]")
         if len(dims) != 2:
@@ -309,6 +320,15 @@ def _flat_pattern(c: _Checker, b: patterns.GraphBuilder, kind: str, spec: dict, 
             c.fail(f"{path}.dims", f"rows * cols == {len(devs)} (the pattern's device count)",
                    f"{rows} * {cols} = {rows * cols}")
         patterns.torus2d(b, devs, link, rows, cols, origin)
+
+
+def _reduction(c: _Checker, value, path: str) -> InNetworkReduction:
+    spec = c.mapping(value, path, REDUCTION_REQUIRED)
+    efficiency = c.number(spec["efficiency"], f"{path}.efficiency", positive=True)
+    if efficiency > 1:
+        c.fail(f"{path}.efficiency", "a number in (0, 1]", _show(spec["efficiency"]))
+    return InNetworkReduction(efficiency, c.number(spec["latency_ns"], f"{path}.latency_ns",
+                                                   positive=False))
 
 
 def _hierarchical(c: _Checker, b: patterns.GraphBuilder, entry, path: str, devs: list[str]) -> int:

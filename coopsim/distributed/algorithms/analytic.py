@@ -124,6 +124,23 @@ _FORMULAS = MappingProxyType({
     ("scatter", "direct"): lambda p, n, a, b, g: a + n / p * b,
     ("all_to_all", "direct"): lambda p, n, a, b, g: (p - 1) * (a + n / p * b),
     ("all_reduce", "hierarchical"): _hierarchical_all_reduce,  # also takes nodes
+    # nvls (ADR-0024): alpha is the switch's latency plus a device's link latency, beta the
+    # inverse of link bandwidth x switch efficiency. A device's up-link and down-link run at
+    # once: all_reduce sends n up (reduced in the switch) and n/p (its reduced part, to be
+    # multicast) and receives n/p and n; reduce_scatter and all_gather move n one way, n/p
+    # the other (n: the total, as nccl-tests counts).
+    ("all_reduce", "nvls"): lambda p, n, a, b, g: a + (p + 1) / p * n * b,
+    ("reduce_scatter", "nvls"): lambda p, n, a, b, g: a + n * b,
+    ("all_gather", "nvls"): lambda p, n, a, b, g: a + n * b,
+})
+
+# Reducing steps of these move chunks of n / CHUNKS[...](p) bytes, so the pipelined reduction
+# has the closed form of ``_pipelined_gamma``; other algorithms keep whole-chunk reductions in
+# the analytic model (the transfer model pipelines every reducing transfer).
+_CHUNKS = MappingProxyType({
+    ("all_reduce", "ring"): lambda p: p, ("reduce_scatter", "ring"): lambda p: p,
+    ("all_reduce", "direct"): lambda p: 1, ("reduce", "direct"): lambda p: 1,
+    ("reduce_scatter", "direct"): lambda p: p,
 })
 
 
@@ -142,12 +159,38 @@ def analytic_time_ns(collective, algorithm, p, nbytes, alpha_ns, beta_ns_per_byt
     return float(_FORMULAS[collective, algorithm](*args))
 
 
+def _pipelined_gamma(chunk, b, g, slice_bytes):
+    """The gamma that turns a reducing step's ``c * (b + g)`` into its pipelined time
+    ``max(c*b, c*g - s*g) + s*g`` (s = min(slice, c); see ``protocols.pipelined_reduce_ns``)."""
+    if not chunk or not g:
+        return g
+    s = min(slice_bytes, chunk)
+    return (max(chunk * b, chunk * g - s * g) + s * g) / chunk - b
+
+
+def model_time_ns(collective, algorithm, p, nbytes, alpha_ns, beta_ns_per_byte,
+                  gamma_ns_per_byte, protocol, nodes=None):
+    """``analytic_time_ns`` under ``protocol`` (a ``protocols.Protocol``): its base latency
+    once, its step latency on every step's alpha, its efficiency on beta, and its slices on
+    the reduction (pipelined, for the algorithms of ``_CHUNKS``). ``IDEAL`` changes nothing."""
+    if p == 1:
+        return 0.0
+    gamma = gamma_ns_per_byte
+    chunks = _CHUNKS.get((collective, algorithm))
+    if protocol.slice_bytes is not None and chunks is not None:
+        gamma = _pipelined_gamma(nbytes / chunks(p), beta_ns_per_byte / protocol.bandwidth_efficiency,
+                                 gamma, protocol.slice_bytes)
+    return protocol.base_latency_ns + analytic_time_ns(
+        collective, algorithm, p, nbytes, alpha_ns + protocol.step_latency_ns,
+        beta_ns_per_byte / protocol.bandwidth_efficiency, gamma, nodes)
+
+
 def exact_multiple(collective, algorithm, p, nodes=None):
     """``analytic_time_ns`` is exact when the element count n (for all_reduce, broadcast,
     reduce; always for the other collectives, whose n is p * count) is a multiple of this."""
     if collective not in IN_PLACE:
         return 1
-    if algorithm in ("ring", "hierarchical") and collective == "all_reduce":
+    if algorithm in ("ring", "hierarchical", "nvls") and collective == "all_reduce":
         return p
     if algorithm == "halving_doubling":
         return power_of_two_split(p)[0]

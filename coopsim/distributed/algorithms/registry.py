@@ -35,12 +35,16 @@ BUILDERS = MappingProxyType({
     ("all_reduce", "hierarchical"): hierarchical.all_reduce,
 })
 
-ALGORITHMS = tuple(sorted({algorithm for _, algorithm in BUILDERS}))
+# Algorithms that reduce or multicast inside a switch (NVLink SHARP): no schedule of
+# rank-to-rank transfers; they run where the topology declares in-network reduction (ADR-0024).
+IN_NETWORK = frozenset({("all_reduce", "nvls"), ("reduce_scatter", "nvls"), ("all_gather", "nvls")})
+
+ALGORITHMS = tuple(sorted({algorithm for _, algorithm in BUILDERS} | {"nvls"}))
 
 
 def algorithms_for(collective):
     """The algorithms that implement ``collective``, sorted."""
-    return sorted(algorithm for c, algorithm in BUILDERS if c == collective)
+    return sorted(algorithm for c, algorithm in (*BUILDERS, *sorted(IN_NETWORK)) if c == collective)
 
 
 def check_supported(collective, algorithm):
@@ -51,8 +55,8 @@ def check_supported(collective, algorithm):
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r} for {collective}; available for "
                          f"{collective}: {', '.join(algorithms_for(collective))}")
-    if (collective, algorithm) not in BUILDERS:
-        implements = sorted(c for c, a in BUILDERS if a == algorithm)
+    if (collective, algorithm) not in BUILDERS and (collective, algorithm) not in IN_NETWORK:
+        implements = sorted(c for c, a in (*BUILDERS, *IN_NETWORK) if a == algorithm)
         raise ValueError(f"algorithm {algorithm!r} does not implement {collective} (it "
                          f"implements {', '.join(implements)}); available for {collective}: "
                          f"{', '.join(algorithms_for(collective))}")
@@ -66,6 +70,9 @@ def build_schedule(collective, algorithm, p, n_or_count, root=None, nodes=None):
     required for broadcast/reduce/gather/scatter and refused otherwise; ``nodes`` (the node id
     of every group rank) is used by ``hierarchical`` only."""
     check_supported(collective, algorithm)
+    if (collective, algorithm) in IN_NETWORK:
+        raise ValueError(f"{collective} by {algorithm} has no schedule: the switch reduces "
+                         f"(it runs on a topology whose switch declares in_network_reduction)")
     p = _integer(p, 1, f"{collective} needs p >= 1 ranks")
     n_or_count = _integer(n_or_count, 0, f"{collective} needs a non-negative element count")
     if collective in ROOTED:
