@@ -21,7 +21,7 @@ HEADER = [
     "#                                                              out-of-place"
     "                       in-place          ",
     "#       size         count      type   redop    root     time   algbw   busbw #wrong"
-    "     time   algbw   busbw #wrong",
+    "     time   algbw   busbw #wrong                algo   proto",
     "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)       "
     "     (us)  (GB/s)  (GB/s)       ",
 ]
@@ -65,7 +65,9 @@ def test_table_format_parsed_back(capsys, tmp_path):
             assert abs(algbw - expect) <= 0.005 + expect * slack
             assert abs(busbw - expect * 2 * (n - 1) / n) <= 0.005 + 2 * expect * slack
             assert wrong == "0"
+        assert r[13:] == ["ring", "LL"]  # what ran at each size: NCCL's choice on dgx_h100 up to 1 MB
     data = json.loads((tmp_path / "r.json").read_text())
+    assert {(row["algo"], row["proto"]) for row in data["rows"]} == {("ring", "LL")}
     for row in data["rows"]:  # the unrounded numbers follow the formulas exactly
         for place in ("out_of_place", "in_place"):
             algbw = row["size_B"] / (row[f"{place}_time_us"] * 1e3)
@@ -77,10 +79,21 @@ def test_table_format_parsed_back(capsys, tmp_path):
     assert lines[-1].startswith("# wall-clock time: ")
     header = "\n".join(lines[:start])
     for needed in ("topology: dgx_h100", "ranks: 8", "model: transfer",
-                   "algorithm: default (coopsim/configs/ccl.yaml: hierarchical up to 67108864 B, then ring up "
-                   "to 2097152 B, then nvls, then halving_doubling up to 65536 B, then ring)",
+                   "protocol: auto",
+                   "algorithm: default (coopsim/configs/ccl.yaml's rules for this topology; the algo "
+                   "and proto columns say what ran at each size)",
                    "busbw = algbw x 2(n-1)/n = 1.75"):
         assert needed in header
+
+
+def test_proto_fixes_the_protocol_as_nccl_proto_and_large_all_reduce_runs_nvls(capsys, tmp_path):
+    code, out, _ = run(capsys, ["-b", "4M", "-e", "4M", "-n", "1", "-w", "0", "--proto", "Simple"])
+    assert code == 0 and "protocol: Simple" in out
+    assert table_rows(out)[0][13:] == ["nvls", "Simple"]  # H100's in-switch reduction above 2 MB
+    code, out, _ = run(capsys, ["-b", "8", "-e", "8", "-n", "1", "-w", "0", "--proto", "ideal"])
+    assert code == 0 and table_rows(out)[0][14] == "ideal"  # no protocol model at all
+    code, out, err = run(capsys, ["--proto", "LL64"])
+    assert code == 2 and "--proto" in err
 
 
 @pytest.mark.parametrize("collective", list(FACTORS))
@@ -257,5 +270,5 @@ def test_python_m_benches_allreduce(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # not a terminal: no progress
     rows = table_rows(result.stdout)
-    assert len(rows) == 8 and all(len(r) == 13 for r in rows)
+    assert len(rows) == 8 and all(len(r) == 15 for r in rows)
     assert not any(math.isnan(float(r[5])) for r in rows)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from coopsim.distributed.algorithms import algorithms_for
+from coopsim.distributed.algorithms.protocols import CHOICES as PROTOCOL_CHOICES
 from coopsim.distributed.ccl import MODELS, load_ccl
 from coopsim.topology import TopologyError, bundled_topologies, load_topology
 
@@ -171,6 +172,10 @@ def make_parser(collective: Collective, prog: str) -> _Parser:
              f"coopsim/configs/ccl.yaml)")
     add("--model", choices=MODELS, default=None,
         help="collective timing model (default: coopsim/configs/ccl.yaml's, transfer)")
+    add("--proto", choices=PROTOCOL_CHOICES, default=None,
+        help="NCCL protocol, as NCCL_PROTO: auto (NCCL's choice per size), LL, LL128, Simple, "
+             "or ideal (none, even where the topology runs NCCL's protocols); default: "
+             "coopsim/configs/ccl.yaml's, auto")
     add("--json", metavar="FILE", help="also write the rows as JSON")
     add("--csv", metavar="FILE", help="also write the rows as CSV")
     add("--trace", metavar="FILE",

@@ -15,11 +15,12 @@ from coopsim.distributed.ccl import load_ccl
 PLACEMENTS = (("out_of_place", False), ("in_place", True))
 RESULT_FIELDS = ("time_us", "algbw_GBps", "busbw_GBps", "wrong")
 COLUMNS = ("algorithm", "size_B", "count", "type", "redop", "root") + tuple(
-    f"{place}_{field}" for place, _ in PLACEMENTS for field in RESULT_FIELDS)
+    f"{place}_{field}" for place, _ in PLACEMENTS for field in RESULT_FIELDS) + ("algo", "proto")
 
 
-def make_row(cfg: Config, size: int, label: str, results: dict) -> dict:
-    """A table row from ``results``: placement -> (time in us, wrong or None)."""
+def make_row(cfg: Config, size: int, label: str, results: dict, chosen=("-", "-")) -> dict:
+    """A table row from ``results``: placement -> (time in us, wrong or None); ``chosen``: the
+    (algorithm, protocol) that ran this size (nccl-tests' NCCL_DEBUG=INFO would tell)."""
     c = cfg.collective
     row = {"algorithm": label, "size_B": size, "count": cfg.count(size), "type": cfg.dtype,
            "redop": cfg.op if c.reduces else "none", "root": cfg.root if c.rooted else -1}
@@ -29,6 +30,7 @@ def make_row(cfg: Config, size: int, label: str, results: dict) -> dict:
         algbw = size / (time_us * 1e3) if time_us > 0 else float("inf")  # B/ns = GB/s
         row.update({f"{place}_time_us": time_us, f"{place}_algbw_GBps": algbw,
                     f"{place}_busbw_GBps": algbw * factor, f"{place}_wrong": wrong})
+    row["algo"], row["proto"] = chosen
     return row
 
 
@@ -48,16 +50,16 @@ def format_row(row: dict) -> str:
         wrong = row[f"{place}_wrong"]
         line += (f"  {_time_str(row[f'{place}_time_us'])}  {row[f'{place}_algbw_GBps']:6.2f}  "
                  f"{row[f'{place}_busbw_GBps']:6.2f}  {'N/A' if wrong is None else wrong:>5}")
-    return line
+    return line + f"  {row['algo']:>18s}  {row['proto']:>6s}"
 
 
 def column_header() -> list[str]:
     return [
         "# %10s  %12s  %8s  %6s  %6s           out-of-place                       in-place          "
         % ("", "", "", "", ""),
-        "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s"
+        "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s %6s  %7s  %6s  %6s %6s  %18s  %6s"
         % ("size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
-           "time", "algbw", "busbw", "#wrong"),
+           "time", "algbw", "busbw", "#wrong", "algo", "proto"),
         "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %5s  %7s  %6s  %6s  %5s"
         % ("(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
            "(GB/s)", ""),
@@ -73,7 +75,7 @@ def header(cfg: Config) -> list[str]:
         f"# minBytes {cfg.minbytes} maxBytes {cfg.maxbytes} step: {cfg.step} warmup iters: "
         f"{cfg.warmup} iters: {cfg.iters} validation: {cfg.check} blocking: {cfg.blocking}",
         f"# topology: {topo.name} ({topo.description or topo.source}); ranks: {n}; "
-        f"model: {cfg.model}; type: {cfg.dtype}"
+        f"model: {cfg.model}; protocol: {cfg.args.proto or load_ccl().protocol}; type: {cfg.dtype}"
         + (f"; op: {cfg.op}" if c.reduces else "") + (f"; root: {cfg.root}" if c.rooted else ""),
         "# time: virtual us per iteration: from the instant every rank starts the timed "
         "iterations to the instant the last rank's stream has finished them, / iters",
@@ -96,12 +98,9 @@ def header(cfg: Config) -> list[str]:
 
 def section_title(cfg: Config, algo) -> str:
     if algo is not None:
-        return f"# algorithm: {algo}"
-    rules = load_ccl().rules[cfg.collective.ccl]
-    described = ", then ".join(f"{a} up to {m} B" if m is not None else a for m, a in rules)
-    if cfg.collective.name == "sendrecv":
-        described = "direct (uneven all_to_all_single)"
-    return f"# algorithm: default (coopsim/configs/ccl.yaml: {described})"
+        return f"# algorithm: {algo} (the proto column: NCCL's protocol per size)"
+    return ("# algorithm: default (coopsim/configs/ccl.yaml's rules for this topology; the algo "
+            "and proto columns say what ran at each size)")
 
 
 def write_json(path, cfg: Config, rows, summary) -> None:

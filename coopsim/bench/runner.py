@@ -26,6 +26,7 @@ from coopsim.bench.options import OPS, Config
 from coopsim.bench.report import PLACEMENTS, column_header, format_row, make_row, section_title
 from coopsim.distributed.api import out_of_place
 from coopsim.distributed.ccl import load_ccl
+from coopsim.distributed.planning import Planner
 
 
 
@@ -188,6 +189,15 @@ def measure(ctx, cfg: Config, data: Data, size: int, in_place: bool, recorder, s
     return (run.t1 - run.t0) / cfg.iters / 1e3, run.wrong
 
 
+def choice(ctx, cfg: Config, size: int) -> tuple[str, str]:
+    """The algorithm and protocol that ran a collective of ``size`` (what the planner chose;
+    "-" for the protocol where the topology runs none)."""
+    kind = cfg.collective.ccl
+    algorithm, protocol = Planner(ctx.sim.runtime, ctx.ccl).choose(
+        kind, size, list(range(cfg.nranks)), uneven=cfg.collective.name == "sendrecv")[:2]
+    return algorithm, getattr(protocol, "name", "-")
+
+
 def run_section(cfg: Config, data: Data, k: int, algo, state: dict, out, trace_events: list,
                 make_context):
     """One table section (one algorithm, or coopsim/configs/ccl.yaml's rules): print and
@@ -197,7 +207,8 @@ def run_section(cfg: Config, data: Data, k: int, algo, state: dict, out, trace_e
     for line in ["#", section_title(cfg, algo), "#"] + column_header():
         print(line, file=out)
     out.flush()
-    ccl = load_ccl({"model": cfg.model, **({"algorithms": {cfg.collective.ccl: algo}} if algo else {})})
+    ccl = load_ccl({"model": cfg.model, **({"algorithms": {cfg.collective.ccl: algo}} if algo else {}),
+                    **({"protocol": cfg.args.proto} if cfg.args.proto else {})})
     progress = sys.stderr.isatty()
     rows, trace_offset_ns = [], 0.0  # each context has its own clock: the trace chains them
     for i, size in enumerate(cfg.sizes):
@@ -210,6 +221,7 @@ def run_section(cfg: Config, data: Data, k: int, algo, state: dict, out, trace_e
             with make_context(cfg.topology, ccl=ccl) as ctx:
                 recorder = ctx.sim.trace(None) if cfg.args.trace else None
                 results[place] = measure(ctx, cfg, data, size, in_place, recorder, state)
+                chosen = choice(ctx, cfg, size)
                 if recorder is not None:
                     trace_events += recorder.events(k * (cfg.topology.num_devices + 1),
                                                     f"{label}: " if len(cfg.algos) > 1 else "",
@@ -218,7 +230,7 @@ def run_section(cfg: Config, data: Data, k: int, algo, state: dict, out, trace_e
             del ctx, recorder
             if size >= 1 << 20:  # the spawn's greenlets and closures hold the buffers in
                 gc.collect()     # cycles: free large ones now (a collection costs 10-100 ms)
-        row = make_row(cfg, size, label, results)
+        row = make_row(cfg, size, label, results, chosen)
         rows.append(row)
         if progress:
             sys.stderr.write("\r\033[K")
