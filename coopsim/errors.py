@@ -27,6 +27,22 @@ class ProcessRaisedException(ProcessException):
     """A rank raised an exception (torch: the child's traceback is in the message)."""
 
 
+class ProcessExitedException(ProcessException):
+    """A rank died by a signal or an exit code, as ``torch.multiprocessing``'s (a rank killed
+    by ``ctx.sim.faults``: ``process 2 terminated with signal SIGKILL``); ``exit_code`` is
+    negative for a signal, whose name is ``signal_name``."""
+
+    def __init__(self, msg: str, error_index: int, error_pid: int, exit_code: int,
+                 signal_name: str | None = None):
+        super().__init__(msg, error_index, error_pid)
+        self.error_pid = error_pid
+        self.exit_code = exit_code
+        self.signal_name = signal_name
+
+    def __reduce__(self):
+        return type(self), (self.msg, self.error_index, self.error_pid, self.exit_code, self.signal_name)
+
+
 class SpawnException(ProcessRaisedException):
     """One or more ranks raised; ``errors`` maps every root-cause rank to its exception.
 

@@ -56,6 +56,27 @@ def test_kill_at_a_virtual_time_stops_the_rank_where_it_waits():
     assert caught.value.report["ranks"][1]["state"] == "aborted"
 
 
+def test_a_killed_rank_nobody_waits_for_ends_the_spawn_as_torchs_process_exited_exception(ctx):
+    def two_of_three(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        pair = dist.new_group([0, 1])
+        if rank == 2:
+            ctx.wait(ctx.sim.timer(1_000_000))  # killed while it waits; nobody needs it
+            return
+        dist.all_reduce(ctx.ones(4), group=pair)
+
+    ctx.sim.faults.kill(2, at_ns=500_000)
+    with pytest.raises(coopsim.ProcessExitedException) as caught:
+        ctx.multiprocessing.spawn(two_of_three, (ctx,), nprocs=3)
+    e = caught.value
+    assert (e.error_index, e.exit_code, e.signal_name) == (2, -9, "SIGKILL")
+    assert str(e).startswith("process 2 terminated with signal SIGKILL")  # torch's words
+    assert "fired: killed rank 2 at 500000 ns" in str(e)
+    assert isinstance(e, coopsim.ProcessException)
+    assert not live_coopsim_greenlets()
+
+
 def test_a_slow_rank_delays_every_rank_at_the_collectives():
     baseline, _ = finish_times([])
     slowed, _ = finish_times("- {kind: slow, rank: 1, factor: 50}")

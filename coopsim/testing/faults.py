@@ -28,7 +28,7 @@ from __future__ import annotations
 import yaml
 
 from coopsim.engine import Handle
-from coopsim.errors import DeadlockError
+from coopsim.errors import DeadlockError, ProcessExitedException
 from coopsim.runtime.scheduler import RankAborted
 
 _KEYS = {
@@ -51,7 +51,9 @@ class Faults:
         self.specs: list[dict] = []  # as given, checked (copied to explored contexts)
         self.fired: list[str] = []  # the faults that took effect in the latest spawn, in order
         self._calls: dict = {}  # (rank, op or None) -> calls in the running spawn
+        self._killed: list[int] = []  # ranks killed in the running spawn, in kill order
         rt.spawn_hooks.append(self._arm)
+        rt.spawn_checks.insert(0, self._check_killed)  # a dead rank is the root cause: first
         rt.before_collective.append(self._before_collective)
         rt.error_hooks.append(self._attach)
         rt.add_deadlock_explainer(self._explain)
@@ -116,7 +118,7 @@ class Faults:
     # -- hooks ------------------------------------------------------------------------------
 
     def _arm(self, spawn) -> None:
-        self.fired, self._calls = [], {}
+        self.fired, self._calls, self._killed = [], {}, []
         engine = self.rt.engine
         for spec in self.specs:
             if spec["kind"] == "kill" and spec["at_ns"] is not None and spec["rank"] < len(spawn.ranks):
@@ -128,6 +130,7 @@ class Faults:
         if self.rt.spawn is not spawn or task.greenlet.dead:
             return
         self.fired.append(f"killed rank {spec['rank']} at {self.rt.engine.now_ns:g} ns")
+        self._killed.append(spec["rank"])
         self.rt.interrupt(task, RankKilled(f"rank {spec['rank']} killed by a fault"))
 
     def _before_collective(self, op: str, task) -> None:
@@ -139,10 +142,21 @@ class Faults:
                 continue
             if spec["kind"] == "kill" and spec["at_collective"] == count:
                 self.fired.append(f"killed rank {rank} at its collective #{count} ({op})")
+                self._killed.append(rank)
                 raise RankKilled(f"rank {rank} killed by a fault at its collective #{count}")
             if spec["kind"] == "delay" and spec["collective"] == op and spec["occurrence"] in (None, nth):
                 self.fired.append(f"delayed rank {rank} by {spec['delay_ns']:g} ns at {op} call #{nth}")
                 self.rt.wait(self.rt.engine.timer(spec["delay_ns"], f"fault: delay before {op}"))
+
+    def _check_killed(self) -> None:
+        """At the end of a spawn whose other ranks finished: a killed rank makes ``spawn``
+        raise what torch's would, ``ProcessExitedException`` (SIGKILL), with the faults."""
+        if not self._killed:
+            return
+        rank = self._killed[0]
+        pid = self.rt.spawn.ranks[rank].pid
+        raise ProcessExitedException(f"process {rank:d} terminated with signal SIGKILL\n\n{self._summary()}",
+                                     error_index=rank, error_pid=pid, exit_code=-9, signal_name="SIGKILL")
 
     def _explain(self, report: dict, tasks) -> None:
         if self.specs:
