@@ -14,7 +14,8 @@ def worker(rank, torch):
     dist = torch.distributed
     t = torch.ones(4) * (rank + 1)
     dist.all_reduce(t)  # gloo or nccl on PyTorch, the simulated machine on coopsim
-    print(f"rank {rank} of {dist.get_world_size()}: all_reduce -> {t.tolist()}")
+    # one write of the whole line: ranks that share a pipe cannot split each other's lines
+    print(f"rank {rank} of {dist.get_world_size()}: all_reduce -> {t.tolist()}\n", end="", flush=True)
     return t
 
 
