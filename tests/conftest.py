@@ -32,9 +32,11 @@ def live_coopsim_greenlets():
     gc.collect()
     found = []
     objects = gc.get_objects()
-    discarded = {id(g) for s in objects if isinstance(s, Scheduler) for g in s.discarded}
+    # type(), not isinstance(): isinstance reads __class__, which deprecated proxies of other
+    # libraries in the heap (torch.distributed.reduce_op) answer with a warning
+    discarded = {id(g) for s in objects if type(s) is Scheduler for g in s.discarded}
     for obj in objects:
-        if isinstance(obj, greenlet) and not obj.dead and obj.parent is not None \
+        if type(obj) is greenlet and not obj.dead and obj.parent is not None \
                 and id(obj) not in discarded:
             run = getattr(obj, "run", None)
             module = getattr(run, "__module__", "") or ""
