@@ -17,6 +17,7 @@ import numpy as np
 from coopsim.distributed.algorithms import chunks
 from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
+from coopsim.distributed.blocked import all_reduce_blocks, fusable
 from coopsim.engine import Handle
 
 
@@ -30,7 +31,9 @@ def reference(plan, arrivals) -> None:
     op, kind, root = plan.ufunc, plan.collective, plan.root
     ins = [a.ins for a in arrivals]
     outs = [a.outs for a in arrivals]
-    if kind in ("all_reduce", "reduce", "reduce_scatter"):
+    if kind == "all_reduce" and fusable(ins, outs):
+        all_reduce_blocks(op, ins, outs, plan.post)
+    elif kind in ("all_reduce", "reduce", "reduce_scatter"):
         acc = ins[0].copy()
         for x in ins[1:]:
             op(acc, x, out=acc)
