@@ -51,22 +51,25 @@ def all_reduce_inplace(ring, off, n):
 def all_reduce(p, n):
     """Ring all-reduce of n elements; every rank gets the same bits (the all-gather copies).
 
-    The same steps as ``all_reduce_inplace(range(p), 0, n)``, built as columns (ADR-0027): rank
-    i's part at step k is one row of a (p-1) x p table, so p ranks cost a few numpy calls."""
+    The same steps as ``all_reduce_inplace(range(p), 0, n)``, built as columns (ADR-0027):
+    at step k rank i moves part (i - k + shift) mod p, so a step's offsets and counts are the
+    parts' rotated by k: a window ``[s, s + p)`` of the parts laid out twice. Every step is
+    views of the same few arrays: O(p) memory for all 2(p-1) steps."""
     if p == 1:
         return make_schedule("all_reduce", "ring", p, [], n, n)
     base, extra = divmod(n, p)
-    counts = base + (np.arange(p) < extra)
-    offsets = np.cumsum(counts) - counts
+    counts = np.tile(base + (np.arange(p) < extra), 2)
+    offsets = np.cumsum(counts) - counts - np.repeat([0, n], p)
     ranks = np.arange(p)
     successors = (ranks + 1) % p
     out = np.full(p, BUFFERS.index("out"))
     steps = []
     for shift, reduce in ((-1, True), (0, False)):
-        parts = (ranks[None, :] - np.arange(p - 1)[:, None] + shift) % p
-        part_offsets, part_counts, reduces = offsets[parts], counts[parts], np.full(p, reduce)
-        steps += [Step.of_columns(ranks, successors, out, part_offsets[k], out, part_offsets[k],
-                                  part_counts[k], reduces) for k in range(p - 1)]
+        reduces = np.full(p, reduce)
+        for k in range(p - 1):
+            s = (shift - k) % p
+            steps.append(Step.of_columns(ranks, successors, out, offsets[s:s + p], out,
+                                         offsets[s:s + p], counts[s:s + p], reduces))
     return make_schedule("all_reduce", "ring", p, steps, n, n)
 
 
