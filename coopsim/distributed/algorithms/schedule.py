@@ -158,7 +158,10 @@ def _check(s: Schedule) -> None:
         raise ValueError(f"a schedule needs p >= 1 ranks, got {s.p}")
     sizes = np.array([s.in_count, s.out_count, s.tmp_count, -1], dtype=np.int64)
     writable = np.array([-1, s.out_count, s.tmp_count, -1], dtype=np.int64)
-    known: dict = {}  # id of a column array -> its verdict or buffer sizes, for this call only
+    # id of a column array -> its verdict or buffer sizes. Only a memo for this call: the
+    # steps keep every array alive meanwhile, so an id names one array and no result depends
+    # on id values (C9).
+    known: dict = {}
     for k, step in enumerate(s.steps):
         if not len(step) or _quick(step, s.p, sizes, writable, known):
             continue
