@@ -17,6 +17,7 @@ import numpy as np
 from coopsim.distributed.algorithms import chunks
 from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
+from coopsim.distributed.blocked import all_reduce_blocks, fusable
 from coopsim.engine import Handle
 
 
@@ -30,7 +31,9 @@ def reference(plan, arrivals) -> None:
     op, kind, root = plan.ufunc, plan.collective, plan.root
     ins = [a.ins for a in arrivals]
     outs = [a.outs for a in arrivals]
-    if kind in ("all_reduce", "reduce", "reduce_scatter"):
+    if kind == "all_reduce" and fusable(ins, outs):
+        all_reduce_blocks(op, ins, outs, plan.post)
+    elif kind in ("all_reduce", "reduce", "reduce_scatter"):
         acc = ins[0].copy()
         for x in ins[1:]:
             op(acc, x, out=acc)
@@ -69,29 +72,33 @@ def reference(plan, arrivals) -> None:
 class Compiled:
     """A schedule prepared for ``TimedRun`` (built once per schedule, then reused).
 
-    ``items[k][r]``: indices into step k's transfers that rank r takes part in, in listed
-    order. ``eager[k][r]``: rank r may apply its step-k receives on arrival, reading the
-    sender's buffer directly (no snapshot copy): its receives write pairwise disjoint slices
-    that none of its step-k sends reads, and it has no local copy in the step. Then neither
-    the order of applications nor any send of the step can observe the difference, and the
-    sender cannot change the slice before the payload is applied (it writes its own buffers
-    only by its own receives, which are disjoint from its sends, or at the end of its step,
-    after this transfer was delivered).
+    ``table(k)`` is ``(items, eager)`` of step k, made on its first use (ADR-0027: a schedule
+    of 2M transfers costs nothing here until a run reaches its steps). ``items[r]``: indices
+    into step k's transfers that rank r takes part in, in listed order. ``eager[r]``: rank r
+    may apply its step-k receives on arrival, reading the sender's buffer directly (no
+    snapshot copy): its receives write pairwise disjoint slices that none of its step-k sends
+    reads, and it has no local copy in the step. Then neither the order of applications nor
+    any send of the step can observe the difference, and the sender cannot change the slice
+    before the payload is applied (it writes its own buffers only by its own receives, which
+    are disjoint from its sends, or at the end of its step, after this transfer was delivered).
     """
 
     def __init__(self, schedule):
-        p = schedule.p
         self.schedule = schedule
-        self.items = []
-        self.eager = []
-        for step in schedule.steps:
+        self._tables = [None] * len(schedule.steps)
+
+    def table(self, k: int) -> tuple:
+        table = self._tables[k]
+        if table is None:
+            p, xfers = self.schedule.p, self.schedule.steps[k].xfers
             per_rank = [[] for _ in range(p)]
-            for i, x in enumerate(step.xfers):
+            for i, x in enumerate(xfers):
                 per_rank[x.src].append(i)
                 if x.dst != x.src:
                     per_rank[x.dst].append(i)
-            self.items.append(per_rank)
-            self.eager.append([_eager(r, [step.xfers[i] for i in per_rank[r]]) for r in range(p)])
+            eager = [_eager(r, [xfers[i] for i in per_rank[r]]) for r in range(p)]
+            table = self._tables[k] = (per_rank, eager)
+        return table
 
 
 def _eager(r: int, xfers) -> bool:
@@ -119,7 +126,7 @@ class TimedRun:
     latency added to the route's and ``protocol.wire_bytes`` on the links; a reduction costs
     ``gamma`` per byte, pipelined in the protocol's slices (``pipelined_reduce_ns``); a rank
     applies its step's receives in listed order when the step's items are all done (or on
-    arrival, where ``Compiled.eager`` shows that is the same), then starts the next step.
+    arrival, where ``Compiled.table`` shows that is the same), then starts the next step.
     """
 
     def __init__(self, collective, arrivals, plan, compiled: Compiled):
@@ -132,8 +139,7 @@ class TimedRun:
         self.step = [-1] * p
         self.outstanding = [0] * p
         self.received: list[list] = [[] for _ in range(p)]
-        self.items = compiled.items
-        self.eager = compiled.eager
+        self.compiled = compiled
         self.ends_started = [dict() for _ in schedule.steps]
         tmp = schedule.tmp_count
         self.hollow = arrivals[0].hollow  # timing-only buffers: transfers, no data (ADR-0020)
@@ -155,16 +161,17 @@ class TimedRun:
 
     def _start_step(self, r: int, k: int) -> None:
         steps = self.plan.schedule.steps
-        while k < len(steps) and not self.items[k][r]:
+        while k < len(steps) and not self.compiled.table(k)[0][r]:
             k += 1  # a step without this rank
         self.step[r] = k
         if k == len(steps):
             self._rank_done(r)
             return
         xfers = steps[k].xfers
-        self.outstanding[r] = len(self.items[k][r])
+        items = self.compiled.table(k)[0][r]
+        self.outstanding[r] = len(items)
         started = self.ends_started[k]
-        for i in self.items[k][r]:
+        for i in items:
             x = xfers[i]
             if x.src == x.dst:
                 self._local(r, i, x)
@@ -200,7 +207,7 @@ class TimedRun:
         return stripes
 
     def _send(self, k, i, x) -> None:
-        eager = self.eager[k][x.dst]
+        eager = self.compiled.table(k)[1][x.dst]
         payload = None if eager else self._payload(x)
         plan = self.plan
         protocol = plan.protocol

@@ -11,7 +11,9 @@ L-1 steps, position i of the ring holds part i of the region, reduced over the w
 ``all_gather_inplace`` starts from that state.
 """
 
-from coopsim.distributed.algorithms.schedule import Xfer, chunks, make_schedule
+import numpy as np
+
+from coopsim.distributed.algorithms.schedule import BUFFERS, Step, Xfer, chunks, make_schedule
 
 
 def _ring_pass(ring, off, n, shift, reduce):
@@ -47,8 +49,28 @@ def all_reduce_inplace(ring, off, n):
 
 
 def all_reduce(p, n):
-    """Ring all-reduce of n elements; every rank gets the same bits (the all-gather copies)."""
-    return make_schedule("all_reduce", "ring", p, all_reduce_inplace(list(range(p)), 0, n), n, n)
+    """Ring all-reduce of n elements; every rank gets the same bits (the all-gather copies).
+
+    The same steps as ``all_reduce_inplace(range(p), 0, n)``, built as columns (ADR-0027):
+    at step k rank i moves part (i - k + shift) mod p, so a step's offsets and counts are the
+    parts' rotated by k: a window ``[s, s + p)`` of the parts laid out twice. Every step is
+    views of the same few arrays: O(p) memory for all 2(p-1) steps."""
+    if p == 1:
+        return make_schedule("all_reduce", "ring", p, [], n, n)
+    base, extra = divmod(n, p)
+    counts = np.tile(base + (np.arange(p) < extra), 2)
+    offsets = np.cumsum(counts) - counts - np.repeat([0, n], p)
+    ranks = np.arange(p)
+    successors = (ranks + 1) % p
+    out = np.full(p, BUFFERS.index("out"))
+    steps = []
+    for shift, reduce in ((-1, True), (0, False)):
+        reduces = np.full(p, reduce)
+        for k in range(p - 1):
+            s = (shift - k) % p
+            steps.append(Step.of_columns(ranks, successors, out, offsets[s:s + p], out,
+                                         offsets[s:s + p], counts[s:s + p], reduces))
+    return make_schedule("all_reduce", "ring", p, steps, n, n)
 
 
 def reduce_scatter(p, count):

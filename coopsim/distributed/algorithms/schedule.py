@@ -37,6 +37,7 @@ models charge for).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -58,11 +59,70 @@ class Xfer:
     reduce: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """Transfers that run concurrently; their order fixes the order of applications per rank."""
+_CODES = {name: code for code, name in enumerate(BUFFERS)}
+_FIELDS = ("src", "dst", "src_buf", "src_off", "dst_buf", "dst_off", "count", "reduce")
 
-    xfers: tuple[Xfer, ...]
+
+class Step:
+    """Transfers that run concurrently; their order fixes the order of applications per rank.
+
+    Stored as columns (ADR-0027): one 1-D numpy array per ``Xfer`` field, buffers as their
+    index in ``BUFFERS``, so that an algorithm can build a step of p transfers with a few
+    numpy operations and share arrays between steps. ``xfers`` makes the ``Xfer`` objects on
+    first use and keeps them. A step is never changed after it is built: its arrays are
+    read-only."""
+
+    __slots__ = (*_FIELDS, "_xfers")
+
+    def __init__(self, xfers=()):
+        xfers = tuple(xfers)
+        columns = tuple(zip(*map(attrgetter(*_FIELDS), xfers))) if xfers else ((),) * len(_FIELDS)
+        src, dst, src_buf, src_off, dst_buf, dst_off, count, reduce = columns
+        self._set(src, dst, [_CODES.get(b, -1) for b in src_buf], src_off,
+                  [_CODES.get(b, -1) for b in dst_buf], dst_off, count, reduce)
+        self._xfers = xfers
+
+    @classmethod
+    def of_columns(cls, src, dst, src_buf, src_off, dst_buf, dst_off, count, reduce):
+        """A step from its columns (buffers as indices into ``BUFFERS``); scalars broadcast."""
+        step = cls.__new__(cls)
+        step._set(src, dst, src_buf, src_off, dst_buf, dst_off, count, reduce)
+        step._xfers = None
+        return step
+
+    def _set(self, *columns) -> None:
+        arrays = [np.asarray(c, dtype=bool if f == "reduce" else np.int64)
+                  for f, c in zip(_FIELDS, columns)]
+        n = max((a.size for a in arrays if a.ndim), default=0)
+        for field, a in zip(_FIELDS, arrays):
+            a = np.broadcast_to(a, (n,)) if a.ndim == 0 else a
+            if a.shape != (n,):
+                raise ValueError(f"step column {field!r} has shape {a.shape}, expected ({n},)")
+            a.flags.writeable = False
+            setattr(self, field, a)
+
+    def __len__(self) -> int:
+        return self.src.size
+
+    @property
+    def xfers(self) -> tuple[Xfer, ...]:
+        if self._xfers is None:
+            self._xfers = tuple(map(Xfer, self.src.tolist(), self.dst.tolist(),
+                                    [BUFFERS[b] for b in self.src_buf.tolist()], self.src_off.tolist(),
+                                    [BUFFERS[b] for b in self.dst_buf.tolist()], self.dst_off.tolist(),
+                                    self.count.tolist(), self.reduce.tolist()))
+        return self._xfers
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Step):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, f), getattr(other, f)) for f in _FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f).tobytes() for f in _FIELDS))
+
+    def __repr__(self) -> str:
+        return f"Step({self.xfers!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,36 +145,93 @@ class Schedule:
         _check(self)
 
 
+_PROBLEMS = ("rank out of range", "bad buffer (read in/out/tmp, write out/tmp)",
+             "negative size or offset", "slice outside its buffer", "two transfers between one pair")
+
+
 def _check(s: Schedule) -> None:
+    """Raise for the first bad transfer (in step order, then listed order), naming its first
+    problem. A step passes a quick test of whole columns first; only a step that fails it is
+    checked transfer by transfer. Steps often share column arrays (every ring step has the
+    same senders and receivers), so the quick test checks each shared array once."""
     if s.p < 1:
         raise ValueError(f"a schedule needs p >= 1 ranks, got {s.p}")
-    sizes = {"in": s.in_count, "out": s.out_count, "tmp": s.tmp_count}
-    writable = {"out": s.out_count, "tmp": s.tmp_count}
+    sizes = np.array([s.in_count, s.out_count, s.tmp_count, -1], dtype=np.int64)
+    writable = np.array([-1, s.out_count, s.tmp_count, -1], dtype=np.int64)
+    # id of a column array -> its verdict or buffer sizes. Only a memo for this call: the
+    # steps keep every array alive meanwhile, so an id names one array and no result depends
+    # on id values (C9).
+    known: dict = {}
     for k, step in enumerate(s.steps):
-        pairs = set()
-        for x in step.xfers:
-            problem = None
-            if not (0 <= x.src < s.p and 0 <= x.dst < s.p):
-                problem = "rank out of range"
-            elif x.src_buf not in sizes or x.dst_buf not in writable:
-                problem = "bad buffer (read in/out/tmp, write out/tmp)"
-            elif x.count < 0 or x.src_off < 0 or x.dst_off < 0:
-                problem = "negative size or offset"
-            elif (x.src_off + x.count > sizes[x.src_buf]
-                  or x.dst_off + x.count > writable[x.dst_buf]):
-                problem = "slice outside its buffer"
-            elif x.src != x.dst:
-                if (x.src, x.dst) in pairs:
-                    problem = "two transfers between one pair"
-                pairs.add((x.src, x.dst))
-            if problem:
-                raise ValueError(f"{problem} in {s.collective}/{s.algorithm} p={s.p} "
-                                 f"step {k}: {x}")
+        if not len(step) or _quick(step, s.p, sizes, writable, known):
+            continue
+        masks = _problems(step, s.p, sizes, writable)
+        at = int(np.logical_or.reduce(masks).argmax())
+        problem = next(name for name, mask in zip(_PROBLEMS, masks) if mask[at])
+        raise ValueError(f"{problem} in {s.collective}/{s.algorithm} p={s.p} "
+                         f"step {k}: {_describe(step, at)}")
+
+
+def _once(known: dict, key, compute):
+    if key not in known:
+        known[key] = compute()
+    return known[key]
+
+
+def _quick(step: Step, p: int, sizes, writable, known: dict) -> bool:
+    """True only if no transfer of ``step`` has a problem (a sufficient test, whole columns)."""
+    src, dst, count = step.src, step.dst, step.count
+    if not (_once(known, ("rank", id(src)), lambda: 0 <= src.min() and src.max() < p)
+            and _once(known, ("rank", id(dst)), lambda: 0 <= dst.min() and dst.max() < p)):
+        return False
+    src_size = _once(known, ("read", id(step.src_buf)), lambda: sizes[np.clip(step.src_buf, -1, 3)])
+    dst_size = _once(known, ("write", id(step.dst_buf)), lambda: writable[np.clip(step.dst_buf, -1, 3)])
+    if not (count.min() >= 0 and step.src_off.min() >= 0 and step.dst_off.min() >= 0
+            and (step.src_off + count <= src_size).all() and (step.dst_off + count <= dst_size).all()):
+        return False  # also catches unknown buffers: their size is -1
+
+    def distinct_pairs():
+        keys = (src * p + dst)[src != dst]
+        return keys.size < 2 or (keys[1:] > keys[:-1]).all() or np.unique(keys).size == keys.size
+
+    return _once(known, ("pairs", id(src), id(dst)), distinct_pairs)
+
+
+def _problems(step: Step, p: int, sizes, writable) -> list:
+    """One boolean array per entry of ``_PROBLEMS``, over the step's transfers; a transfer's
+    problem is the first mask that holds at its index."""
+    src, dst, src_buf, dst_buf = step.src, step.dst, step.src_buf, step.dst_buf
+    ranks = (src < 0) | (src >= p) | (dst < 0) | (dst >= p)
+    src_known = (src_buf >= 0) & (src_buf < 3)
+    dst_known = (dst_buf == 1) | (dst_buf == 2)
+    buffers = ~ranks & ~(src_known & dst_known)
+    fine = ~ranks & ~buffers
+    negative = fine & ((step.count < 0) | (step.src_off < 0) | (step.dst_off < 0))
+    fine &= ~negative
+    outside = fine & ((step.src_off + step.count > sizes[np.where(src_known, src_buf, 3)])
+                      | (step.dst_off + step.count > writable[np.where(dst_known, dst_buf, 3)]))
+    fine &= ~outside
+    keys = np.where(fine & (src != dst), src * p + dst, -1 - np.arange(len(step)))  # -k: no pair
+    order = np.argsort(keys, kind="stable")
+    repeated = np.zeros(len(step), dtype=bool)
+    repeated[order[1:]] = keys[order[1:]] == keys[order[:-1]]
+    return [ranks, buffers, negative, outside, repeated]
+
+
+def _describe(step: Step, i: int) -> str:
+    """Transfer ``i`` of ``step`` as an ``Xfer`` repr (an unknown buffer by its number)."""
+    if step._xfers is not None:
+        return repr(step._xfers[i])
+    values = {f: getattr(step, f)[i].item() for f in _FIELDS}
+    for f in ("src_buf", "dst_buf"):
+        values[f] = BUFFERS[values[f]] if 0 <= values[f] < len(BUFFERS) else values[f]
+    return "Xfer(" + ", ".join(f"{f}={v!r}" for f, v in values.items()) + ")"
 
 
 def make_schedule(collective, algorithm, p, steps, in_count, out_count, root=None, tmp_count=0):
-    """A ``Schedule`` from lists of transfers; empty steps are dropped."""
-    kept = tuple(Step(tuple(xfers)) for xfers in steps if xfers)
+    """A ``Schedule`` from lists of transfers or ``Step`` objects; empty steps are dropped."""
+    steps = (xfers if isinstance(xfers, Step) else Step(xfers) for xfers in steps)
+    kept = tuple(step for step in steps if len(step))
     return Schedule(collective, algorithm, p, kept, in_count, out_count, root, tmp_count)
 
 

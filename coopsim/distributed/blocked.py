@@ -1,0 +1,57 @@
+"""All-reduce of large buffers in cache-sized blocks (ADR-0027).
+
+Reducing p buffers of n elements one whole buffer at a time streams a temporary of n elements
+through memory p times and then copies it p times. Here each block of ``BLOCK_BYTES`` is
+reduced in rank order into rank 0's output and copied to the other outputs while it is still in
+cache, so memory sees each input read once and each output written once.
+
+Invariant: the result is bit for bit the one of the whole-buffer code (``op`` and ``post`` are
+elementwise, and every element is reduced in the same rank order), and ``fusable`` admits only
+buffers where writing block k of an output cannot change an input that a later block reads.
+"""
+
+from __future__ import annotations
+
+BLOCK_BYTES = 1 << 18  # fits a core's L2 cache with room for the operands
+
+
+def fusable(ins, outs) -> bool:
+    """True if ``all_reduce_blocks`` may run on these buffers: more than one block, all 1-D and
+    contiguous, and no two of them overlap, except a rank's output being its own input."""
+    if not ins or ins[0].nbytes <= BLOCK_BYTES:
+        return False
+    spans = []
+    for x, y in zip(ins, outs):
+        for a in ((x,) if _same(x, y) else (x, y)):
+            if a.ndim != 1 or not a.flags.c_contiguous:
+                return False
+            start = a.ctypes.data
+            spans.append((start, start + a.nbytes))
+    spans.sort()
+    return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+
+
+def _same(x, y) -> bool:
+    return x is y or (x.ctypes.data == y.ctypes.data and x.shape == y.shape
+                      and x.strides == y.strides and x.dtype == y.dtype)
+
+
+def all_reduce_blocks(op, ins, outs, post=None) -> None:
+    """Every ``outs[r] = post(op(...op(op(ins[0], ins[1]), ins[2])..., ins[p-1]))``, computed
+    block by block in rank order into ``outs[0]``; only for buffers ``fusable`` admits."""
+    n = ins[0].size
+    block = max(1, BLOCK_BYTES // ins[0].itemsize)
+    first, rest = outs[0], outs[1:]
+    for lo in range(0, n, block):
+        hi = lo + block
+        acc = first[lo:hi]
+        if len(ins) == 1:
+            acc[...] = ins[0][lo:hi]
+        else:
+            op(ins[0][lo:hi], ins[1][lo:hi], out=acc)
+            for x in ins[2:]:
+                op(acc, x[lo:hi], out=acc)
+        if post is not None:
+            acc[...] = post(acc)
+        for out in rest:
+            out[lo:hi] = acc
