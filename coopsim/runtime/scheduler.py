@@ -128,7 +128,7 @@ class Scheduler:
         if spawn is None:
             return True
         try:
-            done = self.run(lambda: self.live == 0, deadline)
+            done = self.run(None, deadline)
             if done:
                 for check in self.rt.spawn_checks:  # e.g. ops left that can never complete
                     check()
@@ -147,7 +147,8 @@ class Scheduler:
         self.spawn = None
 
     def run(self, goal, deadline: float | None = None) -> bool:
-        """Rounds and drains until ``goal()`` holds (True) or the wall deadline passed (False).
+        """Rounds and drains until ``goal()`` holds (True) or the wall deadline passed (False);
+        ``goal`` None: until every task has ended (checked inline: the hot loop's test).
 
         Raises SpawnException / WatchdogTimeout / DeadlockError / a BaseException, after
         aborting every live task.
@@ -187,7 +188,7 @@ class Scheduler:
         runnable, woken = self.runnable, self.woken
         wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
         serial = 0
-        while not goal():
+        while self.live if goal is None else not goal():
             if self.interrupts:
                 failed = self._deliver_interrupts([])
                 if failed:
