@@ -59,6 +59,7 @@ class Scheduler:
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
+        rt.engine.wake = self.woken.append  # a completed handle that tasks wait on (a builtin: no frame)
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -186,7 +187,6 @@ class Scheduler:
         engine = rt.engine
         step_instant = engine.step_instant
         runnable, woken = self.runnable, self.woken
-        wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
         serial = 0
         while self.live if goal is None else not goal():
             if self.interrupts:
@@ -226,12 +226,8 @@ class Scheduler:
                     waiters = h.waiters
                     if h.done:
                         runnable.append(t)
-                    elif waiters is None:  # the usual case: one waiter, stored bare
+                    elif waiters is None:  # the usual case: one waiter, stored bare (the engine wakes it)
                         h.waiters = t
-                        if h.callbacks is None:  # Handle.add_callback, inlined: the hot path
-                            h.callbacks = [wake]
-                        else:
-                            h.callbacks.append(wake)
                     elif waiters.__class__ is list:
                         waiters.append(t)
                     else:
@@ -285,8 +281,7 @@ class Scheduler:
             if h.done:
                 self.runnable.append(t)
             elif h.waiters is None:
-                h.waiters = t
-                h.add_callback(self.woken.append)
+                h.waiters = t  # the engine hands ``h`` to ``woken`` when it completes
             elif h.waiters.__class__ is list:
                 h.waiters.append(t)
             else:
