@@ -53,6 +53,7 @@ class Planner:
         self._switches: dict = {}  # device tuple -> Topology.reducing_switch of it
         self._protocols: dict = {}  # cost inputs -> the protocol chosen for them
         self._routes: dict = {}  # (device, device, striped) -> TimedRun's routes between them
+        self._alpha_betas: dict = {}  # (device tuple, striped) -> _alpha_beta of it
 
     def compiled(self, schedule) -> Compiled:
         """``TimedRun``'s tables for ``schedule``, built once per schedule."""
@@ -125,7 +126,14 @@ class Planner:
             switch = None
         gamma = 3.0 / self.rt.devices[devices[0]].kind.memory_bandwidth_GBps  # reads 2, writes 1 byte
         rails = self._rails() if multi_node and nccl else None
-        alpha, beta = _switch_alpha_beta(switch) if switch else self._alpha_beta(devices, rails)
+        if switch:
+            alpha, beta = _switch_alpha_beta(switch)
+        else:  # the same group plans it once per spawn (a barrier, then every collective)
+            key = (tuple(devices), rails is not None)
+            alpha_beta = self._alpha_betas.get(key)
+            if alpha_beta is None:
+                alpha_beta = self._alpha_betas[key] = self._alpha_beta(devices, rails)
+            alpha, beta = alpha_beta
         protocol = self._protocol(kind, algorithm, len(devices), nbytes, alpha, beta, gamma, nodes)
         return algorithm, protocol, switch, alpha, beta, gamma
 

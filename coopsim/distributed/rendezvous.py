@@ -21,6 +21,7 @@ the simulation advances, fails its waiting members with ``DistTimeoutError``.
 from __future__ import annotations
 
 import sys
+from operator import itemgetter
 
 from coopsim.distributed.execution import run_analytic, run_timed
 from coopsim.engine import Handle
@@ -28,6 +29,7 @@ from coopsim.errors import CollectiveMismatchError, DistTimeoutError, format_ran
 from coopsim.runtime.frames import user_location
 
 FINGERPRINT_FIELDS = ("op", "seq", "shapes", "dtypes", "reduce_op", "root", "splits")
+_compared = itemgetter(*FINGERPRINT_FIELDS)  # fingerprint -> the tuple the members must agree on
 
 
 class CollectiveOp(Handle):
@@ -80,10 +82,7 @@ class Collective:
         self.completed = 0  # members whose part is done
         self.alarm = None  # the timeout's Handle, armed at the first arrival
         self.plan = None  # the Plan, once started (read by traces)
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind} #{self.seq} on group {self.group.name}"
+        self.name = f"{kind} #{seq} on group {group.name}"  # once: every arrival's desc names it
 
     def missing(self) -> list[int]:
         """Global ranks of the members that have not arrived."""
@@ -106,7 +105,9 @@ class Collective:
 
     def _check(self, caller) -> None:
         fingerprints = [self.arrivals[m].fingerprint for m in range(self.group.size)]
-        differ = [f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
+        first = _compared(fingerprints[0])
+        differ = [] if all(_compared(fp) == first for fp in fingerprints) else [
+            f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
         if not differ and fingerprints[0].get("splits_in") is not None and any(
                 fingerprints[i]["splits_in"][j] != fingerprints[j]["splits_out"][i]
                 for i in range(self.group.size) for j in range(self.group.size)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from heapq import heappop, heappush
 
 _INF = float("inf")
+_new = object.__new__
 
 
 class Handle:
@@ -23,7 +24,8 @@ class Handle:
     read by waiters; ``desc`` says what the work is, for deadlock reports. To keep the hot
     path cheap, ``desc`` may be given as a tuple ``(format, *args)``, formatted on read.
     ``callbacks`` is None until the first one is added (``add_callback``). ``waiters`` is
-    the runtime's: the task, or list of tasks, blocked on it (the engine never reads it).
+    the runtime's: the task, or list of tasks, blocked on it; the engine only tests it, to
+    hand the completed handle to ``Engine.wake`` (no callback list per wait).
     """
 
     __slots__ = ("done", "time_ns", "_desc", "callbacks", "waiters")
@@ -128,7 +130,7 @@ class Engine:
     and ``step_instant`` returns False (so a deadlock is reported, not a timeout).
     """
 
-    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder")
+    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder", "wake")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
@@ -138,6 +140,7 @@ class Engine:
         self._alarm_seq = 0
         self.steps = 0  # instants processed; tests use it to prove a wait drove nothing
         self.reorder = None  # fn(handles) permuting an instant's completions (schedule exploration)
+        self.wake = None  # fn(handle), after its callbacks, for a completed handle with waiters (the scheduler's)
 
     def alarm(self, handle: Handle, at_ns: float) -> Handle:
         """Complete ``handle`` at ``at_ns`` if the simulation gets there through other work."""
@@ -170,7 +173,10 @@ class Engine:
             raise TypeError(f"timer: ns must be a finite number >= 0, got {ns!r}") from None
         if not valid:
             raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
-        handle = Handle(ns if desc is None else desc)
+        handle = _new(Handle)  # Handle.__init__, inlined: no Python frame per timer
+        handle.done = False
+        handle.time_ns = handle.callbacks = handle.waiters = None
+        handle._desc = ns if desc is None else desc
         at_ns = self.now_ns + ns
         due = self._due.get(at_ns)
         if due is None:
@@ -213,6 +219,8 @@ class Engine:
                     handle.callbacks = None
                     for callback in callbacks:
                         callback(handle)
+                if handle.waiters is not None:
+                    self.wake(handle)
         return True
 
     def _ring_alarms(self) -> bool:
@@ -225,4 +233,6 @@ class Engine:
             handle = heappop(alarms)[2]
             if not handle.done:
                 handle._complete(now)
+                if handle.waiters is not None:
+                    self.wake(handle)
         return True

@@ -120,7 +120,7 @@ class Network:
     """
 
     __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns",
-                 "trace", "link_faults")
+                 "trace", "link_faults", "_resolved")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -132,6 +132,7 @@ class Network:
         self._wake: Handle | None = None
         self._wake_ns = _INF
         self.link_faults: dict = {}  # link index -> (bandwidth factor, added ns); 0: down (coopsim.testing)
+        self._resolved: dict = {}  # id(route) -> (route, its link states): each route tuple checked once
 
     # -- public API -------------------------------------------------------------------------
 
@@ -314,7 +315,15 @@ class Network:
         return LinkUsage(state.link, state.bytes_carried, busy_ns, state.streaming)
 
     def _resolve_route(self, route) -> tuple[_LinkState, ...]:
-        """Check ``route`` and return the state of each of its links (registered on first use)."""
+        """Check ``route`` and return the state of each of its links (registered on first use).
+
+        A route tuple is checked once (tuples and links are immutable; ``Topology.route``
+        returns the same tuple for a pair each time); the cache holds the tuple, so its id
+        is not reused while cached, and it only saves time (C9: results never depend on it).
+        """
+        cached = self._resolved.get(id(route))
+        if cached is not None and cached[0] is route:
+            return cached[1]
         if not isinstance(route, tuple):
             raise ValueError(
                 f"route must be a tuple of links (as Topology.route returns), got "
@@ -344,7 +353,9 @@ class Network:
             if state is None:
                 state = self._links[link.index] = _LinkState(link)
             states.append(state)
-        return tuple(states)
+        states = tuple(states)
+        self._resolved[id(route)] = (route, states)
+        return states
 
     def fault_latency_ns(self, route, desc) -> float:
         """The latency the faulted links of ``route`` add; raises ``LinkDownError`` if one is

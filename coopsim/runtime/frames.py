@@ -9,6 +9,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 
 def is_user_file(filename: str) -> bool:
+    if filename.startswith(os.sep) and "/." not in filename and "//" not in filename:
+        return not filename.startswith(_PACKAGE_DIR)  # already normal: abspath would not change it
     return not os.path.abspath(filename).startswith(_PACKAGE_DIR)
 
 

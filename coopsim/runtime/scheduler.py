@@ -59,6 +59,7 @@ class Scheduler:
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
+        rt.engine.wake = self.woken.append  # a completed handle that tasks wait on (a builtin: no frame)
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -128,7 +129,7 @@ class Scheduler:
         if spawn is None:
             return True
         try:
-            done = self.run(lambda: self.live == 0, deadline)
+            done = self.run(None, deadline)
             if done:
                 for check in self.rt.spawn_checks:  # e.g. ops left that can never complete
                     check()
@@ -147,7 +148,8 @@ class Scheduler:
         self.spawn = None
 
     def run(self, goal, deadline: float | None = None) -> bool:
-        """Rounds and drains until ``goal()`` holds (True) or the wall deadline passed (False).
+        """Rounds and drains until ``goal()`` holds (True) or the wall deadline passed (False);
+        ``goal`` None: until every task has ended (checked inline: the hot loop's test).
 
         Raises SpawnException / WatchdogTimeout / DeadlockError / a BaseException, after
         aborting every live task.
@@ -185,9 +187,8 @@ class Scheduler:
         engine = rt.engine
         step_instant = engine.step_instant
         runnable, woken = self.runnable, self.woken
-        wake = woken.append  # a builtin as the handle callback: no Python frame per wake-up
         serial = 0
-        while not goal():
+        while self.live if goal is None else not goal():
             if self.interrupts:
                 failed = self._deliver_interrupts([])
                 if failed:
@@ -225,12 +226,8 @@ class Scheduler:
                     waiters = h.waiters
                     if h.done:
                         runnable.append(t)
-                    elif waiters is None:  # the usual case: one waiter, stored bare
+                    elif waiters is None:  # the usual case: one waiter, stored bare (the engine wakes it)
                         h.waiters = t
-                        if h.callbacks is None:  # Handle.add_callback, inlined: the hot path
-                            h.callbacks = [wake]
-                        else:
-                            h.callbacks.append(wake)
                     elif waiters.__class__ is list:
                         waiters.append(t)
                     else:
@@ -284,8 +281,7 @@ class Scheduler:
             if h.done:
                 self.runnable.append(t)
             elif h.waiters is None:
-                h.waiters = t
-                h.add_callback(self.woken.append)
+                h.waiters = t  # the engine hands ``h`` to ``woken`` when it completes
             elif h.waiters.__class__ is list:
                 h.waiters.append(t)
             else:

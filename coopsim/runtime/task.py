@@ -4,6 +4,7 @@ the body that records how it ended, and ``Spawn`` (the ranks of one ``spawn`` ca
 from __future__ import annotations
 
 import traceback
+from operator import attrgetter
 
 from greenlet import GreenletExit
 
@@ -47,8 +48,7 @@ class Task:
         self.on_end = on_end  # called with the task when it ends normally
 
 
-def task_key(t: Task) -> tuple:
-    return t.key
+task_key = attrgetter("key")  # Task -> its round order key (a C call: rounds sort by it)
 
 
 def body(task: Task, fn, args):

@@ -134,6 +134,8 @@ class Faults:
         self.rt.interrupt(task, RankKilled(f"rank {spec['rank']} killed by a fault"))
 
     def _before_collective(self, op: str, task) -> None:
+        if not self.specs:  # no faults, nothing to count (faults are given before the spawn: _arm)
+            return
         rank = task.rank
         count = self._calls[rank, None] = self._calls.get((rank, None), 0) + 1
         nth = self._calls[rank, op] = self._calls.get((rank, op), 0) + 1
