@@ -140,7 +140,7 @@ def _numpy_reduce_s(numel: int, nranks: int) -> float:
 
 
 def _scale_s(nranks: int, model: str) -> float:
-    topology = {"name": f"switch{nranks}", "device_kinds": {"gpu": {
+    topology = {"name": f"switch{nranks}", "max_devices": nranks, "device_kinds": {"gpu": {
         "memory_bytes": 1 << 34, "memory_bandwidth_GBps": 1000, "peak_flops": {"float32": 1e13},
         "launch_overhead_ns": 4000}}, "devices": [{"kind": "gpu", "count": nranks}],
         "links": [{"pattern": "switch", "bandwidth_GBps": 50, "latency_ns": 700}]}
