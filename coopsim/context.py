@@ -78,7 +78,8 @@ class RuntimeContext:
         self.sim.faults = Faults(rt)
         explorer = Explorer(self, lambda: RuntimeContext(topology, seed=seed, watchdog_s=watchdog_s,
                                                          rank_order=rank_order, ccl=ccl,
-                                                         timing_only=timing_only),
+                                                         timing_only=timing_only,
+                                                         watchdog_grace_s=watchdog_grace_s),
                             prepare=lambda fresh: fresh.sim.faults.load(self.sim.faults.specs))
         self.sim.explore, self.sim.replay = explorer.explore, explorer.replay
 
