@@ -12,7 +12,10 @@ State (all of it per context, none in module globals):
 - ``pending_waits``: ``(task, handle)`` appended by a task that blocks in ``wait``, moved onto
   the handles by the scheduler after each round (empty between rounds, C2);
 - ``main_device``: main's current device (``torch.cuda.set_device`` in main);
-- ``scheduler``: rounds, drain, abort; ``scheduler.spawn`` is the running spawn, if any.
+- ``scheduler``: rounds, drain, abort; ``scheduler.spawn`` is the running spawn, if any;
+- the layers' hooks: deadlock explainers, spawn-end checks and cleanups, and the testing
+  toolkit's (round strategy, comm/error/spawn/before-collective hooks), each inert while empty;
+- ``timing_only``: tensors have shapes and dtypes, no data (docs/adr/0020).
 
 A runtime is bound to the thread that created it.
 """
