@@ -205,22 +205,20 @@ class Scheduler:
                     self._rng.shuffle(batch)
                 failed = None
                 now = engine.now_ns
-                for t in batch:
-                    t.now_ns = now
-                    if watchdog is None:
-                        blocked = t.switch()
-                    else:
+                if watchdog is None:
+                    for t in batch:
+                        t.now_ns = now
+                        if t.switch() is not True:  # a blocking task switches back True; an ended one, None
+                            failed = self._ended_in_round(t, failed)
+                else:
+                    for t in batch:
+                        t.now_ns = now
                         serial += 1
                         watchdog.slice = (serial, t, time.monotonic())
                         blocked = t.switch()
                         watchdog.end_slice()
-                    if blocked is not True:  # a blocking task switches back True; an ended one, None
-                        self._ended(t)
-                        if t.state is FAILED:
-                            failed = failed or []
-                            failed.append(t)
-                        elif t.on_end is not None:
-                            t.on_end(t)
+                        if blocked is not True:
+                            failed = self._ended_in_round(t, failed)
                 for t, h in pending:  # _register_pending, inlined: the hot path
                     t.waiting = h
                     waiters = h.waiters
@@ -243,6 +241,15 @@ class Scheduler:
             if not step_instant():
                 raise DeadlockError(self.deadlock_report())
         return True
+
+    def _ended_in_round(self, t: Task, failed: list | None) -> list | None:
+        """Account for ``t``, which ended in a round; returns ``failed`` with ``t`` if it failed."""
+        self._ended(t)
+        if t.state is FAILED:
+            return [*(failed or ()), t]
+        if t.on_end is not None:
+            t.on_end(t)
+        return failed
 
     def _deliver_interrupts(self, failed: list) -> list:
         """Throw the pending interrupts; the tasks that fail by them join ``failed``.
