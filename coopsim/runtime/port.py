@@ -191,11 +191,10 @@ class Runtime:
         spawn = self.scheduler.spawn
         if outcome is None and all(t.state == "ended" for t in spawn.ranks):
             return
+        runnable = self.scheduler.runnable
+        before = len(runnable)
         self.drain()
-        woken = self.scheduler.woken  # handles the aborted tasks waited on, completed by the drain
-        for handle in woken:
-            handle.waiters = None
-        woken.clear()
+        del runnable[before:]  # the aborted tasks whose waits the drain completed: never resumed
         for device in self.devices:
             device.stream.abandon()
 
