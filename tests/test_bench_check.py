@@ -141,25 +141,25 @@ def test_an_output_never_written_is_wrong_wherever_the_result_is_not_zero(capsys
     assert row[8] == row[12] == str(np.count_nonzero(want))
 
 
-def test_without_checks_the_run_holds_no_data(capsys):
+def peak_bytes(argv) -> int:
+    """The most numpy (and Python) memory held at once while the bench runs ``argv``."""
     tracemalloc.start()
     try:
-        assert cli.main(["-b", "64M", "-e", "64M", "-n", "1", "-w", "0", "-c", "0"]) == 0
-        peak = tracemalloc.get_traced_memory()[1]
+        assert cli.main(argv) == 0
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_without_checks_the_run_holds_no_data(capsys):
+    peak = peak_bytes(["-b", "64M", "-e", "64M", "-n", "1", "-w", "0", "-c", "0"])
     assert peak < 16 << 20  # 8 ranks x 2 buffers x 64 MiB, had they held data: 1 GiB
     assert all(r[8] == r[12] == "N/A" for r in rows(capsys.readouterr().out))
 
 
 def test_checks_hold_two_buffers_per_rank_of_the_largest_size_and_no_copy(capsys, monkeypatch):
     monkeypatch.setattr(bench_data, "PERIOD", 1009)  # the patterns' memory: negligible here
-    tracemalloc.start()
-    try:
-        assert cli.main(["-b", "1M", "-e", "4M", "-n", "1", "-w", "0", "-c", "2"]) == 0
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes(["-b", "1M", "-e", "4M", "-n", "1", "-w", "0", "-c", "2"])
     buffers = 8 * 2 * (4 << 20)  # ranks x (send, recv) x the largest size, reused for all
     assert buffers <= peak < buffers + (2 << 20)  # not even one copy of one rank's output
     assert len(rows(capsys.readouterr().out)) == 3
