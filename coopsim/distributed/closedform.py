@@ -32,12 +32,13 @@ _NEG = float("-inf")
 
 
 class Profile:
-    """Per step: ``(its ranks, its items in listed order)``. An item is ``(LOCAL, rank, delay
-    ns)`` for a local copy or reduction; ``(QUIET, src, dst, latency ns)`` for a transfer of one
-    stripe that never streams (no bytes, or no link); else ``(MOVING, src, dst, stripes,
-    smallest stripe latency, data bytes, reduces)`` with ``stripes`` a tuple of ``(route,
-    latency ns, stream ns or None, wire bytes, rate)`` (None: that stripe never streams).
-    ``routes``: every route the run uses, once (``Network.record`` registers them)."""
+    """Per step: ``(its ranks, locals, quiet, moving)``, each list in listed order (the order
+    among them does not matter: a step's items read only when their ranks started it).
+    ``locals``: ``(rank, delay ns)`` of each local copy or reduction; ``quiet``: ``(src, dst,
+    latency ns)`` of each transfer of one stripe that never streams (no bytes, or no link);
+    ``moving``: ``(src, dst, stripes, smallest stripe latency, data bytes, reduces)`` with
+    ``stripes`` a tuple of ``(route, latency ns, stream ns or None, wire bytes, rate)`` (None:
+    that stripe never streams). ``routes``: every route the run uses, once."""
 
     __slots__ = ("steps", "routes", "step_latency_ns", "gamma_ns_per_byte", "slice_bytes")
 
@@ -50,31 +51,32 @@ class Profile:
         memo: dict = {}  # (src, dst, data bytes) -> that transfer's item, without its reduces
         routes: dict = {}  # id(route) -> route
         self.steps = []
-        for step in plan.schedule.steps:
-            items, ranks = [], {}
-            for x in step.xfers:
-                ranks[x.src] = ranks[x.dst] = None
-                nbytes = x.count * plan.itemsize
-                if x.src == x.dst:
-                    items.append((LOCAL, x.src, nbytes * gamma if x.reduce else 0.0))
+        itemsize = plan.itemsize
+        for step in plan.schedule.steps:  # by columns: no Xfer objects (ADR-0027)
+            srcs, dsts = step.src.tolist(), step.dst.tolist()
+            local, quiet, moving = [], [], []
+            for src, dst, count, reduce in zip(srcs, dsts, step.count.tolist(), step.reduce.tolist()):
+                nbytes = count * itemsize
+                if src == dst:
+                    local.append((src, nbytes * gamma if reduce else 0.0))
                     continue
-                key = (x.src, x.dst, nbytes)
+                key = (src, dst, nbytes)
                 item = memo.get(key)
                 if item is None:
-                    item = memo[key] = _item(run, x.src, x.dst, nbytes)
+                    item = memo[key] = _item(run, src, dst, nbytes)
                     for stripe in item[3] if item[0] == MOVING else ():
                         routes[id(stripe[0])] = stripe[0]
                     if item[0] == QUIET:
                         routes[id(item[4])] = item[4]
                 if item[0] == QUIET:
-                    items.append(item[:4])
+                    quiet.append(item[1:4])
                 else:
-                    items.append(item + (bool(x.reduce and gamma),))
-            self.steps.append((sorted(ranks), items))
+                    moving.append(item[1:] + (bool(reduce and gamma),))
+            self.steps.append((sorted(set(srcs).union(dsts)), local, quiet, moving))
         self.routes = list(routes.values())
 
 
-LOCAL, QUIET, MOVING = 0, 1, 2
+QUIET, MOVING = 1, 2
 
 
 def _item(run, src, dst, nbytes):
@@ -109,29 +111,25 @@ def timeline(profile: Profile, p: int, start_ns: float):
     last_end: dict = {}  # link index -> end of the last stream over it
     wakes = []  # every time the network wakes up: each stripe's stream start and end
     streams = []
-    for ranks, items in profile.steps:
-        for item in items:
-            kind, src = item[0], item[1]
-            if kind == QUIET:
-                dst = item[2]
-                t = ready[src] if ready[src] >= ready[dst] else ready[dst]
-                t += item[3]
-                wakes.append(t)
-                if t > done[src]:
-                    done[src] = t
-                if t > done[dst]:
-                    done[dst] = t
-                continue
-            if kind == LOCAL:
-                t = ready[src] + item[2]
-                if t > done[src]:
-                    done[src] = t
-                continue
-            _, _, dst, stripes, min_latency_ns, nbytes, reduces = item
+    for ranks, local, quiet, moving in profile.steps:
+        for src, dst, latency_ns in quiet:
+            t = ready[src]
+            if ready[dst] > t:
+                t = ready[dst]
+            t += latency_ns
+            wakes.append(t)
+            if t > done[src]:
+                done[src] = t
+            if t > done[dst]:
+                done[dst] = t
+        for src, delay_ns in local:
+            t = ready[src] + delay_ns
+            if t > done[src]:
+                done[src] = t
+        for src, dst, stripes, min_latency_ns, nbytes, reduces in moving:
             t0 = ready[src] if ready[src] >= ready[dst] else ready[dst]
             arrived = _NEG
-            for stripe in stripes:
-                route, latency_ns, stream_ns, part, rate = stripe
+            for route, latency_ns, stream_ns, part, rate in stripes:
                 begin = t0 + latency_ns
                 wakes.append(begin)
                 if stream_ns is None:

@@ -222,10 +222,7 @@ class TimedRun:
         if last:
             network = self.network
             network.release(self)
-            for route in self.compiled.profile(self).routes:
-                network.record(route, 0, 0.0, 0.0)
-            for route, nbytes, begin, end, _ in self.closed[1]:
-                network.record(route, nbytes, begin, end)
+            network.record(self.compiled.profile(self).routes, self.closed[1])
             self.closed = None
 
     def _move_all(self) -> None:

@@ -156,15 +156,19 @@ class Network:
             self.settles += 1
             owner.settle()
 
-    def record(self, route, nbytes: int, start_ns: float, end_ns: float) -> None:
-        """Account a transfer a closed-form run moved: ``nbytes`` streamed over ``route`` from
-        ``start_ns`` to ``end_ns``, alone on its links (as ``_stop_streaming`` would have);
-        a transfer of no bytes only registers its links, as ``transfer`` does. ``route`` is
-        one ``Topology.route`` made, which ``transfer`` would accept: it is not checked again."""
-        cached = self._resolved.get(id(route))
-        states = cached[1] if cached is not None and cached[0] is route else self._register(route)
-        if nbytes:
-            for state in states:
+    def record(self, routes, streams) -> None:
+        """Account what a closed-form run moved: register the links of ``routes`` (as
+        ``transfer`` does for every transfer, even of no bytes), then for each ``(route, nbytes,
+        start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have for a
+        transfer alone on its links; each link's streams come in time order. The routes are
+        ones ``Topology.route`` made, which ``transfer`` would accept: not checked again."""
+        resolved = self._resolved
+        for route in routes:
+            cached = resolved.get(id(route))
+            if cached is None or cached[0] is not route:
+                self._register(route)
+        for route, nbytes, start_ns, end_ns, _ in streams:
+            for state in resolved[id(route)][1]:
                 state.bytes_carried += nbytes
                 state.busy_ns += end_ns - start_ns
 
