@@ -137,16 +137,18 @@ def test_closed_form_hands_over_when_two_groups_run_at_once():
             outs = _issue(ctx, dist, "all_reduce", rank % 4, 4, count, group=group)
             _record(ctx, seen, (i, rank), outs)
 
-    seen, (claims, settles) = _both(program, 8, "dgx_h100", {"model": "transfer"})
+    _, (_, settles) = _both(program, 8, "dgx_h100", {"model": "transfer"})
     assert settles >= 3
 
 
 def test_closed_form_hands_over_to_p2p_and_link_queries_during_a_collective():
     """Ranks 2-7 run all_reduces while rank 0 adds traffic on their links (a transfer that
     starts in the middle of a claimed collective, one already in flight when a collective
-    starts), reads the links' counters mid-way, or sends to rank 1 by p2p at once: every claim
-    hands over or none is made, and results are unchanged."""
-    actions = (("transfer", 12000.0), ("transfer", 0.0), ("query", 12000.0), ("p2p", 0.0))
+    starts), reads the links' counters mid-way, sends to rank 1 by p2p at once, or injects a
+    link fault mid-way (after which no run claims the links): every claim hands over or none
+    is made, and results are unchanged."""
+    actions = (("transfer", 12000.0), ("transfer", 0.0), ("query", 12000.0), ("p2p", 0.0),
+               ("fault", 12000.0), ("none", 0.0))
 
     def program(rank, ctx, seen):
         dist = ctx.distributed
@@ -162,10 +164,12 @@ def test_closed_form_hands_over_to_p2p_and_link_queries_during_a_collective():
                 _sleep(ctx, at_ns)
                 if action == "transfer":  # from device 2 to 3, through the collective's links
                     rt.wait(rt.network.transfer(rt.topology.route(2, 3), 1 << 22, "other traffic"))
+                elif action == "fault":  # a link of the collective gets slower mid-way
+                    ctx.sim.faults.add({"kind": "link", "src": 2, "dst": 3, "bandwidth_factor": 0.5})
                 elif action == "query":
                     seen[i, "usage"] = [(u.link.index, u.bytes_carried, u.busy_ns)
                                         for u in rt.network.link_usage()]
-                else:
+                elif action == "p2p":
                     dist.send(ctx.ones(262144, dtype=ctx.float32), 1, group=pair)
                 seen[i, "end"] = ctx.sim.now_ns()
             elif action == "p2p":
@@ -173,5 +177,45 @@ def test_closed_form_hands_over_to_p2p_and_link_queries_during_a_collective():
                 dist.recv(big, 0, group=pair)
                 _record(ctx, seen, (i, rank), [big])
 
-    seen, (claims, settles) = _both(program, 8, "dgx_h100", {"model": "transfer"})
-    assert settles >= 3
+    _, (_, settles) = _both(program, 8, "dgx_h100", {"model": "transfer"})
+    assert settles == 4, settles
+
+
+class _Link:
+    def __init__(self, index, src, dst):
+        self.index, self.src, self.dst = index, src, dst
+        self.bandwidth_GBps, self.latency_ns = 1.0, 0.0
+
+
+def _profile(steps):
+    from coopsim.distributed.closedform import Profile
+
+    profile = Profile.__new__(Profile)
+    profile.steps, profile.routes = steps, []
+    profile.step_latency_ns, profile.gamma_ns_per_byte, profile.slice_bytes = 0.0, 0.0, None
+    return profile
+
+
+@pytest.mark.parametrize("gap_ns,early", [(1e-9, True), (1.0, False)])
+def test_closed_form_declines_where_the_network_completes_a_transfer_early(gap_ns, early):
+    """A wake-up (here: an empty transfer's) within DONE_EPSILON_BYTES of a streaming
+    transfer's end makes the network complete it at that wake-up, before its computed end:
+    ``timeline`` must then decline (None), and only then."""
+    from coopsim.distributed.closedform import timeline
+    from coopsim.engine import Engine, Network
+
+    route = (_Link(0, "a", "b"),)
+    wake_ns = 1000.0 - gap_ns
+    engine = Engine()
+    network = Network(engine)
+    ends = {}
+    network.transfer(route, 1000, "moving", on_done=lambda h: ends.setdefault("moving", engine.now_ns))
+    network.transfer((), 0, "quiet", extra_latency_ns=wake_ns)
+    while engine.step_instant():
+        pass
+    assert (ends["moving"] < 1000.0) == early
+    steps = [([0, 1, 2, 3], [], [(2, 3, wake_ns)], [(0, 1, ((route, 0.0, 1000.0, 1000, 1.0),), 0.0, 1000, False)])]
+    found = timeline(_profile(steps), 4, 0.0)
+    assert (found is None) == early
+    if not early:
+        assert found[0] == [1000.0, 1000.0, wake_ns, wake_ns]
