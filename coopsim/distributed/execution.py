@@ -229,11 +229,16 @@ class TimedRun:
 
     def _move_all(self) -> None:
         """Every step's payloads applied, by the schedule's semantics (``run_schedule``)."""
-        bufs = self.bufs
+        bufs, op = self.bufs, self.plan.ufunc
         for moving, direct in self.compiled.moves():
-            if direct:
+            if direct:  # _apply, inlined: payloads are views of their sources
                 for x in moving:
-                    self._apply(x, bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
+                    payload = bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count]
+                    target = bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
+                    if x.reduce:
+                        op(target, payload, out=target)
+                    else:
+                        target[:] = payload
             else:
                 for x, payload in [(x, self._payload(x)) for x in moving]:
                     self._apply(x, payload)
