@@ -108,7 +108,7 @@ class Compiled:
         if self._moves is None:
             self._moves = []
             for step in self.schedule.steps:
-                moving = [x for x in step.xfers if x.count]
+                moving = step.carrying()
                 writes = [(x.dst, x.dst_buf, x.dst_off, x.dst_off + x.count) for x in moving]
                 reads = {}
                 for x in moving:
