@@ -112,6 +112,33 @@ def own_tensors(rt, tensors, what: str) -> None:
                                f"the tensors a rank uses with the context that spawned it")
 
 
+def device_of(rt, tensors, what: str):
+    """The one device of ``tensors`` (this runtime's; the calling rank's current device when
+    there are none)."""
+    if not tensors:
+        return rt.current_device()
+    own_tensors(rt, tensors, what)
+    first = tensors[0]._storage.device
+    if any(t._storage.device is not first for t in tensors):
+        devices = sorted({t._storage.device.index for t in tensors})
+        raise ValueError(f"{what}: all tensors must be on one device, got cuda:{devices}")
+    return rt.devices[first.index]
+
+
+def sizes(what, p: int, ins, outs, list_len, in_multiple: bool, out_multiple: bool, uneven: bool) -> None:
+    """The element counts of a collective's buffers agree with the group size ``p``."""
+    if list_len is not None and list_len != p:
+        raise ValueError(f"{what}: the tensor list must have {p} tensors (the group size), got {list_len}")
+    if in_multiple and not uneven and ins.size % p:
+        raise ValueError(f"{what}: input of {ins.size} elements does not divide among {p} ranks")
+    if out_multiple and outs.size != ins.size * p:
+        raise ValueError(f"{what}: output must have group size x input elements "
+                         f"({p} x {ins.size}), got {outs.size}")
+    if what == "reduce_scatter_tensor" and outs.size * p != ins.size:
+        raise ValueError(f"{what}: input must have group size x output elements "
+                         f"({p} x {outs.size}), got {ins.size}")
+
+
 def splits(given, n_in, n_out, p, what):
     """``all_to_all_single``'s (input, output) split sizes, defaulted to even and checked."""
     split_in, split_out = given
