@@ -167,8 +167,14 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     g = resolve_group(state, group)
     if g is None:
         return None
-    member = check.member(g, task.rank, what)
-    device = check.device_of(rt, tensors, what)
+    member = g.member(task.rank)
+    if member < 0:
+        check.member(g, task.rank, what)  # raises
+    storage = tensors[0]._storage if len(tensors) == 1 else None
+    if storage is not None and storage.rt is rt:  # the common call: no set, no loop
+        device = rt.devices[storage.device.index]
+    else:
+        device = check.device_of(rt, tensors, what)
     p = g.size
     if list_len is not None or in_multiple or out_multiple:
         check.sizes(what, p, ins, outs, list_len, in_multiple, out_multiple, splits is not None)

@@ -240,8 +240,15 @@ class Collective:
             run_timed(self, arrivals, plan, planner)
 
     def complete_all(self, arrivals) -> None:
+        """Every member's part is done now (one loop for the group: the analytic model)."""
+        schedule, now = self.state.rt.engine.schedule, self.state.rt.engine.now_ns
         for a in arrivals:
-            self.member_done(a)
+            if a.finish is not None:
+                a.finish()
+            schedule(a.done, now)
+        self.completed += len(arrivals)
+        if self.completed == self.group.size:
+            self._release()
 
     def member_done(self, arrival: Arrival) -> None:
         if arrival.finish is not None:
@@ -249,23 +256,17 @@ class Collective:
         engine = self.state.rt.engine
         engine.schedule(arrival.done, engine.now_ns)
         self.completed += 1
-        if self.completed == self.group.size:  # let go of the buffers; disarm the timeout
-            self.status = "done"
-            if self.alarm is not None:
-                self.alarm.cancel()
-            for a in self.arrivals.values():  # callers may hold them (DistState.pending)
-                a.ins = a.outs = a.prepare = a.finish = None
-            self.arrivals = {m: _Done(a.task) for m, a in self.arrivals.items()}
-            self.group.forget(self.seq)
+        if self.completed == self.group.size:
+            self._release()
 
-
-class _Done:
-    """What stays of a completed member's arrival: enough for reports, no buffers."""
-
-    __slots__ = ("task",)
-
-    def __init__(self, task):
-        self.task = task
+    def _release(self) -> None:
+        """All done: let go of the buffers (the arrivals stay, for reports); disarm the timeout."""
+        self.status = "done"
+        if self.alarm is not None:
+            self.alarm.cancel()
+        for a in self.arrivals.values():
+            a.ins = a.outs = a.prepare = a.finish = None
+        self.group.forget(self.seq)
 
 
 def _copy_error(error):
