@@ -12,7 +12,7 @@ import datetime
 import numpy as np
 
 from coopsim.distributed.tables import IN_PLACE, KIND
-from coopsim.tensor.ops import flat  # noqa: F401 - the one helper, re-exported for the API
+from coopsim.tensor.ops import flat
 from coopsim.errors import format_ranks
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # gloo's default, as torch.distributed
@@ -48,6 +48,15 @@ def reduce_op_name(op, tensor) -> str:
     if op.name in ("BAND", "BOR", "BXOR") and tensor.dtype.is_floating_point:
         raise ValueError(f"Cannot use ReduceOp.{op.name} with {tensor.dtype}")
     return op.name
+
+
+def inplace(tensor, what: str) -> np.ndarray:
+    """``flat(tensor, what)`` for an in-place collective's one buffer: a 1-D contiguous
+    tensor's own array (no new view per call), any other tensor's flat view."""
+    array = getattr(tensor, "_array", None)
+    if type(array) is np.ndarray and array.ndim == 1 and array.flags.c_contiguous and hasattr(tensor, "_storage"):
+        return array
+    return flat(tensor, what)
 
 
 def same_dtype(a, b, what) -> None:

@@ -36,8 +36,8 @@ _SCALAR_TYPES = {"float32": "Float", "float16": "Half", "bfloat16": "BFloat16", 
 
 def _snapshot(entry) -> dict:
     """PyTorch's fields of one op as ``record`` kept it, its state read from the live op."""
-    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site, created_ns, ids = entry
-    record_id, op_id, p2p_seq = ids
+    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site, created_ns, op_id, p2p_seq = entry
+    record_id = op_id - 1
     is_p2p = seq is None
     dtype = _SCALAR_TYPES.get(str(dtype).replace("torch.", ""), str(dtype))
     completed = done.done and done.time_ns is not None
@@ -93,7 +93,7 @@ class FlightRecorder:
         else:
             p2p_seq = 0
         ring[0].append((rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site,
-                        self.rt.engine.now_ns, (ops - 1, ops, p2p_seq)))
+                        self.rt.engine.now_ns, ops, p2p_seq))
 
     def entries(self) -> dict[int, list[dict]]:
         """``{rank: [record, ...]}`` of the latest spawn, oldest first, states as of now."""
