@@ -179,7 +179,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     if list_len is not None or in_multiple or out_multiple:
         check.sizes(what, p, ins, outs, list_len, in_multiple, out_multiple, splits is not None)
     root_member = check.root_member(g, root, what) if KIND[what] in ROOTED else None
-    dtype = tensors[0].dtype if tensors else dtype_named(dtype_name)
+    dtype = tensors[0]._dtype if tensors else dtype_named(dtype_name)
     count = check.count(what, ins, outs, p)
     splits_in = splits_out = None
     if splits is not None:

@@ -59,24 +59,32 @@ class Stream:
         ``delay_ns`` after the op could start (stream order and ``deps``), ``start()`` is
         called (inside an engine step) and returns a Handle; the op completes with it.
         """
-        engine = self.engine
         op = Handle(desc)
         timer = _Start(self, op, start, delay_ns)
         timer.callbacks = [_begin]
-        blockers = [d for d in deps if not d.done] if deps else []
-        tail = self._known_tail()
-        if tail is not None and not blockers:
-            engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + delay_ns)
+        last = self.last
+        if not deps and self._tail_ns is None and last is not None and not last.done:
+            last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
         else:
-            if self.last is not None and not self.last.done:
-                blockers.append(self.last)
-            if len(blockers) == 1:  # the common case (the op before): no joining handle
-                blockers[0].add_callback(timer.after)
-            else:
-                self._start_after(timer, delay_ns, blockers)
+            self._start_work(timer, deps)
         self._tail_ns = None  # the op's end is known only once its work completes
         self.last = op
         return op
+
+    def _start_work(self, timer: "_Start", deps) -> None:
+        """Schedule ``timer`` after the stream's last op and ``deps``, ``timer.delay_ns`` later."""
+        engine = self.engine
+        blockers = [d for d in deps if not d.done]
+        tail = self._known_tail()
+        if tail is not None and not blockers:
+            engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + timer.delay_ns)
+            return
+        if self.last is not None and not self.last.done:
+            blockers.append(self.last)
+        if len(blockers) == 1:  # no joining handle for one
+            blockers[0].add_callback(timer.after)
+        else:
+            self._start_after(timer, timer.delay_ns, blockers)
 
     def _known_tail(self) -> float | None:
         """When the stream's last op ends, if known (it is, once that op is done)."""
