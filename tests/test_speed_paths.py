@@ -107,3 +107,19 @@ def test_is_user_file_matches_the_normalised_definition(tmp_path):
     for filename in cases:
         expected = not os.path.abspath(filename).startswith(package)
         assert frames.is_user_file(filename) is expected, filename
+
+
+def test_c5_cancelled_alarms_are_swept_and_live_ones_ring_in_order():
+    engine = Engine()
+    live = [engine.alarm(Handle(f"live {i}"), 1_000 + i) for i in range(3)]
+    for i in range(10_000):  # a collective's timeout, disarmed when it completes
+        engine.alarm(Handle(f"timeout {i}"), 500 + i).cancel()
+    assert len(engine._alarms) < 200  # swept, not one entry per collective ever issued
+    later = engine.alarm(Handle("later"), 5_000)
+    for h in (*live, later):
+        h.waiters = "a task"
+    engine.timer(10_000)
+    while engine.step_instant():
+        pass
+    assert [h.time_ns for h in (*live, later)] == [1_000, 1_001, 1_002, 5_000]
+    assert engine.ready == ["a task"] * 4

@@ -11,7 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 _INF = float("inf")
 _new = object.__new__
@@ -130,7 +130,8 @@ class Engine:
     and ``step_instant`` returns False (so a deadlock is reported, not a timeout).
     """
 
-    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder", "ready")
+    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "_alarms_swept_at", "steps",
+                 "reorder", "ready")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
@@ -138,6 +139,10 @@ class Engine:
         self._due: dict[float, list[Handle]] = {}
         self._alarms: list = []  # heap of (time, seq, handle)
         self._alarm_seq = 0
+        # the heap's size at which cancelled alarms (a collective's timeout, disarmed when it
+        # completes) are swept out: twice the live ones after the last sweep, so the heap
+        # stays within 2x its live alarms at O(1) amortized per alarm
+        self._alarms_swept_at = 64
         self.steps = 0  # instants processed; tests use it to prove a wait drove nothing
         self.reorder = None  # fn(handles) permuting an instant's completions (schedule exploration)
         # where the waiters of a completed handle go, after its callbacks (the scheduler's
@@ -148,7 +153,12 @@ class Engine:
         """Complete ``handle`` at ``at_ns`` if the simulation gets there through other work."""
         if not at_ns >= self.now_ns:
             raise ValueError(f"cannot set alarm {handle.desc!r} at {at_ns} ns: the clock is at {self.now_ns} ns")
-        heappush(self._alarms, (at_ns, self._alarm_seq, handle))
+        alarms = self._alarms
+        if len(alarms) >= self._alarms_swept_at:
+            alarms[:] = [a for a in alarms if not a[2].done]
+            heapify(alarms)  # (time, seq) keys: the same order as before the sweep
+            self._alarms_swept_at = max(64, 2 * len(alarms))
+        heappush(alarms, (at_ns, self._alarm_seq, handle))
         self._alarm_seq += 1
         return handle
 
