@@ -28,7 +28,7 @@ class Task:
     """
 
     __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
-                 "now_ns", "waiting", "error", "trace", "on_end")
+                 "now_ns", "waiting", "error", "trace", "on_end", "fn", "args")
 
     def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
                  device: int = 0):
@@ -46,27 +46,30 @@ class Task:
         self.error: BaseException | None = None
         self.trace: str | None = None  # formatted traceback of a task that raised
         self.on_end = on_end  # called with the task when it ends normally
+        self.fn = self.args = None  # what the greenlet runs (``body``)
+
+    def run(self) -> None:
+        """The greenlet's run: ``fn(*args)``, its outcome recorded on the task."""
+        try:
+            self.fn(*self.args)
+        except RankAborted:
+            self.state = ABORTED
+        except WatchdogInterrupt as e:
+            self.state, self.error = FAILED, e
+        except Exception as e:
+            self.state, self.error, self.trace = FAILED, e, traceback.format_exc()
+        else:
+            self.state = ENDED
+        # any other BaseException propagates to the scheduler through greenlet
 
 
 task_key = attrgetter("key")  # Task -> its round order key (a C call: rounds sort by it)
 
 
 def body(task: Task, fn, args):
-    """The greenlet's run: ``fn(*args)``, its outcome recorded on ``task``."""
-    def run_task():
-        try:
-            fn(*args)
-        except RankAborted:
-            task.state = ABORTED
-        except WatchdogInterrupt as e:
-            task.state, task.error = FAILED, e
-        except Exception as e:
-            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
-        else:
-            task.state = ENDED
-        # any other BaseException propagates to the scheduler through greenlet
-
-    return run_task
+    """The greenlet's run for ``fn(*args)`` on ``task`` (a bound method: no closure per task)."""
+    task.fn, task.args = fn, args
+    return task.run
 
 
 class Spawn:

@@ -224,8 +224,9 @@ def parse_topology(data, source: str = "<mapping>", default_name: str = "unnamed
 
     devices = [Device(i, k, 0 if devices_per_node is None else i // devices_per_node, f"dev{i}")
                for i, k in enumerate(device_kinds)]
+    one = builder.stated[0] if len(entries) == 1 and len(builder.stated) == 1 else None
     return Topology(name, source, devices, builder.links, builder.vertices, description,
-                    protocols=protocols, in_network_reduction=builder.reductions)
+                    protocols=protocols, in_network_reduction=builder.reductions, stated=one)
 
 
 def _device_kinds(c: _Checker, value) -> dict[str, DeviceKind]:
