@@ -7,6 +7,7 @@ import warnings
 
 from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
 from coopsim.runtime import processes
+from coopsim.runtime.gcpause import gc_paused
 from coopsim.runtime.queues import Queue, SimpleQueue
 from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Spawn
 
@@ -16,9 +17,14 @@ _EXITCODES = {ENDED: 0, FAILED: 1, ABORTED: -15}  # aborted ranks look SIGTERM-k
 class SimProcess:
     """The stand-in for a ``multiprocessing.Process``: ``name``, ``pid``, ``exitcode``."""
 
+    __slots__ = ("_rank",)  # one per rank: nothing else is stored
+
     def __init__(self, rank):
         self._rank = rank  # the rank's scheduler Task
-        self.name = f"SpawnProcess-{rank.rank + 1}"
+
+    @property
+    def name(self) -> str:
+        return f"SpawnProcess-{self._rank.rank + 1}"
 
     @property
     def pid(self) -> int:
@@ -94,7 +100,8 @@ class Multiprocessing:
                 "spawn: this RuntimeContext already runs a spawn that has not been joined; "
                 "call join() on its ProcessContext until it returns True first"
             )
-        context = ProcessContext(scheduler, scheduler.start_spawn(fn, args, nprocs))
+        with gc_paused():  # nprocs tasks and greenlets: no collection walks them (ADR-0030)
+            context = ProcessContext(scheduler, scheduler.start_spawn(fn, args, nprocs))
         if not join:
             return context
         while not context.join():

@@ -50,16 +50,17 @@ class Task:
 
     def run(self) -> None:
         """The greenlet's run: ``fn(*args)``, its outcome recorded on the task."""
+        task = self  # the outermost frame's ``task``: how testing/plugin.py names a leaked greenlet
         try:
-            self.fn(*self.args)
+            task.fn(*task.args)
         except RankAborted:
-            self.state = ABORTED
+            task.state = ABORTED
         except WatchdogInterrupt as e:
-            self.state, self.error = FAILED, e
+            task.state, task.error = FAILED, e
         except Exception as e:
-            self.state, self.error, self.trace = FAILED, e, traceback.format_exc()
+            task.state, task.error, task.trace = FAILED, e, traceback.format_exc()
         else:
-            self.state = ENDED
+            task.state = ENDED
         # any other BaseException propagates to the scheduler through greenlet
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from coopsim.topology.errors import TopologyError
 from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
@@ -81,6 +82,10 @@ class InNetworkReduction:
 class Topology:
     """Devices, vertices and directed links, with deterministic routes between devices.
 
+    Immutable once built (so contexts share it): its public attributes cannot be set, its
+    devices, links and vertices are tuples of frozen records, ``in_network_reduction`` is a
+    read-only mapping; only ``_``-prefixed memos of pure results fill in lazily.
+
     Invariants (checked by the constructor, which raises ``TopologyError``):
     - ``devices[i].index == i`` and ``devices[i].name`` is a vertex;
     - ``links[i].index == i``; every link joins two distinct vertices, has bandwidth > 0 and
@@ -99,7 +104,7 @@ class Topology:
         ``stated``: the router of the one pattern that makes every link (``stated.py``), if
         any; it is used only if it covers every device."""
         self.protocols = protocols
-        self.in_network_reduction = dict(in_network_reduction or {})
+        self.in_network_reduction = MappingProxyType(dict(in_network_reduction or {}))
         self.name = name
         self.source = str(source)
         self.description = description
@@ -115,6 +120,15 @@ class Topology:
             self._check_connected()
         self._trees: dict[int, list[int]] = {}
         self._routes: dict[tuple[int, int], tuple[Link, ...]] = {}
+        self._sealed = True
+
+    def __setattr__(self, name: str, value) -> None:
+        """Public attributes are fixed once built: contexts share a topology (``load_topology``);
+        the ``_``-prefixed memos (routes, trees, adjacency) only ever cache pure results."""
+        if not name.startswith("_") and getattr(self, "_sealed", False):
+            raise AttributeError(f"Topology {self.name!r} is immutable (contexts share it): "
+                                 f"cannot set {name!r}")
+        object.__setattr__(self, name, value)
 
     def _adjacency(self):
         """``(out, in)``: per vertex its ``(link, dst, latency_ps)`` out-links, and per vertex
