@@ -51,8 +51,12 @@ class Task:
     def run(self) -> None:
         """The greenlet's run: ``fn(*args)``, its outcome recorded on the task."""
         task = self  # the outermost frame's ``task``: how testing/plugin.py names a leaked greenlet
+        args = task.args
         try:
-            task.fn(*task.args)
+            if len(args) == 2:  # spawn's fn(rank, ctx): a direct call, unlike fn(*args), adds no
+                task.fn(args[0], args[1])  # C frame to the stack a suspended rank keeps (~0.4 KB)
+            else:
+                task.fn(*args)
         except RankAborted:
             task.state = ABORTED
         except WatchdogInterrupt as e:
