@@ -7,6 +7,8 @@ created by the first ``init_process_group`` of the spawn, so nothing of it outli
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import P2P
 from coopsim.distributed.planning import Planner
@@ -24,12 +26,12 @@ class DistState:
         self.planner = Planner(rt, ccl)
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
-        self.initialized: dict[int, str] = {}  # rank -> backend
-        self.semantics: dict[int, str] = {}  # rank -> "nccl" | "gloo" (backend.cuda_backend)
+        self.initialized = RankMap(world_size)  # rank -> backend
+        self.semantics = RankMap(world_size)  # rank -> "nccl" | "gloo" (backend.cuda_backend)
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
-        self.pending: dict[int, list] = {}  # rank -> its open collective Arrivals, in order
+        self.pending = RankMap(world_size)  # rank -> its open collective Arrivals, in order
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
         self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
 
@@ -69,3 +71,51 @@ class DistState:
     def backend_of(self, group, rank: int) -> str:
         """The semantics ("nccl" | "gloo") of ``rank``'s ops on ``group`` (docs/adr/0015)."""
         return self.group_semantics.get(group.gid) or self.semantics.get(rank, "nccl")
+
+
+_ABSENT = object()
+
+
+class RankMap(MutableMapping):
+    """A dict from the ranks ``0 .. world_size-1`` held in one list: 8 bytes a rank instead of
+    a dict entry (docs/adr/0030-ranks-at-scale.md). Iterates its ranks in ascending order."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, world_size: int):
+        self._values = [_ABSENT] * world_size
+
+    def _slot(self, rank) -> int:
+        if rank.__class__ is not int or not 0 <= rank < len(self._values):
+            raise KeyError(rank)
+        return rank
+
+    def __getitem__(self, rank):
+        value = self._values[self._slot(rank)]
+        if value is _ABSENT:
+            raise KeyError(rank)
+        return value
+
+    def __setitem__(self, rank, value) -> None:
+        self._values[self._slot(rank)] = value
+
+    def __delitem__(self, rank) -> None:
+        self[rank]  # KeyError if absent
+        self._values[rank] = _ABSENT
+
+    def __contains__(self, rank) -> bool:
+        return rank.__class__ is int and 0 <= rank < len(self._values) and self._values[rank] is not _ABSENT
+
+    def get(self, rank, default=None):
+        return self._values[rank] if rank in self else default
+
+    def setdefault(self, rank, default=None):
+        if rank not in self:
+            self[rank] = default
+        return self._values[rank]
+
+    def __iter__(self):
+        return (r for r, v in enumerate(self._values) if v is not _ABSENT)
+
+    def __len__(self) -> int:
+        return sum(v is not _ABSENT for v in self._values)
