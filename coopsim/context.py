@@ -12,7 +12,6 @@ from coopsim.distributed.api import Distributed
 from coopsim.distributed.ccl import load_ccl
 from coopsim.engine import Handle
 from coopsim.kernels.launch import launch as launch_kernel
-from coopsim.runtime.gcpause import gc_paused
 from coopsim.runtime.multiprocessing import Multiprocessing
 from coopsim.runtime.port import RANK_ORDERS, Runtime
 from coopsim.runtime.sim import Sim
@@ -54,10 +53,9 @@ class RuntimeContext:
             raise ValueError(f"RuntimeContext: rank_order must be one of {RANK_ORDERS}, got {rank_order!r}")
         if not isinstance(timing_only, bool):
             raise TypeError(f"RuntimeContext: timing_only must be a bool, got {timing_only!r}")
-        with gc_paused():  # a large topology and its devices: no collection walks them (ADR-0030)
-            rt = self._runtime = Runtime(load_topology(topology), seed=seed, watchdog_s=watchdog_s,
-                                         rank_order=rank_order, timing_only=timing_only,
-                                         watchdog_grace_s=watchdog_grace_s)
+        rt = self._runtime = Runtime(load_topology(topology), seed=seed, watchdog_s=watchdog_s,
+                                     rank_order=rank_order, timing_only=timing_only,
+                                     watchdog_grace_s=watchdog_grace_s)
         self.timing_only = timing_only
         self.topology = rt.topology
         self.seed = seed

@@ -7,7 +7,6 @@ import warnings
 
 from coopsim.errors import ProcessException, ProcessRaisedException, SpawnException
 from coopsim.runtime import processes
-from coopsim.runtime.gcpause import gc_paused
 from coopsim.runtime.queues import Queue, SimpleQueue
 from coopsim.runtime.scheduler import ABORTED, ENDED, FAILED, Spawn
 
@@ -100,8 +99,7 @@ class Multiprocessing:
                 "spawn: this RuntimeContext already runs a spawn that has not been joined; "
                 "call join() on its ProcessContext until it returns True first"
             )
-        with gc_paused():  # nprocs tasks and greenlets: no collection walks them (ADR-0030)
-            context = ProcessContext(scheduler, scheduler.start_spawn(fn, args, nprocs))
+        context = ProcessContext(scheduler, scheduler.start_spawn(fn, args, nprocs))
         if not join:
             return context
         while not context.join():
