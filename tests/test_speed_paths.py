@@ -16,38 +16,35 @@ from coopsim.runtime import frames
 from coopsim.topology import load_topology
 
 
-def test_c5_engine_hands_a_waited_handle_to_wake_after_its_callbacks():
+def test_c5_engine_moves_a_waited_handles_waiters_to_ready_after_its_callbacks():
     engine = Engine()
-    log = []
-    engine.wake = log.append
-    waited, alone = engine.timer(5), engine.timer(5)
+    log = engine.ready
+    waited, alone, shared = engine.timer(5), engine.timer(5), engine.timer(5)
     waited.waiters = "a task"
+    shared.waiters = ["task b", "task c"]
     waited.add_callback(lambda h: log.append(("callback", h.done, h.time_ns)))
     alone.add_callback(lambda h: log.append("alone's callback"))
     assert engine.step_instant()
-    assert log == [("callback", True, 5.0), waited, "alone's callback"]
+    assert log == [("callback", True, 5.0), "a task", "alone's callback", "task b", "task c"]
+    assert waited.waiters is None and shared.waiters is None  # moved, not copied
 
 
 def test_c3_engine_does_not_wake_a_handle_whose_waiter_was_removed():
     engine = Engine()
-    log = []
-    engine.wake = log.append
     h = engine.timer(3)
     h.waiters = "a task"
     h.waiters = None  # Scheduler.unregister: an error was delivered to the task first
     engine.step_instant()
-    assert h.done and log == []
+    assert h.done and engine.ready == []
 
 
 def test_c5_an_alarm_with_waiters_is_woken_when_it_rings():
     engine = Engine()
-    log = []
-    engine.wake = log.append
     alarm = engine.alarm(Handle("alarm"), 4)
     alarm.waiters = "a task"
     engine.timer(10)  # alarms ring only when the simulation gets there through other work
     engine.step_instant()
-    assert log == [alarm] and alarm.time_ns == 4
+    assert engine.ready == ["a task"] and alarm.time_ns == 4 and alarm.waiters is None
 
 
 def test_c2_timer_handles_are_complete_handles():

@@ -898,3 +898,17 @@ def test_c9_same_program_twice_same_values_and_virtual_times():
             runs.append((out, ctx.engine.now_ns))
     assert runs[0] == runs[1]
     assert runs[0][0][0][2] > 0
+
+
+def test_c8_read_only_view_waits_for_the_writer_and_copies_nothing(ctx):
+    from coopsim.tensor.host import read_only_view
+    t = ctx.ones(4) * 6
+    op = t._storage.last_write
+    assert not op.done
+    view = read_only_view(t[1:])
+    assert op.done and ctx.engine.now_ns == op.time_ns  # waited for exactly that op
+    assert view.tolist() == [6.0] * 3 and np.shares_memory(view, t._array)
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 1.0
+    with RuntimeContext(timing_only=True) as hollow, pytest.raises(RuntimeError, match="timing-only"):
+        read_only_view(hollow.ones(4))

@@ -6,7 +6,8 @@ alltoall, sendrecv); the flags are nccl-tests' (docs/adr/0010). Exit status: 0, 
 output was wrong, 2 for bad arguments.
 
 This module is the bench's entry point: it is the one that names ``RuntimeContext``
-(each size runs on a fresh context); the library modules below it take a context factory.
+(each size and placement is timed on a fresh timing-only context, the checks run on one
+context with data per section); the library modules below it take a context factory.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(argv=None, collective: str = "all_reduce", prog: str | None = None) -> 
     out = sys.stdout
     for line in header(cfg):
         print(line, file=out)
-    data = Data(cfg)
+    data = Data(cfg) if cfg.check else None  # -c 0: no values anywhere
     rows, trace_events, state = [], [], {"injected": False}
     for k, algo in enumerate(cfg.algos):
         rows += run_section(cfg, data, k, algo, state, out, trace_events, RuntimeContext)

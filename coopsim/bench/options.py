@@ -234,6 +234,11 @@ class Config:
         c = self.count(size)
         return c * self.nranks if self.collective.name in ("reduce_scatter", "alltoall") else c
 
+    def output_elements(self, size: int) -> int:
+        """Elements of one rank's output buffer."""
+        c = self.count(size)
+        return c * self.nranks if self.collective.name in ("all_gather", "alltoall") else c
+
 
 def parse_args(argv, collective: Collective, prog: str) -> Config:
     """The ``Config`` of ``argv``; a bad argument exits 2 with one line on stderr."""

@@ -154,17 +154,17 @@ class Distributed:
     # -- collectives ----------------------------------------------------------------------
 
     def all_reduce(self, tensor, op=ReduceOp.SUM, group=None, async_op=False):
-        flat = check.flat(tensor, "all_reduce")
+        flat = check.inplace(tensor, "all_reduce")
         return issue.collective(self._rt, "all_reduce", group, async_op, [tensor], flat, flat, [tensor],
                                 reduce_op=check.reduce_op_name(op, tensor))
 
     def broadcast(self, tensor, src=None, group=None, async_op=False, group_src=None):
-        flat = check.flat(tensor, "broadcast")
+        flat = check.inplace(tensor, "broadcast")
         return issue.collective(self._rt, "broadcast", group, async_op, [tensor], flat, flat, [tensor],
                                 root=(src, group_src))
 
     def reduce(self, tensor, dst=None, op=ReduceOp.SUM, group=None, async_op=False, group_dst=None):
-        flat = check.flat(tensor, "reduce")
+        flat = check.inplace(tensor, "reduce")
         return issue.collective(self._rt, "reduce", group, async_op, [tensor], flat, flat, [tensor],
                                 reduce_op=check.reduce_op_name(op, tensor), root=(dst, group_dst))
 

@@ -54,10 +54,10 @@ class CclConfig:
 
 def load_ccl(spec=None) -> CclConfig:
     """``spec``: None (coopsim/configs/ccl.yaml), a path, or a mapping merged over the default file."""
-    base = _read(DEFAULT_CCL)
-    source = str(DEFAULT_CCL)
     if isinstance(spec, CclConfig):
         return spec
+    base = _read(DEFAULT_CCL)
+    source = str(DEFAULT_CCL)
     if spec is None:
         data = base
     elif isinstance(spec, dict):

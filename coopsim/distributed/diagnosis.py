@@ -33,8 +33,9 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
             peers[task.rank] = p2p
             continue
         collective = getattr(h, "collective", None)
-        if collective is None and state.pending.get(task.rank):
-            collective = state.pending[task.rank][0].done.collective
+        if collective is None:
+            oldest = state.open_collectives(task.rank)[:1]
+            collective = oldest[0].done.collective if oldest else None
         if collective is None or collective.status in ("done", "failed"):
             continue
         arrived = sorted(collective.group.ranks[m] for m in collective.arrivals)

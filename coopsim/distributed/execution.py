@@ -5,12 +5,13 @@ protocols and pipelined reduction, ADR-0024 channels over every NIC), and nvls i
 Invariants:
 - ``reference`` computes every collective by its definition, reducing in rank order;
 - ``TimedRun`` moves data only by the schedule's transfers and writes a member's output
-  buffers no later than that member's completion (``Collective.member_done``).
+  buffers no later than that member's completion (``Collective.member_done``);
+- a ``TimedRun`` that finds the links idle computes its times in closed form
+  (``closedform.timeline``, ADR-0031), equal bit for bit to its event model's, and while it
+  holds the links' claim it is exactly what the event model would be if replayed (``settle``).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from coopsim.distributed.algorithms import chunks
 from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
 from coopsim.distributed.blocked import all_reduce_blocks, fusable
+from coopsim.distributed.closedform import Profile, Replay, timeline
+from coopsim.distributed.nvls import NvlsRun
 from coopsim.engine import Handle
 
 
@@ -86,6 +89,34 @@ class Compiled:
     def __init__(self, schedule):
         self.schedule = schedule
         self._tables = [None] * len(schedule.steps)
+        self._profiles: dict = {}  # a plan's shape -> its closedform.Profile
+        self._moves = None
+
+    def profile(self, run) -> Profile:
+        """The ``closedform.Profile`` of ``run``'s plan, built once per plan shape."""
+        plan = run.plan
+        key = (tuple(plan.devices), plan.rails is not None, plan.itemsize, plan.protocol,
+               plan.gamma_ns_per_byte)
+        profile = self._profiles.get(key)
+        if profile is None:
+            profile = self._profiles[key] = Profile(run)
+        return profile
+
+    def moves(self) -> list:
+        """Per step: ``(its transfers that carry elements, direct)``; ``direct``: no slice the
+        step writes overlaps one it reads, so its payloads need no snapshot copies."""
+        if self._moves is None:
+            self._moves = []
+            for step in self.schedule.steps:
+                moving = step.carrying()
+                writes = [(x.dst, x.dst_buf, x.dst_off, x.dst_off + x.count) for x in moving]
+                reads = {}
+                for x in moving:
+                    reads.setdefault((x.src, x.src_buf), []).append((x.src_off, x.src_off + x.count))
+                direct = not any(lo < hi_r and lo_r < hi for r, buf, lo, hi in writes
+                                 for lo_r, hi_r in reads.get((r, buf), ()))
+                self._moves.append((moving, direct))
+        return self._moves
 
     def table(self, k: int) -> tuple:
         table = self._tables[k]
@@ -134,6 +165,7 @@ class TimedRun:
         self.arrivals = arrivals
         self.plan = plan
         self.rt = collective.state.rt  # the runtime port
+        self.engine, self.network = self.rt.engine, self.rt.network  # a Replay's while settling
         schedule = plan.schedule
         p = schedule.p
         self.step = [-1] * p
@@ -143,6 +175,9 @@ class TimedRun:
         self.ends_started = [dict() for _ in schedule.steps]
         tmp = schedule.tmp_count
         self.hollow = arrivals[0].hollow  # timing-only buffers: transfers, no data (ADR-0020)
+        self.moves = not self.hollow  # False also once a closed-form run has moved the data
+        self.finished = [False] * p
+        self.closed = None  # while the run has the links to itself: (start ns, streams, handles)
         self.bufs = None if self.hollow else [{"in": a.ins, "out": a.outs,
                       "tmp": np.zeros(tmp, dtype=(a.ins if a.ins is not None else a.outs).dtype)}
                      for a in arrivals]
@@ -150,14 +185,86 @@ class TimedRun:
     def start(self) -> None:
         base_ns = self.plan.protocol.base_latency_ns
         if base_ns:
-            timer = self.rt.engine.timer(base_ns, ("{} protocol latency", self.collective.name))
+            timer = self.engine.timer(base_ns, ("{} protocol latency", self.collective.name))
             timer.add_callback(lambda _t: self._start_all())
         else:
             self._start_all()
 
     def _start_all(self) -> None:
+        p = self.plan.schedule.p
+        if self.network.claimable() and self.engine.reorder is None:
+            found = timeline(self.compiled.profile(self), p, self.engine.now_ns)
+            if found is not None:
+                self._claim(*found)
+                return
+        for r in range(p):
+            self._start_step(r, 0)
+
+    # -- closed form (ADR-0031): the run's times computed at its start, one event per end time
+
+    def _claim(self, ends, streams) -> None:
+        self.network.claim(self)
+        at: dict = {}
+        for r, t in enumerate(ends):
+            at.setdefault(t, []).append(r)
+        handles = []
+        times = sorted(at)
+        for i, t in enumerate(times):
+            handle = Handle(("{} (closed form): ranks done", self.collective.name))
+            handle.add_callback(lambda _h, ranks=at[t], last=i == len(times) - 1: self._closed_done(ranks, last))
+            handles.append(self.engine.schedule(handle, t))
+        self.closed = (self.engine.now_ns, streams, handles)
+
+    def _closed_done(self, ranks, last: bool) -> None:
+        if self.moves:
+            self._move_all()
+            self.moves = False
+        for r in ranks:
+            self._rank_done(r)
+        if last:
+            network = self.network
+            network.release(self)
+            network.record(self.compiled.profile(self).routes, self.closed[1])
+            self.closed = None
+
+    def _move_all(self) -> None:
+        """Every step's payloads applied, by the schedule's semantics (``run_schedule``)."""
+        bufs, op = self.bufs, self.plan.ufunc
+        for moving, direct in self.compiled.moves():
+            if direct:  # _apply, inlined: payloads are views of their sources
+                for x in moving:
+                    payload = bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count]
+                    target = bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
+                    if x.reduce:
+                        op(target, payload, out=target)
+                    else:
+                        target[:] = payload
+            else:
+                for x, payload in [(x, self._payload(x)) for x in moving]:
+                    self._apply(x, payload)
+
+    def settle(self) -> None:
+        """Something else needs the links now: replay the run from its start with the event
+        model on a private engine and network up to now, then move its transfers in flight
+        and pending timers onto the real ones (``Network.settle`` calls this)."""
+        start_ns, _, handles = self.closed
+        self.closed = None
+        for handle in handles:
+            handle.cancel()  # the ranks not yet done complete by the event model instead
+        engine, network = self.engine, self.network
+        now = engine.now_ns
+        replay = Replay(start_ns)
+        self.engine, self.network = replay, network.replica(replay)
         for r in range(self.plan.schedule.p):
             self._start_step(r, 0)
+        while replay.peek_ns() is not None and replay.peek_ns() < now:
+            replay.step_instant()
+        replica, self.engine, self.network = self.network, engine, network
+        network.adopt(replica)
+        for at_ns, handle in replay.pending():
+            callbacks = handle.callbacks
+            if not (callbacks and getattr(callbacks[0], "__self__", None) is replica):
+                engine.schedule(handle, at_ns)
 
     def _start_step(self, r: int, k: int) -> None:
         steps = self.plan.schedule.steps
@@ -181,7 +288,7 @@ class TimedRun:
                 self._send(k, i, x)
 
     def _payload(self, x):
-        if self.hollow:
+        if not self.moves:
             return None
         return self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count].copy()
 
@@ -190,10 +297,10 @@ class TimedRun:
         nbytes = x.count * self.plan.itemsize
         delay = nbytes * self.plan.gamma_ns_per_byte if x.reduce else 0.0
         self.received[r].append((i, x, payload))
-        timer = self.rt.engine.timer(delay, ("local {} in {}", "reduce" if x.reduce else "copy", self.collective.name))
+        timer = self.engine.timer(delay, ("local {} in {}", "reduce" if x.reduce else "copy", self.collective.name))
         timer.add_callback(lambda _t: self._item_done(r))
 
-    def _stripes(self, src: int, dst: int) -> tuple:
+    def stripes(self, src: int, dst: int) -> tuple:
         """``(rail_routes of the pair, the smallest of their latencies in ns)``, cached in
         ``plan.routes`` (the planner's, shared by the collectives of a spawn)."""
         plan = self.plan
@@ -212,10 +319,9 @@ class TimedRun:
         plan = self.plan
         protocol = plan.protocol
         nbytes = x.count * plan.itemsize
-        stripes, latency_ns = self._stripes(x.src, x.dst)
+        stripes, latency_ns = self.stripes(x.src, x.dst)
         desc = ("{} step {}: rank {} -> rank {}", self.collective.name, k, x.src, x.dst)
-        engine = self.rt.engine
-        first_byte_ns = engine.now_ns + protocol.step_latency_ns + latency_ns
+        first_byte_ns = self.engine.now_ns + protocol.step_latency_ns + latency_ns
         count = len(stripes)
         left = [count]
 
@@ -224,15 +330,15 @@ class TimedRun:
                 left[0] -= 1
                 if left[0]:
                     return  # other stripes still on their way
-            if eager and not self.hollow:
+            if eager and self.moves:
                 self._apply(x, self.bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count])
             else:
                 self.received[x.dst].append((i, x, payload))
             self._item_done(x.src)
             if x.reduce and plan.gamma_ns_per_byte:
-                stream_ns = engine.now_ns - first_byte_ns
+                stream_ns = self.engine.now_ns - first_byte_ns
                 delay = pipelined_reduce_ns(nbytes, plan.gamma_ns_per_byte, protocol.slice_bytes, stream_ns)
-                timer = engine.timer(delay, ("reduce in {}", self.collective.name))
+                timer = self.engine.timer(delay, ("reduce in {}", self.collective.name))
                 timer.add_callback(lambda _t: self._item_done(x.dst))
             else:
                 self._item_done(x.dst)
@@ -240,10 +346,10 @@ class TimedRun:
         wire = nbytes if protocol.bandwidth_efficiency == 1.0 else protocol.wire_bytes(nbytes)
         parts = chunks(wire, count) if count > 1 else ((0, wire),)
         for route, (_, part) in zip(stripes, parts):
-            handle = self.rt.network.transfer(route, part, desc, on_done=arrived,
-                                              extra_latency_ns=protocol.step_latency_ns)
-            if self.rt.network.trace is not None:
-                self.rt.network.trace.label(handle, self.collective, k, x.src, x.dst)
+            handle = self.network.transfer(route, part, desc, on_done=arrived,
+                                           extra_latency_ns=protocol.step_latency_ns)
+            if self.network.trace is not None:
+                self.network.trace.label(handle, self.collective, k, x.src, x.dst)
 
     def _item_done(self, r: int) -> None:
         self.outstanding[r] -= 1
@@ -258,7 +364,7 @@ class TimedRun:
         self._start_step(r, k + 1)
 
     def _apply(self, x, payload) -> None:
-        if self.hollow:
+        if payload is None:  # nothing moves: timing-only buffers, or the data already moved
             return
         target = self.bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
         if x.reduce:
@@ -267,6 +373,9 @@ class TimedRun:
             target[:] = payload
 
     def _rank_done(self, r: int) -> None:
+        if self.finished[r]:
+            return  # completed by the closed form before a settle replayed the run
+        self.finished[r] = True
         arrival = self.arrivals[r]
         if self.plan.post is not None and arrival.outs is not None and not self.hollow and self._holds_result(r):
             arrival.outs[:] = self.plan.post(arrival.outs)
@@ -308,43 +417,6 @@ def run_analytic(collective, arrivals, plan) -> None:
 def run_timed(collective, arrivals, plan, planner) -> None:
     """Start the transfer model: the schedule on the links, or nvls on the switch's."""
     if plan.switch is not None:
-        NvlsRun(collective, arrivals, plan).start()
+        NvlsRun(collective, arrivals, plan, reference).start()
     else:
         TimedRun(collective, arrivals, plan, planner.compiled(plan.schedule)).start()
-
-
-class NvlsRun:
-    """nvls on the network (ADR-0024): every member streams its bytes up to the switch and the
-    switch's results down, both links at once, after the switch's latency; the switch reduces
-    (no device time). A member completes when both its transfers have; the numbers are the
-    reference ones (the switch reduces in rank order), written at the start, before any member
-    completes."""
-
-    def __init__(self, collective, arrivals, plan):
-        self.collective = collective
-        self.arrivals = arrivals
-        self.plan = plan
-
-    def start(self) -> None:
-        plan = self.plan
-        network = self.collective.state.rt.network
-        p = len(self.arrivals)
-        up_links, down_links, reduction = plan.switch
-        efficiency = reduction.efficiency * plan.protocol.bandwidth_efficiency
-        whole, part = plan.nbytes, -(-plan.nbytes // p)
-        up, down = {"all_reduce": (whole + part, whole + part), "reduce_scatter": (whole, part),
-                    "all_gather": (part, whole)}[plan.collective]
-        if not self.arrivals[0].hollow:  # timing-only buffers: the time, no numbers (ADR-0020)
-            reference(plan, self.arrivals)
-        for r, arrival in enumerate(self.arrivals):
-            left = [2]
-
-            def done(_h, arrival=arrival, left=left):
-                left[0] -= 1
-                if not left[0]:
-                    self.collective.member_done(arrival)
-
-            for link, nbytes, way in ((up_links[r], up, "up"), (down_links[r], down, "down")):
-                network.transfer((link,), math.ceil(nbytes / efficiency),
-                                 ("{} nvls {}: rank {}", self.collective.name, way, r), on_done=done,
-                                 extra_latency_ns=reduction.latency_ns)

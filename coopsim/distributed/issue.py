@@ -12,16 +12,18 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 
 from coopsim.distributed import validation as check
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
-from coopsim.distributed.rendezvous import Arrival
+from coopsim.distributed.rendezvous import Arrival, Fingerprint
 from coopsim.distributed.state import SLOT
 from coopsim.distributed.tables import KIND, ROOTED
 from coopsim.engine import Handle, all_of
+from coopsim.runtime.frames import user_site
 from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
 
 
@@ -154,6 +156,10 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     ``ins``/``outs`` are the flat buffers the schedule reads and writes; ``written`` the
     tensors whose storage the op writes (host reads wait for it, C8); ``prepare``/``finish``
     fill ``ins`` at the start and copy ``outs`` out at the member's completion.
+
+    The hot path (one all_reduce is a few µs of Python): checks of what the common call does
+    not pass are skipped, the fingerprint is one tuple, the user's call site is kept raw,
+    and no closure is made per call.
     """
     task, state = caller(rt, what)
     for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
@@ -161,39 +167,34 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     g = resolve_group(state, group)
     if g is None:
         return None
-    member = check.member(g, task.rank, what)
-    check.own_tensors(rt, tensors, what)
-    devices = {t._storage.device.index for t in tensors}
-    if len(devices) > 1:
-        raise ValueError(f"{what}: all tensors must be on one device, got cuda:{sorted(devices)}")
-    device = rt.devices[devices.pop()] if tensors else rt.current_device()
-    if list_len is not None and list_len != g.size:
-        raise ValueError(f"{what}: the tensor list must have {g.size} tensors (the group size), got {list_len}")
-    if in_multiple and splits is None and ins.size % g.size:
-        raise ValueError(f"{what}: input of {ins.size} elements does not divide among {g.size} ranks")
-    if out_multiple and outs.size != ins.size * g.size:
-        raise ValueError(f"{what}: output must have group size x input elements "
-                         f"({g.size} x {ins.size}), got {outs.size}")
+    member = g.member(task.rank)
+    if member < 0:
+        check.member(g, task.rank, what)  # raises
+    storage = tensors[0]._storage if len(tensors) == 1 else None
+    if storage is not None and storage.rt is rt:  # the common call: no set, no loop
+        device = rt.devices[storage.device.index]
+    else:
+        device = check.device_of(rt, tensors, what)
+    p = g.size
+    if list_len is not None or in_multiple or out_multiple:
+        check.sizes(what, p, ins, outs, list_len, in_multiple, out_multiple, splits is not None)
     root_member = check.root_member(g, root, what) if KIND[what] in ROOTED else None
-    if what == "reduce_scatter_tensor" and outs.size * g.size != ins.size:
-        raise ValueError(f"{what}: input must have group size x output elements "
-                         f"({g.size} x {outs.size}), got {ins.size}")
-    dtype = tensors[0].dtype if tensors else dtype_named(dtype_name)
-    count = check.count(what, ins, outs, g.size)
+    dtype = tensors[0]._dtype if tensors else dtype_named(dtype_name)
+    count = check.count(what, ins, outs, p)
     splits_in = splits_out = None
     if splits is not None:
-        splits_in, splits_out = check.splits(splits, ins.size, outs.size, g.size, what)
+        splits_in, splits_out = check.splits(splits, ins.size, outs.size, p, what)
     seq = g.next_seq(task.rank)
-    fingerprint = {
-        "op": what, "seq": seq,
-        "shapes": None if splits is not None else [tuple(t.shape) for t in tensors],
-        "dtypes": [str(t.dtype) for t in tensors] if tensors else [dtype_name],
-        "reduce_op": reduce_op, "root": None if root_member is None else g.ranks[root_member],
-        "splits": None,
-        "count": count, "dtype_obj": dtype, "device": device.index, "root_member": root_member,
-        "splits_in": splits_in, "splits_out": splits_out,
-    }
-    finishers = []
+    if len(tensors) == 1:
+        t = tensors[0]
+        shapes, dtypes = (t._array.shape,), (dtype,)
+    else:
+        shapes = tuple([t._array.shape for t in tensors])
+        dtypes = tuple([t.dtype for t in tensors]) if tensors else (dtype_name,)
+    fingerprint = Fingerprint(
+        (what, seq, None if splits is not None else shapes, dtypes, reduce_op,
+         None if root_member is None else g.ranks[root_member]),
+        count, dtype, device.index, root_member, splits_in, splits_out)
     hollow = bool(tensors) and timing_only(tensors[0])
     if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
         prepare = finish = None
@@ -201,28 +202,23 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
         # in-place forms (output is the input's chunk, or the input is the output's chunk):
         # the schedule writes a separate buffer, copied into the tensor when done
         target, outs = outs, np.empty_like(outs)
-        finishers.append(functools.partial(np.copyto, target, outs))
+        finish = _chain([functools.partial(np.copyto, target, outs), finish])
     if dtype is bfloat16 and not hollow:
-        finishers.insert(0, functools.partial(round_bfloat16, outs))
-    if finish is not None:
-        finishers.append(finish)
+        finish = _chain([functools.partial(round_bfloat16, outs), finish])
     rendezvous = g.collective(state, seq, what)
-    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, _chain(finishers), ins.size, hollow)
+    site = user_site(sys._getframe(1), state.user_files)
+    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, ins.size, hollow, site)
     done = rendezvous.arrive(arrival)
-    pending = state.pending.setdefault(task.rank, [])
-    pending.append(arrival)
-    done.add_callback(lambda _h: pending.remove(arrival))
-    op = device.stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index),
-                                    lambda: rendezvous.member_ready(member),
+    state.track(task.rank, arrival)
+    op = device.stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
                                     device.kind.launch_overhead_ns)
     for t in written:
         t._storage.last_write = op
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
-        hook({"kind": "collective", "task": task, "group": g, "seq": seq, "op": what, "ins": ins,
-              "outs": outs, "dtype": dtype, "done": done, "started": lambda: member in rendezvous.ready})
+        hook(task, g, seq, what, ins.size, outs.size, dtype, done, None, site)
     if not async_op and state.backend_of(g, task.rank) == "gloo":
         rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
-    return Work(rt, op, lambda: rendezvous.error, outputs=list(written)) if async_op else None
+    return Work(rt, op, rendezvous.failure, outputs=list(written)) if async_op else None
 
 
 def p2p(rt, ops, batched: bool = False) -> list:
@@ -317,14 +313,16 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
                          "Invalid source rank: source rank should not be the same as the rank "
                          "of the current process.")
     post = state.p2p.post(Post(kind, task.rank, peer, g, tag, tensor, flat, task))
-    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
-        hook({"kind": "p2p", "task": task, "group": g, "seq": None, "op": kind, "ins": flat, "outs": flat,
-              "dtype": tensor.dtype, "done": post.done, "started": lambda: post.ready, "peer": peer})
+    if rt.comm_hooks:
+        site = user_site(sys._getframe(), state.user_files)
+        for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+            hook(task, g, None, kind, flat.size, flat.size, tensor.dtype, post.done, peer, site)
     return post
 
 
 def _chain(calls):
-    """One callable running ``calls`` in order (None if there are none)."""
+    """One callable running ``calls`` (None among them: nothing) in order; None if none."""
+    calls = [call for call in calls if call is not None]
     if not calls:
         return None
     if len(calls) == 1:

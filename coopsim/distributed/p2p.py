@@ -28,6 +28,10 @@ class P2POpHandle(Handle):
         super().__init__(desc)
         self.post = post
 
+    def started(self) -> bool:
+        """Has the op begun (its side is ready to transfer)?"""
+        return self.post.ready
+
 
 class Post:
     """A posted send or receive."""

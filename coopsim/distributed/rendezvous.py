@@ -20,16 +20,52 @@ the simulation advances, fails its waiting members with ``DistTimeoutError``.
 
 from __future__ import annotations
 
-import sys
-from operator import itemgetter
-
 from coopsim.distributed.execution import run_analytic, run_timed
 from coopsim.engine import Handle
 from coopsim.errors import CollectiveMismatchError, DistTimeoutError, format_ranks
-from coopsim.runtime.frames import user_location
+from coopsim.runtime.frames import describe_site
 
 FINGERPRINT_FIELDS = ("op", "seq", "shapes", "dtypes", "reduce_op", "root", "splits")
-_compared = itemgetter(*FINGERPRINT_FIELDS)  # fingerprint -> the tuple the members must agree on
+_IN_KEY = {name: i for i, name in enumerate(FINGERPRINT_FIELDS[:-1])}  # field -> index in ``key``
+
+
+class Fingerprint:
+    """What one member's call says about the collective.
+
+    ``key`` = (op, seq, shapes, dtypes, reduce_op, root): the fields the members must agree
+    on, built once per call and compared as one tuple (shapes and dtypes as tuples of the
+    tensors' shape tuples and dtypes). ``splits`` (all_to_all_single's, compared apart) is set
+    only when they disagree. Fields read by name as from a dict, ``fp["count"]``; shapes and
+    dtypes then read as the report shows them (a list of tuples, a list of dtype names).
+    """
+
+    __slots__ = ("key", "count", "dtype_obj", "device", "root_member", "splits_in", "splits_out",
+                 "splits")
+
+    def __init__(self, key, count, dtype_obj, device, root_member, splits_in=None, splits_out=None):
+        self.key = key
+        self.count = count
+        self.dtype_obj = dtype_obj
+        self.device = device
+        self.root_member = root_member
+        self.splits_in = splits_in
+        self.splits_out = splits_out
+        self.splits = None
+
+    def __getitem__(self, name):
+        i = _IN_KEY.get(name)
+        if i is None:
+            return getattr(self, name)
+        value = self.key[i]
+        if value is not None and name in ("shapes", "dtypes"):
+            return [v if name == "shapes" else str(v) for v in value]
+        return value
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except AttributeError:
+            return default
 
 
 class CollectiveOp(Handle):
@@ -42,18 +78,24 @@ class CollectiveOp(Handle):
         self.collective = collective
         self.member = member
 
+    def started(self) -> bool:
+        """Has the member's stream reached the collective?"""
+        return self.member in self.collective.ready
+
 
 class Arrival:
     """One member's call: ``ins``/``outs`` are its flat buffers (numpy views), ``prepare``
     (optional) fills ``ins`` when the collective starts, ``finish`` (optional) runs when the
     member's part completes (e.g. copies a staging buffer into a tensor list). ``hollow``:
-    the buffers are timing-only (ADR-0020): the collective takes its time and moves no data."""
+    the buffers are timing-only (ADR-0020): the collective takes its time and moves no data.
+    ``site`` is the user's ``(code, line)`` of the call (``runtime.frames.user_site``);
+    ``where`` formats it for reports."""
 
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
-                 "numel", "hollow", "where")
+                 "numel", "hollow", "site")
 
     def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
-                 hollow=False):
+                 hollow=False, site=None):
         self.task = task
         self.member = member
         self.fingerprint = fingerprint
@@ -64,7 +106,16 @@ class Arrival:
         self.finish = finish
         self.numel = numel
         self.hollow = hollow
-        self.where = None  # the user's file:line of the call (set by ``Collective.arrive``)
+        self.site = site
+
+    @property
+    def where(self) -> str | None:
+        """The user's ``file:line in function`` of the call."""
+        return describe_site(self.site)
+
+    def start(self) -> CollectiveOp:
+        """The member's stream reached the collective (``Stream.enqueue_work``'s start)."""
+        return self.done.collective.member_ready(self.member)
 
 
 class Collective:
@@ -84,15 +135,17 @@ class Collective:
         self.plan = None  # the Plan, once started (read by traces)
         self.name = f"{kind} #{seq} on group {group.name}"  # once: every arrival's desc names it
 
+    def failure(self) -> BaseException | None:
+        """The error that failed the collective, if any (``Work.exception``)."""
+        return self.error
+
     def missing(self) -> list[int]:
         """Global ranks of the members that have not arrived."""
         return [r for i, r in enumerate(self.group.ranks) if i not in self.arrivals]
 
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
-        rank = self.group.ranks[member]
-        arrival.where = user_location(sys._getframe(1))  # for reports: where it was called
-        arrival.done = CollectiveOp(("{} (rank {})", self.name, rank), self, member)
+        arrival.done = CollectiveOp(("{} (rank {})", self.name, self.group.ranks[member]), self, member)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
             self.alarm = Handle(("timeout of {}", self.name))
@@ -105,15 +158,15 @@ class Collective:
 
     def _check(self, caller) -> None:
         fingerprints = [self.arrivals[m].fingerprint for m in range(self.group.size)]
-        first = _compared(fingerprints[0])
-        differ = [] if all(_compared(fp) == first for fp in fingerprints) else [
+        first = fingerprints[0].key
+        differ = [] if all(fp.key == first for fp in fingerprints) else [
             f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
-        if not differ and fingerprints[0].get("splits_in") is not None and any(
-                fingerprints[i]["splits_in"][j] != fingerprints[j]["splits_out"][i]
+        if not differ and fingerprints[0].splits_in is not None and any(
+                fingerprints[i].splits_in[j] != fingerprints[j].splits_out[i]
                 for i in range(self.group.size) for j in range(self.group.size)):
             differ = ["splits"]  # rank i's input split j must be rank j's output split i
             for fp in fingerprints:
-                fp["splits"] = (fp["splits_in"], fp["splits_out"])
+                fp.splits = (fp.splits_in, fp.splits_out)
         if not differ:
             self.status = "armed"
             if len(self.ready) == self.group.size:
@@ -187,8 +240,15 @@ class Collective:
             run_timed(self, arrivals, plan, planner)
 
     def complete_all(self, arrivals) -> None:
+        """Every member's part is done now (one loop for the group: the analytic model)."""
+        schedule, now = self.state.rt.engine.schedule, self.state.rt.engine.now_ns
         for a in arrivals:
-            self.member_done(a)
+            if a.finish is not None:
+                a.finish()
+            schedule(a.done, now)
+        self.completed += len(arrivals)
+        if self.completed == self.group.size:
+            self._release()
 
     def member_done(self, arrival: Arrival) -> None:
         if arrival.finish is not None:
@@ -196,21 +256,17 @@ class Collective:
         engine = self.state.rt.engine
         engine.schedule(arrival.done, engine.now_ns)
         self.completed += 1
-        if self.completed == self.group.size:  # let go of the buffers; disarm the timeout
-            self.status = "done"
-            if self.alarm is not None:
-                self.alarm.cancel()
-            self.arrivals = {m: _Done(a.task) for m, a in self.arrivals.items()}
-            self.group.forget(self.seq)
+        if self.completed == self.group.size:
+            self._release()
 
-
-class _Done:
-    """What stays of a completed member's arrival: enough for reports, no buffers."""
-
-    __slots__ = ("task",)
-
-    def __init__(self, task):
-        self.task = task
+    def _release(self) -> None:
+        """All done: let go of the buffers (the arrivals stay, for reports); disarm the timeout."""
+        self.status = "done"
+        if self.alarm is not None:
+            self.alarm.cancel()
+        for a in self.arrivals.values():
+            a.ins = a.outs = a.prepare = a.finish = None
+        self.group.forget(self.seq)
 
 
 def _copy_error(error):

@@ -7,6 +7,7 @@ created by the first ``init_process_group`` of the spawn, so nothing of it outli
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import MutableMapping
 
 from coopsim.distributed.group import ProcessGroup
@@ -31,9 +32,29 @@ class DistState:
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
-        self.pending = RankMap(world_size)  # rank -> its open collective Arrivals, in order
+        self.pending = RankMap(world_size)  # rank -> a deque of its collective Arrivals (``track``)
+        self.user_files: dict = {}  # filename -> is it the user's (``runtime.frames.user_site``)
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
         self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
+
+    def track(self, rank: int, arrival) -> None:
+        """Add ``arrival`` to ``rank``'s pending collectives. Completed ones leave lazily
+        (from the front, here and in ``open_collectives``): no callback per call."""
+        pending = self.pending.get(rank)
+        if pending is None:
+            pending = self.pending[rank] = deque()
+        while pending and pending[0].done.done:
+            pending.popleft()
+        pending.append(arrival)
+
+    def open_collectives(self, rank: int) -> list:
+        """``rank``'s incomplete collective Arrivals, oldest first."""
+        pending = self.pending.get(rank)
+        if not pending:
+            return []
+        while pending and pending[0].done.done:
+            pending.popleft()
+        return [a for a in pending if not a.done.done]
 
     def monitored_barrier(self, group, task, timeout_ns: float, wait_all_ranks: bool):
         """Member 0 waits for the others (at most ``timeout_ns``: a real timeout, which fires

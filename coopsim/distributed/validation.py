@@ -12,7 +12,7 @@ import datetime
 import numpy as np
 
 from coopsim.distributed.tables import IN_PLACE, KIND
-from coopsim.tensor.ops import flat  # noqa: F401 - the one helper, re-exported for the API
+from coopsim.tensor.ops import flat
 from coopsim.errors import format_ranks
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # gloo's default, as torch.distributed
@@ -48,6 +48,15 @@ def reduce_op_name(op, tensor) -> str:
     if op.name in ("BAND", "BOR", "BXOR") and tensor.dtype.is_floating_point:
         raise ValueError(f"Cannot use ReduceOp.{op.name} with {tensor.dtype}")
     return op.name
+
+
+def inplace(tensor, what: str) -> np.ndarray:
+    """``flat(tensor, what)`` for an in-place collective's one buffer: a 1-D contiguous
+    tensor's own array (no new view per call), any other tensor's flat view."""
+    array = getattr(tensor, "_array", None)
+    if type(array) is np.ndarray and array.ndim == 1 and array.flags.c_contiguous and hasattr(tensor, "_storage"):
+        return array
+    return flat(tensor, what)
 
 
 def same_dtype(a, b, what) -> None:
@@ -110,6 +119,33 @@ def own_tensors(rt, tensors, what: str) -> None:
         if t._storage.rt is not rt:
             raise RuntimeError(f"{what}: this tensor belongs to another RuntimeContext; create "
                                f"the tensors a rank uses with the context that spawned it")
+
+
+def device_of(rt, tensors, what: str):
+    """The one device of ``tensors`` (this runtime's; the calling rank's current device when
+    there are none)."""
+    if not tensors:
+        return rt.current_device()
+    own_tensors(rt, tensors, what)
+    first = tensors[0]._storage.device
+    if any(t._storage.device is not first for t in tensors):
+        devices = sorted({t._storage.device.index for t in tensors})
+        raise ValueError(f"{what}: all tensors must be on one device, got cuda:{devices}")
+    return rt.devices[first.index]
+
+
+def sizes(what, p: int, ins, outs, list_len, in_multiple: bool, out_multiple: bool, uneven: bool) -> None:
+    """The element counts of a collective's buffers agree with the group size ``p``."""
+    if list_len is not None and list_len != p:
+        raise ValueError(f"{what}: the tensor list must have {p} tensors (the group size), got {list_len}")
+    if in_multiple and not uneven and ins.size % p:
+        raise ValueError(f"{what}: input of {ins.size} elements does not divide among {p} ranks")
+    if out_multiple and outs.size != ins.size * p:
+        raise ValueError(f"{what}: output must have group size x input elements "
+                         f"({p} x {ins.size}), got {outs.size}")
+    if what == "reduce_scatter_tensor" and outs.size * p != ins.size:
+        raise ValueError(f"{what}: input must have group size x output elements "
+                         f"({p} x {outs.size}), got {ins.size}")
 
 
 def splits(given, n_in, n_out, p, what):

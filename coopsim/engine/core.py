@@ -24,8 +24,8 @@ class Handle:
     read by waiters; ``desc`` says what the work is, for deadlock reports. To keep the hot
     path cheap, ``desc`` may be given as a tuple ``(format, *args)``, formatted on read.
     ``callbacks`` is None until the first one is added (``add_callback``). ``waiters`` is
-    the runtime's: the task, or list of tasks, blocked on it; the engine only tests it, to
-    hand the completed handle to ``Engine.wake`` (no callback list per wait).
+    the runtime's: the task, or list of tasks, blocked on it; the engine moves them, opaque,
+    onto ``Engine.ready`` when the handle completes, after its callbacks (no callback per wait).
     """
 
     __slots__ = ("done", "time_ns", "_desc", "callbacks", "waiters")
@@ -130,7 +130,7 @@ class Engine:
     and ``step_instant`` returns False (so a deadlock is reported, not a timeout).
     """
 
-    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder", "wake")
+    __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "steps", "reorder", "ready")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
@@ -140,7 +140,9 @@ class Engine:
         self._alarm_seq = 0
         self.steps = 0  # instants processed; tests use it to prove a wait drove nothing
         self.reorder = None  # fn(handles) permuting an instant's completions (schedule exploration)
-        self.wake = None  # fn(handle), after its callbacks, for a completed handle with waiters (the scheduler's)
+        # where the waiters of a completed handle go, after its callbacks (the scheduler's
+        # runnable list); the handle's ``waiters`` is cleared as they move
+        self.ready: list = []
 
     def alarm(self, handle: Handle, at_ns: float) -> Handle:
         """Complete ``handle`` at ``at_ns`` if the simulation gets there through other work."""
@@ -196,7 +198,7 @@ class Engine:
         Callbacks may schedule more work at the same instant; it completes in this step
         too. Returns False if nothing was scheduled.
         """
-        times, pending = self._times, self._due
+        times, pending, ready = self._times, self._due, self.ready
         if not times:
             return False
         now = times[0]
@@ -219,8 +221,13 @@ class Engine:
                     handle.callbacks = None
                     for callback in callbacks:
                         callback(handle)
-                if handle.waiters is not None:
-                    self.wake(handle)
+                waiters = handle.waiters
+                if waiters is not None:
+                    handle.waiters = None
+                    if waiters.__class__ is list:
+                        ready += waiters
+                    else:
+                        ready.append(waiters)
         return True
 
     def _ring_alarms(self) -> bool:
@@ -233,6 +240,8 @@ class Engine:
             handle = heappop(alarms)[2]
             if not handle.done:
                 handle._complete(now)
-                if handle.waiters is not None:
-                    self.wake(handle)
+                waiters = handle.waiters
+                if waiters is not None:
+                    handle.waiters = None
+                    self.ready += waiters if waiters.__class__ is list else [waiters]
         return True

@@ -24,90 +24,15 @@ from __future__ import annotations
 
 import operator
 from heapq import heappop, heappush
-from typing import NamedTuple
 
 from coopsim.engine.core import Engine, Handle
+from coopsim.engine.links import LinkUsage, Transfer, LinkState
 from coopsim.errors import LinkDownError
 
 # Bytes left below this count as delivered, so float round-off never costs an extra event.
 DONE_EPSILON_BYTES = 1e-6
 
 _INF = float("inf")
-
-
-class _LinkState:
-    """One link's live state: how many transfers stream across it, and what it has carried."""
-
-    __slots__ = ("link", "streaming", "bytes_carried", "busy_ns", "busy_since_ns", "left",
-                 "unfixed")
-
-    def __init__(self, link) -> None:
-        self.link = link
-        self.streaming = 0  # transfers streaming across the link now
-        self.left = 0.0  # scratch of _update_rates: bandwidth not yet given out (bytes/ns)
-        self.unfixed = 0  # scratch of _update_rates: its transfers whose rate is not yet fixed
-        self.bytes_carried = 0  # bytes of the transfers that finished crossing it (an int)
-        self.busy_ns = 0.0  # closed intervals with streaming > 0
-        self.busy_since_ns: float | None = None  # start of the open one, if streaming > 0
-
-
-class LinkUsage(NamedTuple):
-    """A snapshot of one link's use: ``busy_ns`` is the time with at least one transfer
-    streaming across it, up to the moment of the snapshot; ``bytes_carried`` counts the bytes of
-    the transfers that have finished (a transfer in flight counts when it completes)."""
-
-    link: object
-    bytes_carried: int
-    busy_ns: float
-    streaming: int
-
-
-class Transfer:
-    """``nbytes`` bytes moving over ``route``, made by ``Network.transfer``.
-
-    ``state`` goes ``"latency"`` (from ``start_ns`` to ``stream_start_ns = start_ns +
-    latency_ns``) -> ``"streaming"`` (at ``rate`` bytes/ns, which changes with contention) ->
-    ``"done"`` (the last byte has arrived; ``handle`` completes at that instant).
-    Transfers of zero bytes or over the empty route go straight from ``"latency"`` to
-    ``"done"``.
-    """
-
-    __slots__ = ("seq", "route", "nbytes", "start_ns", "latency_ns", "stream_start_ns",
-                 "handle", "state", "rate", "finish_ns", "_left", "_since_ns", "_links",
-                 "_engine")
-
-    def __init__(self, seq, route, nbytes, start_ns, latency_ns, handle, links, engine):
-        self.seq = seq
-        self.route = route
-        self.nbytes = nbytes
-        self.start_ns = start_ns
-        self.latency_ns = latency_ns
-        self.stream_start_ns = start_ns + latency_ns
-        self.handle = handle
-        self.state = "latency"
-        self.rate: float | None = None  # bytes/ns, while streaming
-        self.finish_ns: float | None = None  # projected from the current rate, while streaming
-        self._left = nbytes  # bytes left at _since_ns
-        self._since_ns = self.stream_start_ns
-        self._links = links  # the _LinkState of each link of route, in route order
-        self._engine = engine
-
-    @property
-    def desc(self) -> str:
-        return self.handle.desc
-
-    @property
-    def remaining_bytes(self) -> float:
-        """Bytes that have not arrived yet, at the engine's current time."""
-        if self.state == "latency":
-            return float(self.nbytes)
-        if self.state == "done":
-            return 0.0
-        return max(0.0, self._left - self.rate * (self._engine.now_ns - self._since_ns))
-
-    def __repr__(self) -> str:
-        return (f"<Transfer #{self.seq} {self.desc}: {self.nbytes} B, {self.state}, "
-                f"{self.remaining_bytes:g} B left>")
 
 
 class Network:
@@ -120,7 +45,7 @@ class Network:
     """
 
     __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns",
-                 "trace", "link_faults", "_resolved")
+                 "trace", "link_faults", "_resolved", "closed_form", "_claim", "claims", "settles")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -128,11 +53,14 @@ class Network:
         self._seq = 0
         self._waiting: list[tuple[float, int, Transfer]] = []  # heap: in their latency phase
         self._streaming: dict[int, Transfer] = {}  # seq -> transfer
-        self._links: dict[int, _LinkState] = {}  # link.index -> state, in first-use order
+        self._links: dict[int, LinkState] = {}  # link.index -> state, in first-use order
         self._wake: Handle | None = None
         self._wake_ns = _INF
         self.link_faults: dict = {}  # link index -> (bandwidth factor, added ns); 0: down (coopsim.testing)
         self._resolved: dict = {}  # id(route) -> (route, its link states): each route tuple checked once
+        self.closed_form = True  # runs may claim idle links and compute their times (ADR-0031)
+        self._claim = None  # the run that has the links to itself now, if any
+        self.claims = self.settles = 0  # runs that claimed the links; of those, handed over
 
     # -- public API -------------------------------------------------------------------------
 
@@ -149,6 +77,8 @@ class Network:
         route that is not a contiguous tuple of distinct links, or an ``nbytes`` that is not an
         int >= 0.
         """
+        if self._claim is not None:
+            self.settle()
         links = self._resolve_route(route)
         nbytes = _check_nbytes(nbytes)
         latency_ns = extra_latency_ns
@@ -171,6 +101,8 @@ class Network:
 
     def active(self) -> list[Transfer]:
         """The transfers not yet done (latency or streaming), in creation order."""
+        if self._claim is not None:
+            self.settle()
         found = [entry[2] for entry in self._waiting]
         found.extend(self._streaming.values())
         found.sort(key=operator.attrgetter("seq"))
@@ -178,17 +110,101 @@ class Network:
 
     def link_usage(self) -> list[LinkUsage]:
         """A snapshot of every link used so far, by link index."""
+        if self._claim is not None:
+            self.settle()
         return [self._usage(self._links[i]) for i in sorted(self._links)]
 
     def link_bytes(self, link) -> int:
         """Bytes that finished crossing ``link`` (0 if it was never used)."""
+        if self._claim is not None:
+            self.settle()
         state = self._links.get(link.index)
         return 0 if state is None else state.bytes_carried
 
     def link_busy_ns(self, link) -> float:
         """Time so far during which at least one transfer streamed across ``link``."""
+        if self._claim is not None:
+            self.settle()
         state = self._links.get(link.index)
         return 0.0 if state is None else self._usage(state).busy_ns
+
+    # -- closed-form runs (ADR-0031) ---------------------------------------------------------
+
+    def claimable(self) -> bool:
+        """True if a run may take the links to itself now: closed forms are on, nothing is in
+        flight or claimed, no link fault is injected and no trace records."""
+        return (self.closed_form and self._claim is None and not self._waiting
+                and not self._streaming and not self.link_faults and self.trace is None)
+
+    def claim(self, owner) -> None:
+        """``owner`` has the links to itself until it calls ``release``; anything that adds
+        traffic or reads the links' state first calls ``owner.settle()``, which must hand
+        its transfers in flight over to this network (``adopt``) and ``release``."""
+        if not self.claimable():
+            raise RuntimeError("Network.claim: the links are not idle (check claimable() first)")
+        self._claim = owner
+        self.claims += 1
+
+    def release(self, owner) -> None:
+        if self._claim is owner:
+            self._claim = None
+
+    def settle(self) -> None:
+        """Hand the claiming run over to the transfer-by-transfer model now."""
+        owner, self._claim = self._claim, None
+        if owner is not None:
+            self.settles += 1
+            owner.settle()
+
+    def record(self, routes, streams) -> None:
+        """Account what a closed-form run moved: register the links of ``routes`` (as
+        ``transfer`` does for every transfer, even of no bytes), then for each ``(route, nbytes,
+        start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have for a
+        transfer alone on its links; each link's streams come in time order. The routes are
+        ones ``Topology.route`` made, which ``transfer`` would accept: not checked again."""
+        resolved = self._resolved
+        for route in routes:
+            cached = resolved.get(id(route))
+            if cached is None or cached[0] is not route:
+                self._register(route)
+        for route, nbytes, start_ns, end_ns, _ in streams:
+            for state in resolved[id(route)][1]:
+                state.bytes_carried += nbytes
+                state.busy_ns += end_ns - start_ns
+
+    def replica(self, engine: Engine) -> "Network":
+        """An idle network on ``engine`` whose links' counters are copies of this one's (a
+        run replays itself on it, then this network ``adopt``s it)."""
+        other = Network(engine)
+        for index, state in self._links.items():
+            copy = other._links[index] = LinkState(state.link)
+            copy.bytes_carried, copy.busy_ns = state.bytes_carried, state.busy_ns
+        return other
+
+    def adopt(self, replica: "Network") -> None:
+        """Take over ``replica``'s links' counters and its transfers in flight (renumbered
+        after this network's, in their order), then wake up for the earliest of them."""
+        for index, state in replica._links.items():
+            mine = self._links.get(index)
+            if mine is None:
+                mine = self._links[index] = LinkState(state.link)
+            mine.streaming, mine.bytes_carried = state.streaming, state.bytes_carried
+            mine.busy_ns, mine.busy_since_ns = state.busy_ns, state.busy_since_ns
+        moved = [entry[2] for entry in replica._waiting]
+        moved.extend(replica._streaming.values())
+        moved.sort(key=operator.attrgetter("seq"))
+        for t in moved:
+            self._seq += 1
+            t.seq = self._seq
+            t._links = tuple(self._links[state.link.index] for state in t._links)
+            t._engine = self.engine
+            if t.state == "latency":
+                heappush(self._waiting, (t.stream_start_ns, t.seq, t))
+        for t in replica._streaming.values():
+            self._streaming[t.seq] = t
+        if moved:
+            self._wake, self._wake_ns = None, _INF
+            self._schedule_next()
 
     # -- the event loop ---------------------------------------------------------------------
 
@@ -308,13 +324,13 @@ class Network:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _usage(self, state: _LinkState) -> LinkUsage:
+    def _usage(self, state: LinkState) -> LinkUsage:
         busy_ns = state.busy_ns
         if state.busy_since_ns is not None:
             busy_ns += self.engine.now_ns - state.busy_since_ns
         return LinkUsage(state.link, state.bytes_carried, busy_ns, state.streaming)
 
-    def _resolve_route(self, route) -> tuple[_LinkState, ...]:
+    def _resolve_route(self, route) -> tuple[LinkState, ...]:
         """Check ``route`` and return the state of each of its links (registered on first use).
 
         A route tuple is checked once (tuples and links are immutable; ``Topology.route``
@@ -347,11 +363,15 @@ class Network:
                     f"route[{i}] is {link!r} but link index {index} was {known.link!r}: "
                     f"one Network carries the links of one topology")
             indices.append(index)
+        return self._register(route)
+
+    def _register(self, route) -> tuple[LinkState, ...]:
+        """The states of ``route``'s links, registered on first use; cached for the route."""
         states = []
         for link in route:
             state = self._links.get(link.index)
             if state is None:
-                state = self._links[link.index] = _LinkState(link)
+                state = self._links[link.index] = LinkState(link)
             states.append(state)
         states = tuple(states)
         self._resolved[id(route)] = (route, states)

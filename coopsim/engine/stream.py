@@ -59,34 +59,32 @@ class Stream:
         ``delay_ns`` after the op could start (stream order and ``deps``), ``start()`` is
         called (inside an engine step) and returns a Handle; the op completes with it.
         """
-        engine = self.engine
         op = Handle(desc)
-
-        def finish(_work):
-            engine.schedule(op, engine.now_ns)
-
-        def begin(_ready):
-            work = start()
-            if self.trace is not None:
-                self.trace.stream_work(self, op, work, delay_ns)
-            if work.done:
-                finish(work)
-            else:
-                work.add_callback(finish)
-
-        timer = Handle(("start of {}", op))
-        timer.callbacks = [begin]
-        blockers = [d for d in deps if not d.done]
-        tail = self._known_tail()
-        if tail is not None and not blockers:
-            engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + delay_ns)
+        timer = _Start(self, op, start, delay_ns)
+        timer.callbacks = [_begin]
+        last = self.last
+        if not deps and self._tail_ns is None and last is not None and not last.done:
+            last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
         else:
-            if self.last is not None and not self.last.done:
-                blockers.append(self.last)
-            self._start_after(timer, delay_ns, blockers)
+            self._start_work(timer, deps)
         self._tail_ns = None  # the op's end is known only once its work completes
         self.last = op
         return op
+
+    def _start_work(self, timer: "_Start", deps) -> None:
+        """Schedule ``timer`` after the stream's last op and ``deps``, ``timer.delay_ns`` later."""
+        engine = self.engine
+        blockers = [d for d in deps if not d.done]
+        tail = self._known_tail()
+        if tail is not None and not blockers:
+            engine.schedule(timer, (tail if tail > engine.now_ns else engine.now_ns) + timer.delay_ns)
+            return
+        if self.last is not None and not self.last.done:
+            blockers.append(self.last)
+        if len(blockers) == 1:  # no joining handle for one
+            blockers[0].add_callback(timer.after)
+        else:
+            self._start_after(timer, timer.delay_ns, blockers)
 
     def _known_tail(self) -> float | None:
         """When the stream's last op ends, if known (it is, once that op is done)."""
@@ -101,7 +99,10 @@ class Stream:
             if self.last is op:
                 self._tail_ns = end
 
-        all_of(self.engine, blockers, ("blockers of {}", op)).add_callback(ready)
+        if len(blockers) == 1:  # no joining handle for one
+            blockers[0].add_callback(ready)
+        else:
+            all_of(self.engine, blockers, ("blockers of {}", op)).add_callback(ready)
 
     def abandon(self) -> None:
         """Forget the ops that can never complete (their spawn ended): ops enqueued from now
@@ -109,3 +110,34 @@ class Stream:
         if self.last is not None and not self.last.done:
             self.last = None
             self._tail_ns = self.engine.now_ns
+
+
+class _Start(Handle):
+    """When a work op (``Stream.enqueue_work``) starts: ``delay_ns`` after its blockers."""
+
+    __slots__ = ("stream", "op", "start", "delay_ns")
+
+    def __init__(self, stream, op, start, delay_ns):
+        super().__init__(("start of {}", op))
+        self.stream, self.op, self.start, self.delay_ns = stream, op, start, delay_ns
+
+    def after(self, _blocker) -> None:
+        engine = self.stream.engine
+        engine.schedule(self, engine.now_ns + self.delay_ns)
+
+    def finish(self, _work) -> None:
+        engine = self.stream.engine
+        engine.schedule(self.op, engine.now_ns)
+
+
+def _begin(timer: _Start) -> None:
+    """The timer's callback (one function for every op, no closure per op): start the work;
+    the op completes with it."""
+    work = timer.start()
+    stream = timer.stream
+    if stream.trace is not None:
+        stream.trace.stream_work(stream, timer.op, work, timer.delay_ns)
+    if work.done:
+        timer.finish(work)
+    else:
+        work.add_callback(timer.finish)

@@ -66,6 +66,7 @@ class TraceRecorder:
         if network.trace is not None:
             raise RuntimeError("a trace is already recording on this context; end it (leave "
                                "its `with ctx.sim.trace(...)` block) before starting another")
+        network.settle()  # a closed-form run in flight records its transfers from here on (ADR-0031)
         network.trace = self
         for dev in self._rt.devices:
             dev.stream.trace = self

@@ -16,12 +16,31 @@ def is_user_file(filename: str) -> bool:
 
 def user_location(frame) -> str | None:
     """``file:line in function`` of the innermost user frame at or above ``frame``."""
+    return describe_site(user_site(frame, {}))
+
+
+def user_site(frame, known: dict):
+    """``(code, line)`` of the innermost user frame at or above ``frame``, or None: the raw
+    site, cheap to take on a hot path (``describe_site`` formats it when a report needs it).
+    ``known`` (filename -> is it the user's) is the caller's cache, reused across calls."""
     while frame is not None:
         code = frame.f_code
-        if is_user_file(code.co_filename):
-            return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+        filename = code.co_filename
+        user = known.get(filename)
+        if user is None:
+            user = known[filename] = is_user_file(filename)
+        if user:
+            return code, frame.f_lineno
         frame = frame.f_back
     return None
+
+
+def describe_site(site) -> str | None:
+    """``file:line in function`` of a ``user_site`` (None for None)."""
+    if site is None:
+        return None
+    code, line = site
+    return f"{code.co_filename}:{line} in {code.co_name}"
 
 
 def user_location_of_traceback(tb) -> str | None:

@@ -61,7 +61,8 @@ class Runtime:
         self.timing_only = timing_only  # tensors have shapes and dtypes, no data (ADR-0020)
         # Hooks for coopsim.testing (docs/adr/0025-testing-hooks.md); inert unless a tool sets them.
         self.strategy = None  # schedule exploration: round(batch), choose(sends); see coopsim.testing.explore
-        self.comm_hooks: list = []  # fn(record: dict) as each collective or p2p op is issued
+        # fn(task, group, seq, op, numel_in, numel_out, dtype, done, peer, site) as each op is issued
+        self.comm_hooks: list = []
         self.error_hooks: list = []  # fn(error) when a run fails, before its tasks are aborted
         self.spawn_hooks: list = []  # fn(spawn) when a spawn starts
         self.before_collective: list = []  # fn(op, task) in the rank, before it issues a collective
@@ -191,11 +192,10 @@ class Runtime:
         spawn = self.scheduler.spawn
         if outcome is None and all(t.state == "ended" for t in spawn.ranks):
             return
+        runnable = self.scheduler.runnable
+        before = len(runnable)
         self.drain()
-        woken = self.scheduler.woken  # handles the aborted tasks waited on, completed by the drain
-        for handle in woken:
-            handle.waiters = None
-        woken.clear()
+        del runnable[before:]  # the aborted tasks whose waits the drain completed: never resumed
         for device in self.devices:
             device.stream.abandon()
 

@@ -9,7 +9,8 @@ program instances of launched kernels. Its loop (C5):
    ``runtime.pending_waits`` and switches back here.
 2. Register the pending waits on their handles; clear the queue.
 3. **Drain**: if no task is runnable, complete the earliest instant of the event queue
-   (``Engine.step_instant``), until a completion wakes a task or the run's goal is met.
+   (``Engine.step_instant``, which moves the waiters of a completed handle onto the runnable
+   list), until a completion wakes a task or the run's goal is met.
    Only this loop, in the scheduler's greenlet, advances the virtual clock (C1).
 
 Invariants:
@@ -51,15 +52,13 @@ class Scheduler:
         self.rt = rt
         self.parent = None  # the greenlet that drives the loop and parents every task
         self.to_scheduler = None  # parent.switch, bound once: how a blocking task yields
-        self.runnable: list[Task] = []
-        self.woken: list = []  # handles completed since the last round that tasks wait on
+        self.runnable: list[Task] = rt.engine.ready  # the engine appends the tasks its completions wake
         self.interrupts: list = []  # (task, exception) to raise in blocked tasks next round
         self.live = 0
         self.spawn: Spawn | None = None  # the spawn being run, until it finishes
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
-        rt.engine.wake = self.woken.append  # a completed handle that tasks wait on (a builtin: no frame)
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -186,7 +185,7 @@ class Scheduler:
         pending = rt.pending_waits
         engine = rt.engine
         step_instant = engine.step_instant
-        runnable, woken = self.runnable, self.woken
+        runnable = self.runnable
         serial = 0
         while self.live if goal is None else not goal():
             if self.interrupts:
@@ -200,27 +199,26 @@ class Scheduler:
                 if rt.strategy is not None:  # schedule exploration (coopsim.testing)
                     rt.strategy.round(batch)
                 elif self._rng is None:
-                    batch.sort(key=task_key)
+                    if len(batch) > 1:
+                        batch.sort(key=task_key)
                 else:
                     self._rng.shuffle(batch)
                 failed = None
                 now = engine.now_ns
-                for t in batch:
-                    t.now_ns = now
-                    if watchdog is None:
-                        blocked = t.switch()
-                    else:
+                if watchdog is None:
+                    for t in batch:
+                        t.now_ns = now
+                        if t.switch() is not True:  # a blocking task switches back True; an ended one, None
+                            failed = self._ended_in_round(t, failed)
+                else:
+                    for t in batch:
+                        t.now_ns = now
                         serial += 1
                         watchdog.slice = (serial, t, time.monotonic())
                         blocked = t.switch()
                         watchdog.end_slice()
-                    if blocked is not True:  # a blocking task switches back True; an ended one, None
-                        self._ended(t)
-                        if t.state is FAILED:
-                            failed = failed or []
-                            failed.append(t)
-                        elif t.on_end is not None:
-                            t.on_end(t)
+                        if blocked is not True:
+                            failed = self._ended_in_round(t, failed)
                 for t, h in pending:  # _register_pending, inlined: the hot path
                     t.waiting = h
                     waiters = h.waiters
@@ -242,18 +240,16 @@ class Scheduler:
                 continue
             if not step_instant():
                 raise DeadlockError(self.deadlock_report())
-            if woken:
-                for h in woken:
-                    waiters = h.waiters
-                    if waiters is None:  # its waiter was interrupted
-                        continue
-                    if waiters.__class__ is list:
-                        runnable += waiters
-                    else:
-                        runnable.append(waiters)
-                    h.waiters = None
-                woken.clear()
         return True
+
+    def _ended_in_round(self, t: Task, failed: list | None) -> list | None:
+        """Account for ``t``, which ended in a round; returns ``failed`` with ``t`` if it failed."""
+        self._ended(t)
+        if t.state is FAILED:
+            return [*(failed or ()), t]
+        if t.on_end is not None:
+            t.on_end(t)
+        return failed
 
     def _deliver_interrupts(self, failed: list) -> list:
         """Throw the pending interrupts; the tasks that fail by them join ``failed``.
@@ -281,7 +277,7 @@ class Scheduler:
             if h.done:
                 self.runnable.append(t)
             elif h.waiters is None:
-                h.waiters = t  # the engine hands ``h`` to ``woken`` when it completes
+                h.waiters = t  # the engine moves it to ``runnable`` when ``h`` completes
             elif h.waiters.__class__ is list:
                 h.waiters.append(t)
             else:
@@ -293,14 +289,11 @@ class Scheduler:
         del self.rt.tasks[t.greenlet]
 
     def forget_wakeups(self) -> None:
-        """Drop every queued resumption: runnable tasks, woken handles, pending interrupts
-        and waits (the abort's first and last step)."""
+        """Drop every queued resumption: runnable tasks, pending interrupts and waits (the
+        abort's first and last step)."""
         self.runnable.clear()
         self.interrupts.clear()
         self.rt.pending_waits.clear()
-        for h in self.woken:
-            h.waiters = None
-        self.woken.clear()
 
     def deadlock_report(self) -> dict:
         return reports.deadlock_report(self)

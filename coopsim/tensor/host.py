@@ -43,3 +43,18 @@ def host_device(rt) -> HostDevice:
 def place(device) -> str:
     """``"cpu"`` or ``"cuda:<i>"`` for a SimDevice or HostDevice."""
     return "cpu" if device.index is None else f"cuda:{device.index}"
+
+
+def read_only_view(t):
+    """The values of tensor ``t`` as a read-only numpy view of its storage, no copy: a host
+    read (C8, docs/adr/0006) that first waits, through ``ctx.wait``, for the last op that
+    writes the storage, exactly as ``t.numpy()`` does.
+
+    For host code that reads a large output once and must not copy it (the bench's check,
+    docs/adr/0028). No PyTorch name: it lives here, not on the torch-shaped surface.
+    The view is not a snapshot: read it before enqueueing more work that writes ``t``.
+    bfloat16 reads as its storage, float32 values rounded to bfloat16; a timing-only tensor
+    raises as every host read does."""
+    view = t._read().view()
+    view.flags.writeable = False
+    return view

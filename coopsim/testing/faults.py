@@ -104,6 +104,7 @@ class Faults:
         if spec["kind"] == "slow":
             self.rt.devices[spec["rank"]].slowdown *= spec["factor"]
         elif spec["kind"] == "link":
+            self.rt.network.settle()  # a closed-form run in flight meets the fault from now (ADR-0031)
             faults = self.rt.network.link_faults
             for link in self.rt.topology.route(spec["src"], spec["dst"]):
                 factor, added = faults.get(link.index, (1.0, 0.0))

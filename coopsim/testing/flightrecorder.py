@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 
 from coopsim.errors import DistTimeoutError, format_ranks
-from coopsim.runtime.frames import is_user_file
+from coopsim.runtime.frames import describe_site
 
 CAPACITY = 32
 # c10::ScalarType names, as PyTorch's dump writes dtypes (``"Float"``)
@@ -35,40 +34,33 @@ _SCALAR_TYPES = {"float32": "Float", "float16": "Half", "bfloat16": "BFloat16", 
                  "bool": "Bool"}
 
 
-class Entry:
-    """One recorded op, kept raw (the hot path); ``snapshot`` builds PyTorch's fields and
-    reads the state from the live op."""
-
-    __slots__ = ("rank", "group", "seq", "op", "numel_in", "numel_out", "dtype", "peer", "ids",
-                 "created_ns", "location", "done", "started")
-
-    def snapshot(self) -> dict:
-        group, done, (record_id, op_id, p2p_seq) = self.group, self.done, self.ids
-        is_p2p = self.seq is None
-        dtype = _SCALAR_TYPES.get(str(self.dtype).replace("torch.", ""), str(self.dtype))
-        completed = done.done and done.time_ns is not None
-        where = None
-        frames = []
-        if self.location is not None:
-            filename, line, name = self.location
-            where = f"{filename}:{line} in {name}"
-            frames = [{"name": name, "filename": filename, "line": line}]
-        return {
-            "record_id": record_id, "rank": self.rank,
-            "pg_id": group.gid, "process_group": (str(group.gid), group.name),
-            "collective_seq_id": 0 if is_p2p else self.seq, "p2p_seq_id": p2p_seq,
-            "op_id": op_id, "profiling_name": f"nccl:{self.op}",
-            "time_created_ns": self.created_ns,
-            "input_sizes": [[self.numel_in]], "input_dtypes": [dtype],
-            "output_sizes": [[self.numel_out]], "output_dtypes": [dtype],
-            "state": "completed" if completed else "started" if self.started() else "scheduled",
-            "time_discovered_started_ns": None,
-            "time_discovered_completed_ns": int(done.time_ns) if completed else None,
-            "duration_ms": (done.time_ns - self.created_ns) / 1e6 if completed else None,
-            "retired": completed,
-            "timeout_ms": None if group.timeout_ns is None else group.timeout_ns / 1e6,
-            "is_p2p": is_p2p, "peer": self.peer, "where": where, "frames": frames,
-        }
+def _snapshot(entry) -> dict:
+    """PyTorch's fields of one op as ``record`` kept it, its state read from the live op."""
+    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site, created_ns, op_id, p2p_seq = entry
+    record_id = op_id - 1
+    is_p2p = seq is None
+    dtype = _SCALAR_TYPES.get(str(dtype).replace("torch.", ""), str(dtype))
+    completed = done.done and done.time_ns is not None
+    created_ns = int(created_ns)
+    where = describe_site(site)
+    frames = [] if site is None else [{"name": site[0].co_name, "filename": site[0].co_filename,
+                                       "line": site[1]}]
+    return {
+        "record_id": record_id, "rank": rank,
+        "pg_id": group.gid, "process_group": (str(group.gid), group.name),
+        "collective_seq_id": 0 if is_p2p else seq, "p2p_seq_id": p2p_seq,
+        "op_id": op_id, "profiling_name": f"nccl:{op}",
+        "time_created_ns": created_ns,
+        "input_sizes": [[int(numel_in)]], "input_dtypes": [dtype],
+        "output_sizes": [[int(numel_out)]], "output_dtypes": [dtype],
+        "state": "completed" if completed else "started" if done.started() else "scheduled",
+        "time_discovered_started_ns": None,
+        "time_discovered_completed_ns": int(done.time_ns) if completed else None,
+        "duration_ms": (done.time_ns - created_ns) / 1e6 if completed else None,
+        "retired": completed,
+        "timeout_ms": None if group.timeout_ns is None else group.timeout_ns / 1e6,
+        "is_p2p": is_p2p, "peer": peer, "where": where, "frames": frames,
+    }
 
 
 class FlightRecorder:
@@ -78,51 +70,34 @@ class FlightRecorder:
         self.rt = rt
         self.capacity = capacity
         self._spawn = None
-        self._rings: dict = {}  # rank -> deque of Entry
-        self._counts: dict = {}  # rank -> [ops, p2p ops]
-        self._user_files: dict = {}  # co_filename -> is it the user's (the hot path's cache)
+        self._rings: dict = {}  # rank -> [deque of entries (see ``record``), ops, p2p ops]
         rt.comm_hooks.append(self.record)
         rt.error_hooks.append(self.attach)
         rt.add_deadlock_explainer(self.explain)
 
-    def record(self, op: dict) -> None:
-        """The comm hook: remember one op issued by a rank (see ``distributed.issue``)."""
+    def record(self, task, group, seq, op, numel_in, numel_out, dtype, done, peer, site) -> None:
+        """The comm hook (``Runtime.comm_hooks``, called by ``distributed.issue``): remember
+        one op issued by ``task``, raw (a tuple; ``_snapshot`` builds the fields when read).
+        ``seq`` is None for a p2p op; ``done`` its Handle (``started()`` says if it began);
+        ``site`` the user's ``(code, line)`` (``runtime.frames.user_site``)."""
         spawn = self.rt.spawn
         if spawn is not self._spawn:
-            self._spawn, self._rings, self._counts = spawn, {}, {}
-        e = Entry()
-        e.rank = rank = op["task"].rank
-        counts = self._counts.get(rank)
-        if counts is None:
-            counts = self._counts[rank] = [0, 0]
-        counts[0] += 1
-        e.seq = op["seq"]
-        if e.seq is None:  # p2p
-            counts[1] += 1
-        e.ids = (counts[0] - 1, counts[0], counts[1] if e.seq is None else 0)
-        e.group, e.op, e.dtype, e.peer = op["group"], op["op"], op["dtype"], op.get("peer")
-        e.numel_in, e.numel_out = int(op["ins"].size), int(op["outs"].size)
-        e.created_ns = int(self.rt.engine.now_ns)
-        e.done, e.started = op["done"], op["started"]
-        frame = sys._getframe(1)
-        user_files = self._user_files
-        while frame is not None:
-            filename = frame.f_code.co_filename
-            user = user_files.get(filename)
-            if user is None:
-                user = user_files[filename] = is_user_file(filename)
-            if user:
-                break
-            frame = frame.f_back
-        e.location = None if frame is None else (filename, frame.f_lineno, frame.f_code.co_name)
+            self._spawn, self._rings = spawn, {}
+        rank = task.rank
         ring = self._rings.get(rank)
         if ring is None:
-            ring = self._rings[rank] = collections.deque(maxlen=self.capacity)
-        ring.append(e)
+            ring = self._rings[rank] = [collections.deque(maxlen=self.capacity), 0, 0]
+        ops = ring[1] = ring[1] + 1
+        if seq is None:
+            p2p_seq = ring[2] = ring[2] + 1
+        else:
+            p2p_seq = 0
+        ring[0].append((rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site,
+                        self.rt.engine.now_ns, ops, p2p_seq))
 
     def entries(self) -> dict[int, list[dict]]:
         """``{rank: [record, ...]}`` of the latest spawn, oldest first, states as of now."""
-        return {rank: [e.snapshot() for e in self._rings[rank]] for rank in sorted(self._rings)}
+        return {rank: [_snapshot(e) for e in self._rings[rank][0]] for rank in sorted(self._rings)}
 
     def dump(self, path=None) -> dict:
         """``ctx.sim.dump_flight_record(path)``: the record as PyTorch's dump shapes it

@@ -107,11 +107,22 @@ class Step:
     @property
     def xfers(self) -> tuple[Xfer, ...]:
         if self._xfers is None:
-            self._xfers = tuple(map(Xfer, self.src.tolist(), self.dst.tolist(),
-                                    [BUFFERS[b] for b in self.src_buf.tolist()], self.src_off.tolist(),
-                                    [BUFFERS[b] for b in self.dst_buf.tolist()], self.dst_off.tolist(),
-                                    self.count.tolist(), self.reduce.tolist()))
+            self._xfers = self._made(slice(None))
         return self._xfers
+
+    def _made(self, at) -> tuple[Xfer, ...]:
+        """The ``Xfer`` objects of the transfers ``at`` (an index or slice of the columns)."""
+        return tuple(map(Xfer, self.src[at].tolist(), self.dst[at].tolist(),
+                         [BUFFERS[b] for b in self.src_buf[at].tolist()], self.src_off[at].tolist(),
+                         [BUFFERS[b] for b in self.dst_buf[at].tolist()], self.dst_off[at].tolist(),
+                         self.count[at].tolist(), self.reduce[at].tolist()))
+
+    def carrying(self) -> list[Xfer]:
+        """The transfers that carry elements (``count > 0``), in listed order, made from the
+        columns without making the others (a tiny collective's steps are mostly empty)."""
+        if self._xfers is not None:
+            return [x for x in self._xfers if x.count]
+        return list(self._made(np.flatnonzero(self.count)))
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Step):
