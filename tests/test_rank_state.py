@@ -30,10 +30,12 @@ def test_a_rank_map_does_what_a_dict_does():
             assert mine.setdefault(r, [r]) == ref.setdefault(r, [r])
         assert (r in mine) == (r in ref)
         assert list(mine) == sorted(ref) and len(mine) == len(ref)
-    for outside in (-1, 6, True, 1.0, "1"):
+    for outside in (-1, 6, "1", None, 1.0):
         assert outside not in mine and mine.get(outside) is None
         with pytest.raises(KeyError):
             mine[outside]
+    mine[2] = "x"
+    assert mine[True + 1] == mine.get(2) == "x" and (True + 1) in mine
 
 
 @pytest.mark.parametrize("ranks", [range(5), [1, 3, 4], [0, 1, 2, 3, 4][::-1]])

@@ -7,6 +7,7 @@ created by the first ``init_process_group`` of the spawn, so nothing of it outli
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import MutableMapping
 
@@ -107,9 +108,14 @@ class RankMap(MutableMapping):
         self._values = [_ABSENT] * world_size
 
     def _slot(self, rank) -> int:
-        if rank.__class__ is not int or not 0 <= rank < len(self._values):
+        """``rank``'s list index (the same rule as list indexing in ``get``: ``__index__``)."""
+        try:
+            slot = operator.index(rank)
+        except TypeError:
+            raise KeyError(rank) from None
+        if not 0 <= slot < len(self._values):
             raise KeyError(rank)
-        return rank
+        return slot
 
     def __getitem__(self, rank):
         value = self._values[self._slot(rank)]
@@ -122,18 +128,26 @@ class RankMap(MutableMapping):
 
     def __delitem__(self, rank) -> None:
         self[rank]  # KeyError if absent
-        self._values[rank] = _ABSENT
+        self._values[self._slot(rank)] = _ABSENT
 
     def __contains__(self, rank) -> bool:
-        return rank.__class__ is int and 0 <= rank < len(self._values) and self._values[rank] is not _ABSENT
+        try:
+            return rank >= 0 and self._values[rank] is not _ABSENT
+        except (IndexError, TypeError):  # beyond the world, or not a number
+            return False
 
     def get(self, rank, default=None):
-        return self._values[rank] if rank in self else default
+        try:
+            value = self._values[rank] if rank >= 0 else _ABSENT
+        except (IndexError, TypeError):
+            return default
+        return default if value is _ABSENT else value
 
     def setdefault(self, rank, default=None):
-        if rank not in self:
-            self[rank] = default
-        return self._values[rank]
+        value = self.get(rank, _ABSENT)
+        if value is _ABSENT:
+            self[rank] = value = default
+        return value
 
     def __iter__(self):
         return (r for r, v in enumerate(self._values) if v is not _ABSENT)
