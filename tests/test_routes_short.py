@@ -20,13 +20,14 @@ def _tree_route(t, tree, b):
 
 def _check_every_pair(t) -> int:
     found = 0
+    out, into = t._adjacency()
     for a in range(t.num_devices):
-        tree = shortest_path_tree(t._out, t._vertex_index[t.devices[a].name])
+        tree = shortest_path_tree(out, t._vertex_index[t.devices[a].name])
         for b in range(t.num_devices):
             if a == b:
                 continue
             s, d = (t._vertex_index[t.devices[x].name] for x in (a, b))
-            short = _short_path(t._out, t._in, s, d)
+            short = _short_path(out, into, s, d)
             want = _tree_route(t, tree, b)
             if short is not None:
                 assert short == want, (t.name, a, b, short, want)

@@ -177,10 +177,18 @@ class Planner:
     def _alpha_beta(self, devices, rails=None) -> tuple[float, float]:
         """Latency and inverse bandwidth of the slowest route between ring neighbours; a pair
         spread over ``rails`` (``rail_routes``) has its slowest stripe's latency and the
-        bandwidth of its busiest link for the share of the stripes that cross it."""
+        bandwidth of its busiest link for the share of the stripes that cross it. Without
+        rails one pair per ``Topology.route_class`` is costed (the max is the same)."""
         topology = self.rt.topology
+        pairs = zip(devices, devices[1:] + devices[:1])
+        if not rails:  # equal route classes have equal costs: cost one pair of each
+            firsts: dict = {}
+            for a, b in pairs:
+                if a != b:
+                    firsts.setdefault(topology.route_class(a, b), (a, b))
+            pairs = firsts.values()
         alpha, beta = 0.0, 0.0
-        for a, b in zip(devices, devices[1:] + devices[:1]):
+        for a, b in pairs:
             if a == b:
                 continue
             routes = rail_routes(topology, a, b, rails) if rails else (topology.route(a, b),)

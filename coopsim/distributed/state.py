@@ -7,7 +7,9 @@ created by the first ``init_process_group`` of the spawn, so nothing of it outli
 
 from __future__ import annotations
 
+import operator
 from collections import deque
+from collections.abc import MutableMapping
 
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import P2P
@@ -26,12 +28,12 @@ class DistState:
         self.planner = Planner(rt, ccl)
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
-        self.initialized: dict[int, str] = {}  # rank -> backend
-        self.semantics: dict[int, str] = {}  # rank -> "nccl" | "gloo" (backend.cuda_backend)
+        self.initialized = RankMap(world_size)  # rank -> backend
+        self.semantics = RankMap(world_size)  # rank -> "nccl" | "gloo" (backend.cuda_backend)
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
-        self.pending: dict[int, deque] = {}  # rank -> its collective Arrivals, in order (``track``)
+        self.pending = RankMap(world_size)  # rank -> a deque of its collective Arrivals (``track``)
         self.user_files: dict = {}  # filename -> is it the user's (``runtime.frames.user_site``)
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
         self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
@@ -91,3 +93,64 @@ class DistState:
     def backend_of(self, group, rank: int) -> str:
         """The semantics ("nccl" | "gloo") of ``rank``'s ops on ``group`` (docs/adr/0015)."""
         return self.group_semantics.get(group.gid) or self.semantics.get(rank, "nccl")
+
+
+_ABSENT = object()
+
+
+class RankMap(MutableMapping):
+    """A dict from the ranks ``0 .. world_size-1`` held in one list: 8 bytes a rank instead of
+    a dict entry (docs/adr/0030-ranks-at-scale.md). Iterates its ranks in ascending order."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, world_size: int):
+        self._values = [_ABSENT] * world_size
+
+    def _slot(self, rank) -> int:
+        """``rank``'s list index (the same rule as list indexing in ``get``: ``__index__``)."""
+        try:
+            slot = operator.index(rank)
+        except TypeError:
+            raise KeyError(rank) from None
+        if not 0 <= slot < len(self._values):
+            raise KeyError(rank)
+        return slot
+
+    def __getitem__(self, rank):
+        value = self._values[self._slot(rank)]
+        if value is _ABSENT:
+            raise KeyError(rank)
+        return value
+
+    def __setitem__(self, rank, value) -> None:
+        self._values[self._slot(rank)] = value
+
+    def __delitem__(self, rank) -> None:
+        self[rank]  # KeyError if absent
+        self._values[self._slot(rank)] = _ABSENT
+
+    def __contains__(self, rank) -> bool:
+        try:
+            return rank >= 0 and self._values[rank] is not _ABSENT
+        except (IndexError, TypeError):  # beyond the world, or not a number
+            return False
+
+    def get(self, rank, default=None):
+        try:
+            value = self._values[rank] if rank >= 0 else _ABSENT
+        except (IndexError, TypeError):
+            return default
+        return default if value is _ABSENT else value
+
+    def setdefault(self, rank, default=None):
+        value = self.get(rank, _ABSENT)
+        if value is _ABSENT:
+            self[rank] = value = default
+        return value
+
+    def __iter__(self):
+        return (r for r, v in enumerate(self._values) if v is not _ABSENT)
+
+    def __len__(self) -> int:
+        return sum(v is not _ABSENT for v in self._values)

@@ -16,9 +16,14 @@ _EXITCODES = {ENDED: 0, FAILED: 1, ABORTED: -15}  # aborted ranks look SIGTERM-k
 class SimProcess:
     """The stand-in for a ``multiprocessing.Process``: ``name``, ``pid``, ``exitcode``."""
 
+    __slots__ = ("_rank",)  # one per rank: nothing else is stored
+
     def __init__(self, rank):
         self._rank = rank  # the rank's scheduler Task
-        self.name = f"SpawnProcess-{rank.rank + 1}"
+
+    @property
+    def name(self) -> str:
+        return f"SpawnProcess-{self._rank.rank + 1}"
 
     @property
     def pid(self) -> int:

@@ -8,6 +8,11 @@
 - any other ``str``: the name of a bundled topology, ``coopsim/configs/topologies/<name>.yaml``;
 - a mapping: an already-parsed spec (useful in tests and for generated topologies).
 
+A topology is immutable, so one parsed spec serves every context that loads the same config:
+``load_topology`` keeps the last ``SHARED`` topologies it built, keyed by the file (its path,
+size and modification time) or by the canonical JSON text of a mapping
+(docs/adr/0030-ranks-at-scale.md) — a memo of a pure function, which changes no result.
+
 The bundled topologies are package data of ``coopsim.configs``, read with
 ``importlib.resources`` (so they are found from a checkout, an editable install and an
 installed wheel alike; docs/adr/0013). The schema is in ``schema.py`` and
@@ -16,7 +21,9 @@ docs/adr/0003-topology-schema.md.
 
 from __future__ import annotations
 
+import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -27,6 +34,8 @@ from coopsim.topology.model import DTYPES, Device, DeviceKind, Link, Topology
 from coopsim.topology.schema import load_file, parse_topology
 
 DEFAULT_TOPOLOGY = "small"
+SHARED = 8  # parsed topologies kept for the next context that loads the same config
+_shared: OrderedDict = OrderedDict()  # key -> Topology, least recently used first
 
 __all__ = [
     "DEFAULT_TOPOLOGY",
@@ -72,7 +81,7 @@ def load_topology(spec=None) -> Topology:
     if spec is None:
         spec = DEFAULT_TOPOLOGY
     if isinstance(spec, Mapping):
-        return parse_topology(spec)
+        return _share(_mapping_key(spec), lambda: parse_topology(spec))
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _looks_like_path(spec)):
         path = Path(spec)
         if not path.is_file():
@@ -80,14 +89,44 @@ def load_topology(spec=None) -> Topology:
                                 f"an existing YAML file or a bundled topology name "
                                 f"(bundled: {bundled_topologies()} in {configs_dir()})",
                                 "a path that does not exist or is not a file")
-        return load_file(path)
+        return _share(_file_key(path), lambda: load_file(path))
     if isinstance(spec, str):
         names = bundled_topologies()
         if spec not in names:
             raise TopologyError(spec, "topology",
                                 f"one of the bundled topologies {names} (in {configs_dir()}) "
                                 f"or a path to a YAML file", repr(spec))
-        return load_file(configs_dir() / f"{spec}.yaml")
+        bundled = configs_dir() / f"{spec}.yaml"
+        key = _file_key(bundled) if isinstance(bundled, Path) else None
+        return _share(key, lambda: load_file(bundled))
     raise TopologyError("<argument>", "topology",
                         "None, a bundled topology name, a path to a YAML file, a mapping or a "
                         "Topology", f"{spec!r} ({type(spec).__name__})")
+
+
+def _file_key(path: Path):
+    stat = path.stat()
+    return ("file", str(path), str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _mapping_key(spec):
+    """The canonical JSON text of ``spec`` if it is plain data that JSON keeps exactly (str
+    keys, lists, numbers, bools, strings), else None (such a spec is parsed every time)."""
+    try:
+        text = json.dumps(spec, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return ("mapping", text) if json.loads(text) == spec else None
+
+
+def _share(key, parse) -> Topology:
+    """The topology kept under ``key``, else ``parse()`` kept (None: not kept)."""
+    if key is None:
+        return parse()
+    topology = _shared.get(key)
+    if topology is None:
+        topology = _shared[key] = parse()
+        while len(_shared) > SHARED:
+            _shared.popitem(last=False)
+    _shared.move_to_end(key)
+    return topology

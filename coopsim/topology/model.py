@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from coopsim.topology.errors import TopologyError
 from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
@@ -33,7 +34,7 @@ class DeviceKind:
                      tuple(sorted(self.peak_flops.items())), self.launch_overhead_ns))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Device:
     """Device ``index`` is owned by rank ``index``; its graph vertex is ``name`` (``"dev<index>"``).
 
@@ -46,7 +47,7 @@ class Device:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """A DIRECTED link from vertex ``src`` to vertex ``dst`` (a full-duplex cable is two links).
 
@@ -81,6 +82,10 @@ class InNetworkReduction:
 class Topology:
     """Devices, vertices and directed links, with deterministic routes between devices.
 
+    Immutable once built (so contexts share it): its public attributes cannot be set, its
+    devices, links and vertices are tuples of frozen records, ``in_network_reduction`` is a
+    read-only mapping; only ``_``-prefixed memos of pure results fill in lazily.
+
     Invariants (checked by the constructor, which raises ``TopologyError``):
     - ``devices[i].index == i`` and ``devices[i].name`` is a vertex;
     - ``links[i].index == i``; every link joins two distinct vertices, has bandwidth > 0 and
@@ -88,15 +93,18 @@ class Topology:
     - every device can reach every other device.
 
     ``route(src, dst)`` is a pure function of the topology (C9). Route trees are computed
-    lazily, one per source device, and cached on the instance (never in module state).
+    lazily, one per source device, and cached on the instance (never in module state); where
+    the topology's one pattern states its routes (``stated``), no search is needed.
     """
 
     def __init__(self, name: str, source: str, devices, links, vertices, description: str = "",
-                 protocols: str | None = None, in_network_reduction=None):
+                 protocols: str | None = None, in_network_reduction=None, stated=None):
         """``protocols``: ``"nccl"`` if collectives run NCCL's protocols on this machine, else
-        None (ideal steps). ``in_network_reduction``: switch vertex -> ``InNetworkReduction``."""
+        None (ideal steps). ``in_network_reduction``: switch vertex -> ``InNetworkReduction``.
+        ``stated``: the router of the one pattern that makes every link (``stated.py``), if
+        any; it is used only if it covers every device."""
         self.protocols = protocols
-        self.in_network_reduction = dict(in_network_reduction or {})
+        self.in_network_reduction = MappingProxyType(dict(in_network_reduction or {}))
         self.name = name
         self.source = str(source)
         self.description = description
@@ -105,17 +113,37 @@ class Topology:
         self.vertices: tuple[str, ...] = tuple(vertices)
         self._vertex_index = {v: i for i, v in enumerate(self.vertices)}
         self._check()
-        self._out: list[list[tuple[int, int, int]]] = [[] for _ in self.vertices]
-        for link in self.links:
-            self._out[self._vertex_index[link.src]].append(
-                (link.index, self._vertex_index[link.dst], round(link.latency_ns * 1000)))
-        self._in: list[dict[int, list[tuple[int, int]]]] = [{} for _ in self.vertices]
-        for u, out in enumerate(self._out):
-            for link, w, lat in out:
-                self._in[w].setdefault(u, []).append((link, lat))
-        self._check_connected()
+        # routes stated by the topology's one pattern (stated.py), else None: search the graph
+        self.stated = stated if stated is not None and stated.covers(len(self.devices)) else None
+        self._adjacent = None  # (out, in): the graph the search walks, built on first use
+        if self.stated is None:  # a stated pattern is connected by construction
+            self._check_connected()
         self._trees: dict[int, list[int]] = {}
         self._routes: dict[tuple[int, int], tuple[Link, ...]] = {}
+        self._sealed = True
+
+    def __setattr__(self, name: str, value) -> None:
+        """Public attributes are fixed once built: contexts share a topology (``load_topology``);
+        the ``_``-prefixed memos (routes, trees, adjacency) only ever cache pure results."""
+        if not name.startswith("_") and getattr(self, "_sealed", False):
+            raise AttributeError(f"Topology {self.name!r} is immutable (contexts share it): "
+                                 f"cannot set {name!r}")
+        object.__setattr__(self, name, value)
+
+    def _adjacency(self):
+        """``(out, in)``: per vertex its ``(link, dst, latency_ps)`` out-links, and per vertex
+        ``{src: [(link, latency_ps), ...]}`` of its in-links (routes.py's inputs)."""
+        if self._adjacent is None:
+            out: list[list[tuple[int, int, int]]] = [[] for _ in self.vertices]
+            for link in self.links:
+                out[self._vertex_index[link.src]].append(
+                    (link.index, self._vertex_index[link.dst], round(link.latency_ns * 1000)))
+            into: list[dict[int, list[tuple[int, int]]]] = [{} for _ in self.vertices]
+            for u, links in enumerate(out):
+                for link, w, lat in links:
+                    into[w].setdefault(u, []).append((link, lat))
+            self._adjacent = (out, into)
+        return self._adjacent
 
     # -- construction checks ---------------------------------------------------------------
 
@@ -133,23 +161,28 @@ class Topology:
                 self._fail(f"devices[{i}].index", f"{i}", repr(d.index))
             if d.name not in self._vertex_index:
                 self._fail(f"devices[{i}].name", "a vertex name", repr(d.name))
-        for i, link in enumerate(self.links):
-            where = f"links[{i}]"
-            if link.index != i:
-                self._fail(f"{where}.index", f"{i}", repr(link.index))
-            for end in ("src", "dst"):
-                if getattr(link, end) not in self._vertex_index:
-                    self._fail(f"{where}.{end}", "a vertex name", repr(getattr(link, end)))
-            if link.src == link.dst:
-                self._fail(where, "a link between two distinct vertices", f"a self-link on {link.src}")
-            if not link.bandwidth_GBps > 0:
-                self._fail(f"{where}.bandwidth_GBps", "a positive number", repr(link.bandwidth_GBps))
-            if not link.latency_ns >= 0:
-                self._fail(f"{where}.latency_ns", "a non-negative number", repr(link.latency_ns))
+        vertex = self._vertex_index
+        for i, link in enumerate(self.links):  # one test per link; the failing one in detail
+            if not (link.index == i and link.src in vertex and link.dst in vertex
+                    and link.src != link.dst and link.bandwidth_GBps > 0 and link.latency_ns >= 0):
+                self._fail_link(i, link)
+
+    def _fail_link(self, i: int, link: Link):
+        where = f"links[{i}]"
+        if link.index != i:
+            self._fail(f"{where}.index", f"{i}", repr(link.index))
+        for end in ("src", "dst"):
+            if getattr(link, end) not in self._vertex_index:
+                self._fail(f"{where}.{end}", "a vertex name", repr(getattr(link, end)))
+        if link.src == link.dst:
+            self._fail(where, "a link between two distinct vertices", f"a self-link on {link.src}")
+        if not link.bandwidth_GBps > 0:
+            self._fail(f"{where}.bandwidth_GBps", "a positive number", repr(link.bandwidth_GBps))
+        self._fail(f"{where}.latency_ns", "a non-negative number", repr(link.latency_ns))
 
     def _check_connected(self) -> None:
         """Every device reaches every other iff all reach dev0 and dev0 reaches all: O(V + E)."""
-        forward = [[w for _, w, _ in out] for out in self._out]
+        forward = [[w for _, w, _ in out] for out in self._adjacency()[0]]
         backward: list[list[int]] = [[] for _ in self.vertices]
         for u, succ in enumerate(forward):
             for w in succ:
@@ -192,23 +225,46 @@ class Topology:
         cached = self._routes.get(key)
         if cached is not None:
             return cached
+        if src == dst:
+            route = ()
+        elif self.stated is not None:
+            route = tuple(self.links[i] for i in self.stated.route(src, dst))
+        else:
+            route = self.searched_route(src, dst)
+        self._routes[key] = route
+        return route
+
+    def searched_route(self, src: int, dst: int) -> tuple[Link, ...]:
+        """``route(src, dst)`` found by searching the graph, whatever the pattern states (the
+        reference that stated routes are tested against); not cached."""
+        src, dst = self._device_index(src), self._device_index(dst)
+        if src == dst:
+            return ()
+        out, into = self._adjacency()
         s, d = self._vertex_index[self.devices[src].name], self._vertex_index[self.devices[dst].name]
-        short = _short_path(self._out, self._in, s, d) if s != d else ()
+        short = _short_path(out, into, s, d)
         if short is not None:
-            route = self._routes[key] = tuple(self.links[i] for i in short)
-            return route
+            return tuple(self.links[i] for i in short)
         tree = self._trees.get(src)
         if tree is None:
-            tree = self._trees[src] = shortest_path_tree(
-                self._out, self._vertex_index[self.devices[src].name])
+            tree = self._trees[src] = shortest_path_tree(out, s)
         path = []
         v = self._vertex_index[self.devices[dst].name]
         while tree[v] != NO_LINK:
             link = self.links[tree[v]]
             path.append(link)
             v = self._vertex_index[link.src]
-        route = self._routes[key] = tuple(reversed(path))
-        return route
+        return tuple(reversed(path))
+
+    def route_class(self, src: int, dst: int):
+        """A key such that pairs with equal keys have routes whose links have equal latencies
+        and bandwidths, position by position: the pattern's class where it states routes
+        (``stated.py``), else the pair itself. For costing one pair per class."""
+        if src == dst:
+            return None
+        if self.stated is None:
+            return (src, dst)
+        return self.stated.route_class(self._device_index(src), self._device_index(dst))
 
     def describe(self) -> str:
         """A short summary: name, devices per kind, vertices, links per originating pattern."""

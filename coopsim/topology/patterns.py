@@ -8,13 +8,15 @@ The patterns receive already-validated arguments (see ``schema.py``) and append 
 - the vertices it creates get names from the builder's counters: ``sw<k>`` for switches
   (k counts every switch of the topology, in creation order), ``nic<i>`` for per-device
   NICs (i = device index), ``nic<n>.tx`` / ``nic<n>.rx`` for per-node NICs (n = node),
-  ``netsw`` for the network switch.
+  ``netsw`` for the network switch;
+- it records on ``GraphBuilder.stated`` the router of ``stated.py`` that numbers its routes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coopsim.topology import stated
 from coopsim.topology.model import Link
 
 
@@ -27,6 +29,7 @@ class GraphBuilder:
         self._switches = 0
         self._names: set[str] = set()
         self.reductions: dict = {}  # switch vertex -> InNetworkReduction, if it declares one
+        self.stated: list = []  # per pattern laid, its stated.py router (in creation order)
 
     def vertex(self, name: str) -> str:
         self.vertices.append(name)
@@ -37,6 +40,9 @@ class GraphBuilder:
         self._switches += 1
         return name
 
+    def state(self, router) -> None:
+        self.stated.append(router)
+
     def add(self, pairs, bandwidth_GBps: float, latency_ns: float, origin: str) -> None:
         """Add one link per (src, dst) pair, skipping self-pairs and repeats within ``pairs``."""
         done = set()
@@ -44,14 +50,19 @@ class GraphBuilder:
             if src == dst or (src, dst) in done:
                 continue
             done.add((src, dst))
-            name = f"{src}->{dst}"
-            k = 1
-            while name in self._names:  # parallel links from different patterns
+            self.link(src, dst, bandwidth_GBps, latency_ns, origin)
+
+    def link(self, src: str, dst: str, bandwidth_GBps: float, latency_ns: float, origin: str) -> None:
+        """Add the link ``src -> dst`` (distinct vertices); a parallel one gets a ``#k`` name."""
+        name = f"{src}->{dst}"
+        if name in self._names:  # parallel links from different patterns
+            k = 2
+            while f"{name}#{k}" in self._names:
                 k += 1
-                name = f"{src}->{dst}#{k}"
-            self._names.add(name)
-            self.links.append(Link(len(self.links), src, dst, float(bandwidth_GBps),
-                                   float(latency_ns), name, origin))
+            name = f"{name}#{k}"
+        self._names.add(name)
+        self.links.append(Link(len(self.links), src, dst, float(bandwidth_GBps), float(latency_ns),
+                               name, origin))
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,13 @@ def ring(b: GraphBuilder, devs: list[str], spec: LinkSpec, bidirectional: bool, 
     n = len(devs)
     forward = [(devs[i], devs[(i + 1) % n]) for i in range(n)]
     backward = [(dst, src) for src, dst in forward] if bidirectional else []
+    b.state(stated.RingRoutes(len(b.links), _indices(devs), bidirectional))
     b.add(forward + backward, spec.bandwidth_GBps, spec.latency_ns, origin)
 
 
 def fully_connected(b: GraphBuilder, devs: list[str], spec: LinkSpec, origin: str) -> None:
     """One link per ordered pair, in row-major order of (src, dst)."""
+    b.state(stated.FullyConnectedRoutes(len(b.links), _indices(devs)))
     b.add([(s, d) for s in devs for d in devs], spec.bandwidth_GBps, spec.latency_ns, origin)
 
 
@@ -83,9 +96,11 @@ def switch(b: GraphBuilder, devs: list[str], spec: LinkSpec, switch_latency_ns: 
     links and costs ``2 * latency_ns + switch_latency_ns``.
     """
     sw = b.switch()
+    b.state(stated.SwitchRoutes(len(b.links), _indices(devs)))
+    down_ns = spec.latency_ns + switch_latency_ns
     for d in devs:
-        b.add([(d, sw)], spec.bandwidth_GBps, spec.latency_ns, origin)
-        b.add([(sw, d)], spec.bandwidth_GBps, spec.latency_ns + switch_latency_ns, origin)
+        b.link(d, sw, spec.bandwidth_GBps, spec.latency_ns, origin)
+        b.link(sw, d, spec.bandwidth_GBps, down_ns, origin)
     return sw
 
 
@@ -104,6 +119,7 @@ def torus2d(b: GraphBuilder, devs: list[str], spec: LinkSpec, rows: int, cols: i
                       (here, devs[r * cols + (c - 1) % cols]),
                       (here, devs[((r + 1) % rows) * cols + c]),
                       (here, devs[((r - 1) % rows) * cols + c])]
+    b.state(stated.TorusRoutes(len(b.links), _indices(devs), rows, cols))
     b.add(pairs, spec.bandwidth_GBps, spec.latency_ns, origin)
 
 
@@ -121,8 +137,12 @@ def hierarchical(b: GraphBuilder, devs: list[str], devices_per_node: int, intra,
     ``.rx``, so that two devices of one node never route through their shared NIC.
     """
     nodes = [devs[i:i + devices_per_node] for i in range(0, len(devs), devices_per_node)]
+    outer = len(b.stated)
     for node_devs in nodes:
         intra(b, node_devs, f"{origin}.intra")
+    per_node = b.stated[outer:]  # each node's router, replaced by the whole pattern's below
+    del b.stated[outer:]
+    nic_first = len(b.links)
     nic_origin, net_origin = f"{origin}.nic.host", f"{origin}.nic.network"
     if nic_per_device:
         # (devices behind the NIC, egress vertex, ingress vertex): one vertex per NIC.
@@ -141,3 +161,16 @@ def hierarchical(b: GraphBuilder, devs: list[str], devices_per_node: int, intra,
         b.add([(tx, netsw)], nic.bandwidth_GBps, nic.latency_ns, net_origin)
         b.add([(netsw, rx)], nic.bandwidth_GBps,
               nic.latency_ns + network_switch_latency_ns, net_origin)
+    # routes.py compares latencies in integer ps: the 4 links of a network path, and one in-node
+    # link (a route of 4 links inside a node is a ring's or a torus's, whose links are equal)
+    nic_ps = round(nic.latency_ns * 1000) + round((nic.latency_ns + network_switch_latency_ns) * 1000)
+    first_intra = per_node[0].first
+    intra_ps = round(b.links[first_intra].latency_ns * 1000) if nic_first > first_intra else 0
+    out = stated.HierarchicalRoutes(per_node, devices_per_node, nic_first, nic_per_device,
+                                    nic_ps, intra_ps)
+    b.state(out)
+
+
+def _indices(devs: list[str]) -> list[int]:
+    """Device indices of device vertex names (``dev<i>``)."""
+    return [int(d[len("dev"):]) for d in devs]

@@ -1,0 +1,58 @@
+"""Per-rank state kept lean at scale (docs/adr/0030-ranks-at-scale.md): ``RankMap`` behaves as
+the dict it replaces, ``ProcessGroup`` numbers collectives per member without per-rank dicts
+for ``0..size-1``, and a spawned rank's process keeps only its task."""
+
+import random
+
+import pytest
+
+import coopsim
+from coopsim.distributed.group import ProcessGroup
+from coopsim.distributed.state import RankMap
+
+
+def test_a_rank_map_does_what_a_dict_does():
+    rng = random.Random(7)
+    mine, ref = RankMap(6), {}
+    for _ in range(400):
+        r, op = rng.randrange(6), rng.choice("sgdcx")
+        if op == "s":
+            mine[r] = ref[r] = rng.random()
+        elif op == "g":
+            assert mine.get(r, "none") == ref.get(r, "none")
+        elif op == "d":
+            if r in ref:
+                del mine[r], ref[r]
+            else:
+                with pytest.raises(KeyError):
+                    del mine[r]
+        elif op == "c":
+            assert mine.setdefault(r, [r]) == ref.setdefault(r, [r])
+        assert (r in mine) == (r in ref)
+        assert list(mine) == sorted(ref) and len(mine) == len(ref)
+    for outside in (-1, 6, "1", None, 1.0):
+        assert outside not in mine and mine.get(outside) is None
+        with pytest.raises(KeyError):
+            mine[outside]
+    mine[2] = "x"
+    assert mine[True + 1] == mine.get(2) == "x" and (True + 1) in mine
+
+
+@pytest.mark.parametrize("ranks", [range(5), [1, 3, 4], [0, 1, 2, 3, 4][::-1]])
+def test_a_group_maps_ranks_to_members_and_numbers_each_member_s_calls(ranks):
+    g = ProcessGroup(1, ranks, None, "g")
+    for i, r in enumerate(g.ranks):
+        assert g.member(r) == i
+        assert [g.next_seq(r) for _ in range(3)] == [1, 2, 3]
+    for outside in (-1, 7, 2.5, None.__class__):
+        assert g.member(outside) == -1
+    assert g.member(True) == g.member(1)  # as the dict it replaces: True == 1
+
+
+def test_spawned_processes_are_named_by_their_rank():
+    with coopsim.RuntimeContext("small") as ctx:
+        running = ctx.multiprocessing.spawn(lambda rank: None, nprocs=3, join=False)
+        assert [p.name for p in running.processes] == ["SpawnProcess-1", "SpawnProcess-2",
+                                                      "SpawnProcess-3"]
+        running.join()
+        assert [p.exitcode for p in running.processes] == [0, 0, 0]
