@@ -140,6 +140,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
     done = [_NEG] * p  # scratch: when each rank finishes the current step
     last_end: dict = {}  # link index -> end of the last stream over it
     wakes = []  # every time the network wakes up: each stripe's stream start and end
+    wake = wakes.append
     streams = []
     for ranks, local, quiet, moving in profile.steps:
         for src, dst, latency_ns in quiet:
@@ -147,7 +148,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
             if ready[dst] > t:
                 t = ready[dst]
             t += latency_ns
-            wakes.append(t)
+            wake(t)
             if t > done[src]:
                 done[src] = t
             if t > done[dst]:
@@ -161,7 +162,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
             arrived = _NEG
             for route, latency_ns, stream_ns, part, rate in stripes:
                 begin = t0 + latency_ns
-                wakes.append(begin)
+                wake(begin)
                 if stream_ns is None:
                     end = begin
                 else:
@@ -170,7 +171,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
                         if last_end.get(link.index, _NEG) > begin:
                             return None  # the link would be shared
                         last_end[link.index] = end
-                    wakes.append(end)
+                    wake(end)
                     streams.append((route, part, begin, end, rate))
                 if end > arrived:
                     arrived = end
@@ -181,8 +182,11 @@ def timeline(profile: Profile, p: int, start_ns: float):
                 arrived += pipelined_reduce_ns(nbytes, gamma, slice_bytes, arrived - first_byte_ns)
             if arrived > done[dst]:
                 done[dst] = arrived
-        for r in ranks:
-            ready[r], done[r] = done[r], _NEG
+        if len(ranks) == p:  # every rank has an item in the step, so a done time
+            ready, done = done, [_NEG] * p
+        else:
+            for r in ranks:
+                ready[r], done[r] = done[r], _NEG
     if streams:
         wakes.sort()
         for _, part, begin, end, rate in streams:

@@ -157,18 +157,19 @@ class Network:
             owner.settle()
 
     def record(self, routes, streams) -> None:
-        """Account what a closed-form run moved: register the links of ``routes`` (as
-        ``transfer`` does for every transfer, even of no bytes), then for each ``(route, nbytes,
-        start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have for a
-        transfer alone on its links; each link's streams come in time order. The routes are
+        """Account what a closed-form run moved: register the links of ``routes`` in order
+        (as ``transfer`` does for every transfer, even of no bytes), then for each ``(route,
+        nbytes, start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have
+        for a transfer alone on its links; each link's streams come in time order. The routes are
         ones ``Topology.route`` made, which ``transfer`` would accept: not checked again."""
-        resolved = self._resolved
+        links = self._links
         for route in routes:
-            cached = resolved.get(id(route))
-            if cached is None or cached[0] is not route:
-                self._register(route)
+            for link in route:
+                if link.index not in links:
+                    links[link.index] = LinkState(link)
         for route, nbytes, start_ns, end_ns, _ in streams:
-            for state in resolved[id(route)][1]:
+            for link in route:
+                state = links[link.index]
                 state.bytes_carried += nbytes
                 state.busy_ns += end_ns - start_ns
 
