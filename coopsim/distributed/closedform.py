@@ -49,6 +49,7 @@ class Profile:
         self.gamma_ns_per_byte = gamma = plan.gamma_ns_per_byte
         self.slice_bytes = protocol.slice_bytes
         memo: dict = {}  # (src, dst, data bytes) -> that transfer's item, without its reduces
+        costs: dict = {}  # (route class, data bytes) -> _cost of a transfer of one route
         routes: dict = {}  # id(route) -> route
         self.steps = []
         itemsize = plan.itemsize
@@ -63,7 +64,7 @@ class Profile:
                 key = (src, dst, nbytes)
                 item = memo.get(key)
                 if item is None:
-                    item = memo[key] = _item(run, src, dst, nbytes)
+                    item = memo[key] = _item(run, src, dst, nbytes, costs)
                     for stripe in item[3] if item[0] == MOVING else ():
                         routes[id(stripe[0])] = stripe[0]
                     if item[0] == QUIET:
@@ -79,9 +80,24 @@ class Profile:
 QUIET, MOVING = 1, 2
 
 
-def _item(run, src, dst, nbytes):
-    """A transfer split and charged as ``TimedRun._send`` and ``Network.transfer`` do."""
-    protocol = run.plan.protocol
+def _item(run, src, dst, nbytes, costs):
+    """A transfer split and charged as ``TimedRun._send`` and ``Network.transfer`` do. A pair
+    with one route is costed once per ``Topology.route_class`` (equal classes: equal link
+    latencies and bandwidths, position by position, so equal sums and minima bit for bit)."""
+    plan = run.plan
+    protocol = plan.protocol
+    if plan.rails is None:
+        topology = run.rt.topology
+        a, b = plan.devices[src], plan.devices[dst]
+        route = topology.route(a, b)
+        key = (topology.route_class(a, b), nbytes)
+        cost = costs.get(key)
+        if cost is None:
+            cost = costs[key] = _cost(protocol, route, nbytes)
+        latency_ns, stream_ns, part, rate, min_latency_ns = cost
+        if stream_ns is None:
+            return (QUIET, src, dst, latency_ns, route)
+        return (MOVING, src, dst, ((route, latency_ns, stream_ns, part, rate),), min_latency_ns, nbytes)
     routes, min_latency_ns = run.stripes(src, dst)
     wire = nbytes if protocol.bandwidth_efficiency == 1.0 else protocol.wire_bytes(nbytes)
     parts = chunks(wire, len(routes)) if len(routes) > 1 else ((0, wire),)
@@ -100,6 +116,20 @@ def _item(run, src, dst, nbytes):
     return (MOVING, src, dst, tuple(stripes), min_latency_ns, nbytes)
 
 
+def _cost(protocol, route, nbytes) -> tuple:
+    """``(latency ns, stream ns or None, wire bytes, rate, route latency ns)`` of ``nbytes``
+    over ``route`` alone, in ``_item``'s and ``TimedRun.stripes``' float operations."""
+    wire = nbytes if protocol.bandwidth_efficiency == 1.0 else protocol.wire_bytes(nbytes)
+    latency_ns = protocol.step_latency_ns
+    for link in route:
+        latency_ns += link.latency_ns
+    min_latency_ns = sum(link.latency_ns for link in route)
+    if wire and route:
+        rate = min(link.bandwidth_GBps for link in route)
+        return (latency_ns, wire / rate, wire, rate, min_latency_ns)
+    return (latency_ns, None, wire, None, min_latency_ns)
+
+
 def timeline(profile: Profile, p: int, start_ns: float):
     """``(each rank's completion time, the streams)`` of a run started at ``start_ns`` on idle
     links, or None where the event model must run it (see the module docstring). ``streams``:
@@ -110,6 +140,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
     done = [_NEG] * p  # scratch: when each rank finishes the current step
     last_end: dict = {}  # link index -> end of the last stream over it
     wakes = []  # every time the network wakes up: each stripe's stream start and end
+    wake = wakes.append
     streams = []
     for ranks, local, quiet, moving in profile.steps:
         for src, dst, latency_ns in quiet:
@@ -117,7 +148,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
             if ready[dst] > t:
                 t = ready[dst]
             t += latency_ns
-            wakes.append(t)
+            wake(t)
             if t > done[src]:
                 done[src] = t
             if t > done[dst]:
@@ -131,7 +162,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
             arrived = _NEG
             for route, latency_ns, stream_ns, part, rate in stripes:
                 begin = t0 + latency_ns
-                wakes.append(begin)
+                wake(begin)
                 if stream_ns is None:
                     end = begin
                 else:
@@ -140,7 +171,7 @@ def timeline(profile: Profile, p: int, start_ns: float):
                         if last_end.get(link.index, _NEG) > begin:
                             return None  # the link would be shared
                         last_end[link.index] = end
-                    wakes.append(end)
+                    wake(end)
                     streams.append((route, part, begin, end, rate))
                 if end > arrived:
                     arrived = end
@@ -151,8 +182,11 @@ def timeline(profile: Profile, p: int, start_ns: float):
                 arrived += pipelined_reduce_ns(nbytes, gamma, slice_bytes, arrived - first_byte_ns)
             if arrived > done[dst]:
                 done[dst] = arrived
-        for r in ranks:
-            ready[r], done[r] = done[r], _NEG
+        if len(ranks) == p:  # every rank has an item in the step, so a done time
+            ready, done = done, [_NEG] * p
+        else:
+            for r in ranks:
+                ready[r], done[r] = done[r], _NEG
     if streams:
         wakes.sort()
         for _, part, begin, end, rate in streams:

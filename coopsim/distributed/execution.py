@@ -103,8 +103,11 @@ class Compiled:
         return profile
 
     def moves(self) -> list:
-        """Per step: ``(its transfers that carry elements, direct)``; ``direct``: no slice the
-        step writes overlaps one it reads, so its payloads need no snapshot copies."""
+        """The schedule's transfers that carry elements, in step and listed order, as runs
+        ``(direct, items)``. ``direct``: in each of the run's steps no slice the step writes
+        overlaps one it reads, so its payloads need no snapshot copies; its items are then
+        ``(src, src_buf, src lo, src hi, dst, dst_buf, dst lo, dst hi, reduce)``, else the
+        step's ``Xfer`` objects."""
         if self._moves is None:
             self._moves = []
             for step in self.schedule.steps:
@@ -115,7 +118,14 @@ class Compiled:
                     reads.setdefault((x.src, x.src_buf), []).append((x.src_off, x.src_off + x.count))
                 direct = not any(lo < hi_r and lo_r < hi for r, buf, lo, hi in writes
                                  for lo_r, hi_r in reads.get((r, buf), ()))
-                self._moves.append((moving, direct))
+                if not direct:
+                    self._moves.append((False, moving))
+                    continue
+                if not self._moves or not self._moves[-1][0]:
+                    self._moves.append((True, []))
+                self._moves[-1][1].extend(
+                    (x.src, x.src_buf, x.src_off, x.src_off + x.count,
+                     x.dst, x.dst_buf, x.dst_off, x.dst_off + x.count, x.reduce) for x in moving)
         return self._moves
 
     def table(self, k: int) -> tuple:
@@ -230,12 +240,12 @@ class TimedRun:
     def _move_all(self) -> None:
         """Every step's payloads applied, by the schedule's semantics (``run_schedule``)."""
         bufs, op = self.bufs, self.plan.ufunc
-        for moving, direct in self.compiled.moves():
+        for direct, moving in self.compiled.moves():
             if direct:  # _apply, inlined: payloads are views of their sources
-                for x in moving:
-                    payload = bufs[x.src][x.src_buf][x.src_off:x.src_off + x.count]
-                    target = bufs[x.dst][x.dst_buf][x.dst_off:x.dst_off + x.count]
-                    if x.reduce:
+                for src, src_buf, src_lo, src_hi, dst, dst_buf, dst_lo, dst_hi, reduce in moving:
+                    payload = bufs[src][src_buf][src_lo:src_hi]
+                    target = bufs[dst][dst_buf][dst_lo:dst_hi]
+                    if reduce:
                         op(target, payload, out=target)
                     else:
                         target[:] = payload

@@ -45,7 +45,8 @@ class Network:
     """
 
     __slots__ = ("engine", "_seq", "_waiting", "_streaming", "_links", "_wake", "_wake_ns",
-                 "trace", "link_faults", "_resolved", "closed_form", "_claim", "claims", "settles")
+                 "trace", "link_faults", "_resolved", "closed_form", "_claim", "claims", "settles",
+                 "_recorded")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -61,6 +62,7 @@ class Network:
         self.closed_form = True  # runs may claim idle links and compute their times (ADR-0031)
         self._claim = None  # the run that has the links to itself now, if any
         self.claims = self.settles = 0  # runs that claimed the links; of those, handed over
+        self._recorded: dict = {}  # id(routes) -> routes whose links ``record`` registered
 
     # -- public API -------------------------------------------------------------------------
 
@@ -157,18 +159,21 @@ class Network:
             owner.settle()
 
     def record(self, routes, streams) -> None:
-        """Account what a closed-form run moved: register the links of ``routes`` (as
-        ``transfer`` does for every transfer, even of no bytes), then for each ``(route, nbytes,
-        start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have for a
-        transfer alone on its links; each link's streams come in time order. The routes are
+        """Account what a closed-form run moved: register the links of ``routes`` in order,
+        once per list (as ``transfer`` does for every transfer, even of no bytes), then for each ``(route,
+        nbytes, start ns, end ns, _)`` of ``streams`` add what ``_stop_streaming`` would have
+        for a transfer alone on its links; each link's streams come in time order. The routes are
         ones ``Topology.route`` made, which ``transfer`` would accept: not checked again."""
-        resolved = self._resolved
-        for route in routes:
-            cached = resolved.get(id(route))
-            if cached is None or cached[0] is not route:
-                self._register(route)
+        links = self._links
+        if self._recorded.get(id(routes)) is not routes:  # links are never unregistered
+            for route in routes:
+                for link in route:
+                    if link.index not in links:
+                        links[link.index] = LinkState(link)
+            self._recorded[id(routes)] = routes
         for route, nbytes, start_ns, end_ns, _ in streams:
-            for state in resolved[id(route)][1]:
+            for link in route:
+                state = links[link.index]
                 state.bytes_carried += nbytes
                 state.busy_ns += end_ns - start_ns
 

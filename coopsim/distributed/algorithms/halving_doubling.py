@@ -12,7 +12,9 @@ rank 2i for i < r, else i + r (``_old_ranks``), so new rank i owns the old-rank 
 ``[old[i], old[i+1])`` -- contiguous, in order, two chunks for i < r, one otherwise.
 """
 
-from coopsim.distributed.algorithms.schedule import Xfer, chunks, make_schedule
+import numpy as np
+
+from coopsim.distributed.algorithms.schedule import BUFFERS, Step, Xfer, chunks, make_schedule
 
 
 def power_of_two_split(p):
@@ -31,17 +33,17 @@ def _old_ranks(p):
 def _halving(p2, old, bounds, buf, reduce_into):
     """Recursive halving among new ranks: at distance d = p'/2, p'/4, ..., 1 each new rank sends
     the half of its current range that its partner keeps. ``bounds[i]`` is where new rank i's
-    final range starts (bounds[p'] is the end). Ends with new rank i holding its range."""
+    final range starts (bounds[p'] is the end). Ends with new rank i holding its range. Steps
+    built as columns (ADR-0027): new rank i's transfer is the step's i-th."""
+    new, old, bounds, code = np.arange(p2), np.asarray(old), np.asarray(bounds), BUFFERS.index(buf)
     steps = []
     d = p2 // 2
     while d:
-        xfers = []
-        for i in range(p2):
-            partner = i ^ d
-            first = partner & ~(d - 1)
-            lo, hi = bounds[first], bounds[first + d]
-            xfers.append(Xfer(old[i], old[partner], buf, lo, buf, lo, hi - lo, reduce_into))
-        steps.append(xfers)
+        partner = new ^ d
+        first = partner & ~(d - 1)
+        lo = bounds[first]
+        count = bounds[first + d] - lo
+        steps.append(Step.of_columns(old[:p2], old[partner], code, lo, code, lo, count, reduce_into))
         d //= 2
     return steps
 
@@ -49,15 +51,14 @@ def _halving(p2, old, bounds, buf, reduce_into):
 def _doubling(p2, old, bounds, buf):
     """Recursive doubling among new ranks: at distance d = 1, 2, ..., p'/2 each new rank sends
     the range it has gathered so far (its aligned block of d new ranks) to its partner."""
+    new, old, bounds, code = np.arange(p2), np.asarray(old), np.asarray(bounds), BUFFERS.index(buf)
     steps = []
     d = 1
     while d < p2:
-        xfers = []
-        for i in range(p2):
-            first = i & ~(d - 1)
-            lo, hi = bounds[first], bounds[first + d]
-            xfers.append(Xfer(old[i], old[i ^ d], buf, lo, buf, lo, hi - lo, False))
-        steps.append(xfers)
+        first = new & ~(d - 1)
+        lo = bounds[first]
+        count = bounds[first + d] - lo
+        steps.append(Step.of_columns(old[:p2], old[new ^ d], code, lo, code, lo, count, False))
         d *= 2
     return steps
 
