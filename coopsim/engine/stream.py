@@ -37,8 +37,10 @@ class Stream:
         op = Handle(desc)
         if fn is not None:
             op.callbacks = [lambda _op: fn()]
-        blockers = [d for d in deps if not d.done]
-        tail = self._known_tail()
+        blockers = [d for d in deps if not d.done] if deps else []
+        tail = self._tail_ns
+        if tail is None:
+            tail = self._known_tail()
         if tail is not None and not blockers:
             end = (tail if tail > engine.now_ns else engine.now_ns) + duration_ns
             engine.schedule(op, end)
