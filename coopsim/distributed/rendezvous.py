@@ -75,7 +75,8 @@ class CollectiveOp(Handle):
     __slots__ = ("collective", "member")
 
     def __init__(self, collective, member):
-        super().__init__(None)
+        self.done = False  # Handle.__init__, inlined: one per member and collective
+        self.time_ns = self._desc = self.callbacks = self.waiters = None
         self.collective = collective
         self.member = member
 

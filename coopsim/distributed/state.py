@@ -44,6 +44,9 @@ class DistState:
         pending = self.pending.get(rank)
         if pending is None:
             pending = self.pending[rank] = deque()
+        elif not pending:  # the usual call: the ones before were settled at their completion
+            pending.append(arrival)
+            return
         while pending and pending[0].done.done:
             pending.popleft()
         pending.append(arrival)

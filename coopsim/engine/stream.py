@@ -63,7 +63,6 @@ class Stream:
         """
         op = Handle(desc)
         timer = _Start(self, op, start, delay_ns)
-        timer.callbacks = [_begin]
         last = self.last
         if not deps and self._tail_ns is None and last is not None and not last.done:
             last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
@@ -120,8 +119,14 @@ class _Start(Handle):
     __slots__ = ("stream", "op", "start", "delay_ns")
 
     def __init__(self, stream, op, start, delay_ns):
-        super().__init__(("start of {}", op))
+        self.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
+        self.time_ns = self._desc = self.waiters = None
+        self.callbacks = [_begin]
         self.stream, self.op, self.start, self.delay_ns = stream, op, start, delay_ns
+
+    @property
+    def desc(self) -> str:
+        return f"start of {self.op.desc}"
 
     def after(self, _blocker) -> None:
         engine = self.stream.engine
