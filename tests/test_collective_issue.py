@@ -38,17 +38,24 @@ def test_c8_completed_collectives_let_go_of_their_buffers_and_leave_the_pending_
             dist.all_reduce(t)
         state = ctx.sim.runtime.spawn_state("distributed")
         seen[r, "open before"] = len(state.open_collectives(r))
-        assert t.sum().item() == 4 * 2 ** 20
         arrivals = list(state.pending[r])
+        seen[r, "desc"] = arrivals[0].done.desc, arrivals[-1].done.desc
+        assert t.sum().item() == 4 * 2 ** 20
         seen[r, "open after"] = len(state.open_collectives(r))
         seen[r, "buffers kept"] = sum(a.ins is not None or a.outs is not None for a in arrivals)
+        # a done collective lets go of its arrivals: only its members' CollectiveOps stay
+        seen[r, "arrivals kept"] = sum(len(a.done.collective.arrivals) for a in arrivals)
+        seen[r, "tracked after"] = len(state.pending[r])  # the completed ones left at completion
         dist.all_reduce(t)
-        seen[r, "tracked"] = len(state.pending[r])  # the completed ones left from the front
+        seen[r, "tracked"] = len(state.pending[r])
 
     ctx.multiprocessing.spawn(rank, args=(ctx,), nprocs=2)
     for r in range(2):
         assert seen[r, "open before"] > 0 and seen[r, "open after"] == 0
-        assert seen[r, "buffers kept"] == 0 and seen[r, "tracked"] == 1
+        assert seen[r, "buffers kept"] == 0 and seen[r, "arrivals kept"] == 0
+        assert seen[r, "tracked after"] == 0 and seen[r, "tracked"] == 1
+        assert seen[r, "desc"] == (f"all_reduce #1 on group WORLD (rank {r})",
+                                   f"all_reduce #20 on group WORLD (rank {r})")
 
 
 def test_the_flight_recorder_names_the_line_of_each_call(ctx):

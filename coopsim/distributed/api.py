@@ -256,7 +256,6 @@ class Distributed:
 
     def barrier(self, group=None, async_op=False, device_ids=None):
         """All ranks of the group arrive before any leaves (blocks the calling rank)."""
-        task, _ = caller(self._rt, "barrier")
         token = np.zeros(1, dtype=np.int32)
         work = issue.collective(self._rt, "barrier", group, True, [], token, token, [], reduce_op="SUM",
                                 dtype_name="int32")

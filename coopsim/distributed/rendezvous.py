@@ -69,14 +69,21 @@ class Fingerprint:
 
 
 class CollectiveOp(Handle):
-    """A member's part of a collective: completes when that member's part is done."""
+    """A member's part of a collective: completes when that member's part is done. Its
+    ``desc`` is made from the collective when read: no tuple per member outlives the run."""
 
     __slots__ = ("collective", "member")
 
-    def __init__(self, desc, collective, member):
-        super().__init__(desc)
+    def __init__(self, collective, member):
+        self.done = False  # Handle.__init__, inlined: one per member and collective
+        self.time_ns = self._desc = self.callbacks = self.waiters = None
         self.collective = collective
         self.member = member
+
+    @property
+    def desc(self) -> str:
+        c = self.collective
+        return f"{c.name} (rank {c.group.ranks[self.member]})"
 
     def started(self) -> bool:
         """Has the member's stream reached the collective?"""
@@ -140,12 +147,14 @@ class Collective:
         return self.error
 
     def missing(self) -> list[int]:
-        """Global ranks of the members that have not arrived."""
+        """Global ranks of the members that have not arrived (none, once done)."""
+        if self.status == "done":
+            return []
         return [r for i, r in enumerate(self.group.ranks) if i not in self.arrivals]
 
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
-        arrival.done = CollectiveOp(("{} (rank {})", self.name, self.group.ranks[member]), self, member)
+        arrival.done = CollectiveOp(self, member)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
             self.alarm = Handle(("timeout of {}", self.name))
@@ -260,12 +269,17 @@ class Collective:
             self._release()
 
     def _release(self) -> None:
-        """All done: let go of the buffers (the arrivals stay, for reports); disarm the timeout."""
+        """All done: let go of the arrivals (their buffers, fingerprints, and their places in
+        the members' pending queues: nothing per member outlives the collective but its
+        ``CollectiveOp``, which the flight recorder keeps); disarm the timeout."""
         self.status = "done"
         if self.alarm is not None:
             self.alarm.cancel()
+        settle = self.state.settle
         for a in self.arrivals.values():
             a.ins = a.outs = a.prepare = a.finish = None
+            settle(a)
+        self.arrivals = {}
         self.group.forget(self.seq)
 
 

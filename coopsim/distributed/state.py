@@ -44,9 +44,22 @@ class DistState:
         pending = self.pending.get(rank)
         if pending is None:
             pending = self.pending[rank] = deque()
+        elif not pending:  # the usual call: the ones before were settled at their completion
+            pending.append(arrival)
+            return
         while pending and pending[0].done.done:
             pending.popleft()
         pending.append(arrival)
+
+    def settle(self, arrival) -> None:
+        """``arrival``'s collective is done: it leaves its rank's pending queue if it is at the
+        front (the usual order), with the completed ones behind it; one finished out of
+        order leaves later, lazily."""
+        pending = self.pending.get(arrival.task.rank)
+        if pending and pending[0] is arrival:
+            pending.popleft()
+            while pending and pending[0].done.done:
+                pending.popleft()
 
     def open_collectives(self, rank: int) -> list:
         """``rank``'s incomplete collective Arrivals, oldest first."""

@@ -37,8 +37,10 @@ class Stream:
         op = Handle(desc)
         if fn is not None:
             op.callbacks = [lambda _op: fn()]
-        blockers = [d for d in deps if not d.done]
-        tail = self._known_tail()
+        blockers = [d for d in deps if not d.done] if deps else []
+        tail = self._tail_ns
+        if tail is None:
+            tail = self._known_tail()
         if tail is not None and not blockers:
             end = (tail if tail > engine.now_ns else engine.now_ns) + duration_ns
             engine.schedule(op, end)
@@ -61,7 +63,6 @@ class Stream:
         """
         op = Handle(desc)
         timer = _Start(self, op, start, delay_ns)
-        timer.callbacks = [_begin]
         last = self.last
         if not deps and self._tail_ns is None and last is not None and not last.done:
             last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
@@ -118,8 +119,14 @@ class _Start(Handle):
     __slots__ = ("stream", "op", "start", "delay_ns")
 
     def __init__(self, stream, op, start, delay_ns):
-        super().__init__(("start of {}", op))
+        self.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
+        self.time_ns = self._desc = self.waiters = None
+        self.callbacks = [_begin]
         self.stream, self.op, self.start, self.delay_ns = stream, op, start, delay_ns
+
+    @property
+    def desc(self) -> str:
+        return f"start of {self.op.desc}"
 
     def after(self, _blocker) -> None:
         engine = self.stream.engine

@@ -18,7 +18,7 @@ from coopsim.tensor.functional import NN
 from coopsim.tensor.grad import GradMode
 from coopsim.tensor.ops import allocate, host_array, host_value, scalar, size_arg
 from coopsim.tensor.random import Generator, generator_for, manual_seed_all, sample
-from coopsim.tensor.state import process_state
+from coopsim.tensor.state import default_dtype, process_state
 from coopsim.tensor.tensor import Device, Tensor, device_of
 from coopsim.tensor.transfer import created, given
 
@@ -71,12 +71,12 @@ class TensorAPI:
         self._rt = rt  # the runtime port
 
     def _default(self, dtype, what: str) -> DType:
-        return dtypes.dtype_arg(dtype, process_state(self._rt).default_dtype, what)
+        return dtypes.dtype_arg(dtype, default_dtype(self._rt) if dtype is None else None, what)
 
     # -- dtypes and modes --------------------------------------------------------------------
 
     def get_default_dtype(self) -> DType:
-        return process_state(self._rt).default_dtype
+        return default_dtype(self._rt)
 
     def set_default_dtype(self, d) -> None:
         """The caller's default floating dtype (float32 or float64, as torch allows; also

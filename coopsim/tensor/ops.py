@@ -108,6 +108,11 @@ def size_arg(args: tuple, what: str) -> tuple:
     """``zeros(2, 3)`` / ``zeros((2, 3))`` / ``zeros([2, 3])`` -> ``(2, 3)``, checked."""
     if len(args) == 1 and isinstance(args[0], (tuple, list)):
         args = tuple(args[0])
+    for s in args:  # the usual call: plain non-negative ints, no ABC check (the hot path)
+        if s.__class__ is not int or s < 0:
+            break
+    else:
+        return args if args.__class__ is tuple else tuple(args)
     shape = []
     for s in args:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):

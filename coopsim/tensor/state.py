@@ -29,11 +29,27 @@ class ProcessState:
         self.streams: dict = {}
 
 
+def _rank(rt):
+    """The caller's rank in the running spawn, or None (main, or a program launched from it)."""
+    task = rt.current_task()
+    return None if task is None or rt.spawn is None else task.rank
+
+
+def default_dtype(rt):
+    """``torch.get_default_dtype()`` of the caller, read without making a rank's process
+    state (a rank that never set one has none: ``ones`` in each rank makes no state)."""
+    rank = _rank(rt)
+    if rank is None:
+        return process_state(rt).default_dtype
+    table = rt.spawn_state(_SPAWN_KEY)
+    state = None if table is None else table.get(rank)
+    return float32 if state is None else state.default_dtype
+
+
 def process_state(rt) -> ProcessState:
     """The caller's process state: its rank's in a spawn, else main's."""
-    task = rt.current_task()
-    rank = None if task is None else task.rank
-    if rank is None or rt.spawn is None:
+    rank = _rank(rt)
+    if rank is None:
         return rt.context_state(_MAIN_KEY, lambda: ProcessState(None))
     table = rt.spawn_state(_SPAWN_KEY)
     if table is None:
@@ -44,7 +60,3 @@ def process_state(rt) -> ProcessState:
         state = table[rank] = ProcessState(rank)
     return state
 
-
-def default_dtype(rt):
-    """``torch.get_default_dtype()`` of the caller."""
-    return process_state(rt).default_dtype

@@ -35,11 +35,10 @@ def created(make, rt, what: str, place, shape: tuple, dtype, init):
     costs nothing."""
     def data(shape, np_dtype):
         array = init(shape, np_dtype)
-        if dtype is bfloat16:
-            round_bfloat16(array)
+        round_bfloat16(array)
         return array
 
-    t = allocate(make, rt, place, shape, dtype, data)
+    t = allocate(make, rt, place, shape, dtype, data if dtype is bfloat16 else init)
     launch(place, (what + " {} on cuda:{}", shape, place.index), nbytes(t), 0, dtype, None, t)
     return t
 

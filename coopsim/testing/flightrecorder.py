@@ -36,7 +36,8 @@ _SCALAR_TYPES = {"float32": "Float", "float16": "Half", "bfloat16": "BFloat16", 
 
 def _snapshot(entry) -> dict:
     """PyTorch's fields of one op as ``record`` kept it, its state read from the live op."""
-    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site, created_ns, op_id, p2p_seq = entry
+    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, code, line, created_ns, op_id, p2p_seq = entry
+    site = None if code is None else (code, line)
     record_id = op_id - 1
     is_p2p = seq is None
     dtype = _SCALAR_TYPES.get(str(dtype).replace("torch.", ""), str(dtype))
@@ -70,7 +71,11 @@ class FlightRecorder:
         self.rt = rt
         self.capacity = capacity
         self._spawn = None
-        self._rings: dict = {}  # rank -> [deque of entries (see ``record``), ops, p2p ops]
+        # rank -> deque of entries (see ``record``); rank -> ops, p2p ops recorded (dicts of
+        # ints, which the garbage collector does not track: fewer objects for it to walk)
+        self._rings: dict = {}
+        self._ops: dict = {}
+        self._p2p: dict = {}
         rt.comm_hooks.append(self.record)
         rt.error_hooks.append(self.attach)
         rt.add_deadlock_explainer(self.explain)
@@ -82,22 +87,23 @@ class FlightRecorder:
         ``site`` the user's ``(code, line)`` (``runtime.frames.user_site``)."""
         spawn = self.rt.spawn
         if spawn is not self._spawn:
-            self._spawn, self._rings = spawn, {}
+            self._spawn, self._rings, self._ops, self._p2p = spawn, {}, {}, {}
         rank = task.rank
         ring = self._rings.get(rank)
         if ring is None:
-            ring = self._rings[rank] = [collections.deque(maxlen=self.capacity), 0, 0]
-        ops = ring[1] = ring[1] + 1
+            ring = self._rings[rank] = collections.deque(maxlen=self.capacity)
+        ops = self._ops[rank] = self._ops.get(rank, 0) + 1
         if seq is None:
-            p2p_seq = ring[2] = ring[2] + 1
+            p2p_seq = self._p2p[rank] = self._p2p.get(rank, 0) + 1
         else:
             p2p_seq = 0
-        ring[0].append((rank, group, seq, op, numel_in, numel_out, dtype, done, peer, site,
-                        self.rt.engine.now_ns, ops, p2p_seq))
+        code, line = (None, None) if site is None else site  # kept flat: no tuple per entry
+        ring.append((rank, group, seq, op, numel_in, numel_out, dtype, done, peer, code, line,
+                     self.rt.engine.now_ns, ops, p2p_seq))
 
     def entries(self) -> dict[int, list[dict]]:
         """``{rank: [record, ...]}`` of the latest spawn, oldest first, states as of now."""
-        return {rank: [_snapshot(e) for e in self._rings[rank][0]] for rank in sorted(self._rings)}
+        return {rank: [_snapshot(e) for e in self._rings[rank]] for rank in sorted(self._rings)}
 
     def dump(self, path=None) -> dict:
         """``ctx.sim.dump_flight_record(path)``: the record as PyTorch's dump shapes it
