@@ -9,8 +9,9 @@ side by side in this process, so a noisy machine moves both); a peer that is not
 - threaded:  PyTorch's in-process threaded process group time / coopsim time, 8 ranks x
              100 all_reduce(1 float) and 8 x 20 all_reduce(262,144 floats), both models;
 - numpy:     coopsim 8-rank all_reduce of 1M floats / ``numpy.add.reduce`` of the inputs;
-- scale:     wall seconds of init + barrier + one tiny all_reduce at 4,096 ranks (and
-             100,000 with ``--huge``), and of building a 1,024-rank ring schedule;
+- scale:     wall seconds and peak RSS (a child process each) of init + barrier + one tiny
+             all_reduce at 4,096 ranks (and 100,000 with ``--huge``), and wall seconds of
+             building a 1,024-rank ring schedule;
 - main job:  wall seconds and peak RSS of ``python -m benches.allreduce`` (``--main-job``).
 """
 
@@ -152,15 +153,29 @@ def _scale_s(nranks: int, model: str) -> float:
     return time.perf_counter() - start
 
 
+def _child(argv: list[str]) -> tuple[str, float]:
+    """Run ``python *argv`` in a child process; its stdout and peak RSS (MiB)."""
+    child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.stdout.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise RuntimeError(f"python {' '.join(argv)} exited {code}")
+    return out, usage.ru_maxrss / 1024
+
+
+def _scale_child(nranks: int, model: str) -> tuple[float, float]:
+    """``_scale_s`` in a child process (so that its peak RSS is its own): seconds, MiB."""
+    out, rss = _child(["-c", f"from benches.perf import _scale_s; print(_scale_s({nranks}, {model!r}))"])
+    return float(out), rss
+
+
 def _main_job() -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of the README's main job, in a child process."""
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "benches.allreduce"], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise RuntimeError(f"python -m benches.allreduce exited {child.returncode}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
+    _, rss = _child(["-m", "benches.allreduce"])
+    return time.perf_counter() - start, rss
 
 
 def main(argv=None) -> int:
@@ -204,7 +219,9 @@ def main(argv=None) -> int:
         if nranks > 4096 and not args.huge:
             continue
         for model in models:
-            print(f"init + barrier + all_reduce, {nranks:,} ranks, {model}: {_scale_s(nranks, model):.2f} s")
+            seconds, rss = _scale_child(nranks, model)
+            print(f"init + barrier + all_reduce, {nranks:,} ranks, {model}: {seconds:.2f} s, "
+                  f"{rss:,.0f} MiB peak RSS")
     start = time.perf_counter()
     build_schedule("all_reduce", "ring", 1024, 1024)
     print(f"1,024-rank ring all_reduce schedule build: {time.perf_counter() - start:.2f} s")
