@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import statistics
 import subprocess
 import sys
@@ -153,28 +152,40 @@ def _scale_s(nranks: int, model: str) -> float:
     return time.perf_counter() - start
 
 
-def _child(argv: list[str]) -> tuple[str, float]:
-    """Run ``python *argv`` in a child process; its stdout and peak RSS (MiB)."""
-    child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
-    out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.stdout.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        raise RuntimeError(f"python {' '.join(argv)} exited {code}")
-    return out, usage.ru_maxrss / 1024
+_PEAK = """
+finally:
+    import sys
+    try:  # the peak of this process's own memory: ru_maxrss would count the parent's too (fork)
+        with open("/proc/self/status") as status:
+            kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except OSError:
+        import resource
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sys.stderr.write(f"\\npeak_kib={kib}\\n")
+"""
+
+
+def _child(code: str) -> tuple[str, float]:
+    """Run ``code`` in a child Python; its stdout and its own peak RSS (MiB)."""
+    body = "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) + _PEAK
+    child = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True)
+    if child.returncode:
+        raise RuntimeError(f"python -c {code!r} exited {child.returncode}: {child.stderr[-2000:]}")
+    kib = int(child.stderr.rsplit("peak_kib=", 1)[1])
+    return child.stdout, kib / 1024
 
 
 def _scale_child(nranks: int, model: str) -> tuple[float, float]:
     """``_scale_s`` in a child process (so that its peak RSS is its own): seconds, MiB."""
-    out, rss = _child(["-c", f"from benches.perf import _scale_s; print(_scale_s({nranks}, {model!r}))"])
+    out, rss = _child(f"from benches.perf import _scale_s\nprint(_scale_s({nranks}, {model!r}))")
     return float(out), rss
 
 
 def _main_job() -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of the README's main job, in a child process."""
     start = time.perf_counter()
-    _, rss = _child(["-m", "benches.allreduce"])
+    _, rss = _child("import runpy, sys\nsys.argv = ['benches.allreduce']\n"
+                    "runpy.run_module('benches.allreduce', run_name='__main__')")
     return time.perf_counter() - start, rss
 
 
