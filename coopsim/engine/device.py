@@ -19,6 +19,8 @@ class SimDevice:
     Bandwidth in GB/s is bytes per ns; peak in FLOP/s is ``peak / 1e9`` FLOP per ns.
     """
 
+    __slots__ = ("spec", "index", "kind", "stream", "allocated_bytes", "_topology_name", "slowdown")
+
     def __init__(self, engine: Engine, spec, topology_name: str = ""):
         self.spec = spec  # coopsim.topology.Device
         self.index = spec.index
