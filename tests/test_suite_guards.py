@@ -61,4 +61,5 @@ def test_ci_runs_the_readme_install_and_test_commands():
     assert "python -m benches." in main_job
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci, f"{tests!r} must be a line of .ci/run"
+    assert main_job in ci, f"{main_job!r} must be a line of .ci/run"
     assert "python3 -m venv .ci-venv" in ci
