@@ -64,6 +64,18 @@ def test_a_shared_topology_cannot_be_changed():
         t.links[0].latency_ns = 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.devices[0].node = 3
+    with pytest.raises(TypeError):  # a kind's FLOP/s would otherwise change for every context
+        t.devices[0].kind.peak_flops["float32"] = 1.0
+
+
+def test_a_device_kind_pickles_and_keeps_its_read_only_flops():
+    import pickle
+
+    kind = load_topology("dgx_h100").devices[0].kind
+    copy = pickle.loads(pickle.dumps(kind))
+    assert copy == kind and hash(copy) == hash(kind)
+    with pytest.raises(TypeError):
+        copy.peak_flops["float32"] = 1.0
 
 
 def _all_reduce_ns(topology):

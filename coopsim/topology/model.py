@@ -7,6 +7,7 @@ latency in ns, memory in bytes, compute in FLOP/s per dtype.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -20,18 +21,27 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64")
 class DeviceKind:
     """One model of accelerator. ``peak_flops`` maps dtype names (among ``DTYPES``) to FLOP/s.
 
-    ``peak_flops`` is a plain dict for convenience; treat it as read-only (the hash uses it).
+    ``peak_flops`` is a read-only mapping (a copy of the dict given): a parsed topology is
+    shared by every context made from the same config (docs/adr/0030), so a kind must not
+    change under one context because another wrote to it; the hash uses it too.
     """
 
     name: str
     memory_bytes: int
     memory_bandwidth_GBps: float
-    peak_flops: dict[str, float]
+    peak_flops: Mapping[str, float]
     launch_overhead_ns: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
 
     def __hash__(self) -> int:
         return hash((self.name, self.memory_bytes, self.memory_bandwidth_GBps,
                      tuple(sorted(self.peak_flops.items())), self.launch_overhead_ns))
+
+    def __reduce__(self):  # a mappingproxy does not pickle: rebuild from a plain dict
+        return (DeviceKind, (self.name, self.memory_bytes, self.memory_bandwidth_GBps,
+                             dict(self.peak_flops), self.launch_overhead_ns))
 
 
 @dataclass(frozen=True, slots=True)
