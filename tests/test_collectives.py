@@ -541,8 +541,9 @@ def test_sub_group_of_three_of_five_ranks():
 def test_async_forms_return_work(model):
     """async_op=True on every form: a Work that is not completed when the call returns (the op
     is device work), then wait() -> True, is_completed(), is_success(), exception() None, and
-    the results are right. Several ops issued back to back complete in stream order: waiting
-    on the last one completes all of them."""
+    the results are right. Several ops issued back to back complete in stream order. An nccl
+    Work's wait() orders the current stream and returns at once (``WorkNCCL::wait``); the
+    barrier's wait() blocks the host until the stream, and so every op before it, is done."""
     p = 4
     cases = [make_case(form, p, dtype, "SUM" if KIND[form] in REDUCING else None,
                        6 if KIND[form] in IN_PLACE else 2, 1 if KIND[form] in ROOTED else None,
@@ -561,11 +562,13 @@ def test_async_forms_return_work(model):
             issued.append((i, work, outs, ins))
         barrier = dist.barrier(async_op=True)
         states["barrier", rank] = barrier.is_completed()
+        before_ns = ctx.sim.now_ns()
         assert issued[-1][1].wait() is True
+        states["host went on", rank] = (ctx.sim.now_ns() == before_ns, issued[-1][1].is_completed())
+        assert barrier.wait() is True and barrier.is_completed()
         for i, work, outs, ins in issued:
             states[i, rank, "after"] = (work.is_completed(), work.is_success(), work.exception())
             records[i, rank] = (flat(outs), flat(ins))
-        assert barrier.wait() is True and barrier.is_completed()
 
     run(worker, p, ccl={"model": model})
     for i, case in enumerate(cases):
@@ -573,6 +576,7 @@ def test_async_forms_return_work(model):
             assert states[i, r, "issued"] is False, (case, r)
             assert states[i, r, "after"] == (True, True, None), (case, r)
     assert all(states["barrier", r] is False for r in range(p))
+    assert all(states["host went on", r] == (True, False) for r in range(p))
     for i, case in enumerate(cases):
         check_case(case, [records[i, r][0] for r in range(p)],
                    [records[i, r][1] for r in range(p)], (model, case), loosest_depth(case.kind, p))
@@ -692,9 +696,9 @@ def timed_worker(rank, ctx, timed, records):
         begin.record()
         work = call(True)
         end.record()
-        work.wait()
+        work.wait()  # nccl: the current stream waits, the host goes on (WorkNCCL::wait)
+        end.synchronize()  # the host waits for the event recorded right after the collective
         records[k, rank] = (start, ctx.sim.now_ns())
-        end.synchronize()
         records[k, rank, "event_ms"] = begin.elapsed_time(end)
 
 
@@ -802,6 +806,7 @@ def test_concurrent_collectives_on_disjoint_sub_groups_each_take_their_closed_fo
         ctx.cuda.synchronize()
         ctx.wait(ctx.sim.timer(SPACING_NS - ctx.sim.now_ns()))
         dist.all_reduce(t, group=mine, async_op=True).wait()
+        ctx.cuda.synchronize()  # nccl: wait() orders the stream; the host waits here
         results[rank] = (ctx.sim.now_ns() - SPACING_NS, t.numpy())
 
     run(worker, 7, ccl=ccl_for(model, all_reduce="ring"))
@@ -832,6 +837,7 @@ def test_hierarchical_time_in_the_analytic_model_is_its_closed_form():
             if rank in ranks:
                 start = ctx.sim.now_ns()
                 dist.all_reduce(t, group=handles[k], async_op=True).wait()
+                ctx.cuda.synchronize()  # nccl: wait() orders the stream; the host waits here
                 results[k, rank] = (start, ctx.sim.now_ns())
 
     with coopsim.RuntimeContext("cluster_2x8", ccl=ccl_for(
@@ -867,6 +873,7 @@ def test_hierarchical_time_in_the_transfer_model_follows_each_level():
         ctx.wait(ctx.sim.timer(SPACING_NS - ctx.sim.now_ns()))
         start = ctx.sim.now_ns()
         dist.all_reduce(t, async_op=True).wait()
+        ctx.cuda.synchronize()  # nccl: wait() orders the stream; the host waits here
         results[rank] = (start, ctx.sim.now_ns(), t[0].item())
 
     with coopsim.RuntimeContext("cluster_2x8", ccl=ccl_for(
@@ -997,6 +1004,7 @@ def test_hierarchical_falls_back_when_nodes_are_unequal():
             ctx.cuda.synchronize()
             ctx.wait(ctx.sim.timer(SPACING_NS - ctx.sim.now_ns()))
             dist.all_reduce(t, group=group, async_op=True).wait()
+            ctx.cuda.synchronize()  # nccl: wait() orders the stream; the host waits here
             results[rank] = (t.tolist(), ctx.sim.now_ns() - SPACING_NS)
 
     with coopsim.RuntimeContext("cluster_2x8", ccl=ccl_for(

@@ -162,15 +162,15 @@ def run_step(ctx, dist, groups, program, i, step, rank, fault, seen, deferred):
                                        async_op=True)
     if step.delay_ns:  # the rank may get an error thrown in here (a later arrival's mismatch)
         checked_wait(ctx, ctx.sim.timer(step.delay_ns), rank, i, seen)
-    finish = (w, out, expected(program, i, step, ranks, rank), rank, i)
+    finish = (ctx, w, out, expected(program, i, step, ranks, rank), rank, i)
     if step.defer:
         deferred.append(finish)
     else:
         finish_collective(*finish, seen)
 
 
-def finish_collective(w, out, want, rank, i, seen):
-    checked_work(w, rank, i, seen)
+def finish_collective(ctx, w, out, want, rank, i, seen):
+    checked_work(ctx, w, rank, i, seen)
     check(out, want, rank, i, seen)
 
 
@@ -180,8 +180,9 @@ def checked_wait(ctx, h, rank, i, seen):
         seen.c3.append((rank, i, h.desc))
 
 
-def checked_work(w, rank, i, seen):
-    w.wait()
+def checked_work(ctx, w, rank, i, seen):
+    w.wait()  # nccl: the current stream waits for the op, the host goes on (ADR-0015) ...
+    ctx.cuda.current_stream().synchronize()  # ... and this host wait resumes once it is done
     if not w.is_completed():
         seen.c3.append((rank, i, "work"))
 
@@ -206,7 +207,7 @@ def worker(rank, ctx, program, seen):
             attempt(program, seen, rank, i, run_step, ctx, dist, groups, program, i, step, rank,
                     fault, seen, deferred)
         for finish in deferred:
-            attempt(program, seen, rank, finish[4], finish_collective, *finish, seen)
+            attempt(program, seen, rank, finish[5], finish_collective, *finish, seen)
     finally:
         seen.finals.append(rank)
 

@@ -223,6 +223,45 @@ def test_c11_a_blocking_collective_blocks_the_host_under_gloo_not_under_nccl():
     assert host_return_ns("nccl", all_reduce, all_reduce) < DELAY_NS <= host_return_ns("gloo", all_reduce, all_reduce)
 
 
+def async_all_reduce_wait(dist, t, group):
+    dist.all_reduce(t, group=group, async_op=True).wait()
+
+
+def async_barrier_wait(dist, t, group):
+    dist.barrier(group=group, async_op=True).wait()
+
+
+def test_c11_an_async_collective_s_wait_blocks_the_host_under_gloo_not_under_nccl():
+    """``WorkNCCL::wait`` makes the current stream wait; a barrier's Work and gloo's block the host."""
+    assert host_return_ns("nccl", async_all_reduce_wait, all_reduce) < DELAY_NS
+    assert host_return_ns("gloo", async_all_reduce_wait, all_reduce) >= DELAY_NS
+    assert host_return_ns("nccl", async_barrier_wait, async_barrier_wait) >= DELAY_NS
+    assert host_return_ns("nccl", async_all_reduce_wait, all_reduce, group_backend="gloo") >= DELAY_NS
+
+
+def test_c11_a_handoff_after_an_nccl_work_wait_is_not_a_deadlock():
+    """Rank 0 waits on its async all_reduce, then hands rank 1 a value through a queue; rank 1
+    joins the all_reduce only after it got the value. Under NCCL ``work.wait()`` returns at
+    once, so this completes; a host that blocked in ``wait`` would make it a (false) deadlock."""
+    got = []
+
+    def worker(rank, ctx, q):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        t = ctx.full((4,), float(rank + 1))
+        if rank == 0:
+            dist.all_reduce(t, async_op=True).wait()
+            q.put("go")
+        else:
+            assert q.get() == "go"
+            dist.all_reduce(t)
+        got.append((rank, t.tolist()))
+
+    with coopsim.RuntimeContext("small") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx, ctx.multiprocessing.SimpleQueue()), nprocs=2)
+    assert sorted(got) == [(0, [3.0] * 4), (1, [3.0] * 4)]
+
+
 def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
     assert host_return_ns("nccl", send, recv, group_backend="gloo") >= DELAY_NS
     assert host_return_ns("gloo", send, recv, group_backend="nccl") < DELAY_NS

@@ -59,7 +59,9 @@ def test_c3_two_timeouts_at_one_instant_then_catch_and_wait_again(ctx):
             ctx.wait(ctx.sim.timer(10_000_000))
             return
         works = [dist.all_reduce(ctx.ones(4), async_op=True) for _ in range(2)]
-        waits = [works[0].wait, lambda: checked_wait(ctx, ctx.sim.timer(100), seen),
+        # a timeout makes an nccl Work's wait block the host (WorkNCCL::wait), where the error lands
+        waits = [lambda: works[0].wait(datetime.timedelta(seconds=1)),
+                 lambda: checked_wait(ctx, ctx.sim.timer(100), seen),
                  lambda: checked_wait(ctx, ctx.sim.timer(50_000), seen)]
         for wait in waits:  # both timeouts fire at 2 ms: one at each of the first two waits
             try:

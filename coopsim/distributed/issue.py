@@ -48,12 +48,14 @@ class Work:
         self._handle = handle
         self._failure = failure  # callable -> the exception that failed the op, or None
         self._post = post  # a p2p op's Post, None for a collective
-        self._stream_of = stream_of  # nccl p2p: the device whose current stream wait() blocks
+        self._stream_of = stream_of  # nccl: the device whose current stream wait() blocks
 
     def wait(self, timeout=None) -> bool:
-        """Block until the op has completed. An nccl p2p op blocks the device's current stream
-        instead of the host (``WorkNCCL::wait`` -> ``synchronizeStream``), unless a timeout is
-        given (then it blocks the host too, as there)."""
+        """Block until the op has completed. An nccl op (p2p, or a collective other than
+        ``barrier``) blocks the device's current stream instead of the host (``WorkNCCL::wait``
+        -> ``synchronizeStream``), unless a timeout is given (then it blocks the host too, as
+        there); an nccl barrier's Work blocks the host (its ``barrierTensor_`` makes ``wait``
+        synchronize the current stream, torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp)."""
         device = self._stream_of
         if device is not None and timeout is None:
             if not self._handle.done:
@@ -216,9 +218,14 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
         t._storage.last_write = op
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
         hook(task, g, seq, what, ins.size, outs.size, dtype, done, None, site)
-    if not async_op and state.backend_of(g, task.rank) == "gloo":
-        rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
-    return Work(rt, op, rendezvous.failure, outputs=list(written)) if async_op else None
+    gloo = state.backend_of(g, task.rank) == "gloo"
+    if not async_op:
+        if gloo:
+            rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
+        return None
+    blocks_host = gloo or what == "barrier"
+    return Work(rt, op, rendezvous.failure, outputs=list(written),
+                stream_of=None if blocks_host else device)
 
 
 def p2p(rt, ops, batched: bool = False) -> list:
