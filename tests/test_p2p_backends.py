@@ -273,3 +273,41 @@ def test_c11_a_group_s_own_backend_decides_its_p2p_semantics():
     with coopsim.RuntimeContext("small") as ctx, pytest.raises(coopsim.SpawnException) as info:
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
     assert "unknown backend 'bogus'" in str(info.value.errors[0])
+
+
+def side_stream_program(rank, ctx, got, spelling):
+    """Rank computes on a side stream (after waiting for the default one, as a correct
+    PyTorch program must) and reduces there; ``spelling`` is how it waits for the collective."""
+    dist = ctx.distributed
+    dist.init_process_group("nccl")
+    x = ctx.ones(1 << 16) * (rank + 1)
+    s = ctx.cuda.Stream()
+    s.wait_stream(ctx.cuda.current_stream())
+    with ctx.cuda.stream(s):
+        for _ in range(8):  # side-stream work that takes longer than the launch of the collective
+            x = x * 1.0
+        y = x * 2
+        if spelling == "sync":
+            dist.all_reduce(y)
+        elif spelling == "work.wait":
+            dist.all_reduce(y, async_op=True).wait()
+        else:
+            dist.batch_isend_irecv([dist.P2POp(dist.isend, y, 1 - rank),
+                                    dist.P2POp(dist.irecv, x, 1 - rank)])[1].wait()
+            y = x
+        z = y + 0  # on the side stream: must see the collective's result
+    got[rank] = (z[:2].tolist(), y[:2].tolist())
+
+
+@pytest.mark.parametrize("spelling", ["sync", "work.wait", "p2p"])
+def test_c11_a_collective_on_a_side_stream_waits_for_it_and_the_stream_waits_for_the_collective(spelling):
+    """The NCCL stream waits for the caller's current stream before it launches
+    (ProcessGroupNCCL's syncStream), and ``work.wait()`` / a sync collective make the current
+    stream wait for it: on a side stream, the collective reads what the stream computed and
+    the stream's next op reads the result (before, the op sat on the default stream only and
+    read the tensor before the side stream wrote it: a silent wrong answer)."""
+    got = {}
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        ctx.multiprocessing.spawn(side_stream_program, args=(ctx, got, spelling), nprocs=2)
+    want = [[4.0, 4.0], [2.0, 2.0]] if spelling == "p2p" else [[6.0, 6.0]] * 2
+    assert [got[r] for r in range(2)] == [(w, w) for w in want]

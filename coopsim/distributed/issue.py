@@ -25,6 +25,7 @@ from coopsim.distributed.tables import KIND, ROOTED
 from coopsim.engine import Handle, all_of
 from coopsim.runtime.frames import user_site
 from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
+from coopsim.tensor.streams import current_stream
 
 
 class _NonGroupMember:
@@ -58,9 +59,9 @@ class Work:
         synchronize the current stream, torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp)."""
         device = self._stream_of
         if device is not None and timeout is None:
-            if not self._handle.done:
-                device.stream.enqueue(0.0, f"current stream waits for {self._handle.desc}",
-                                      deps=(self._handle,))
+            stream = current_stream(self._rt, device)
+            if not self._handle.done and stream.last is not self._handle:
+                stream.enqueue(0.0, f"current stream waits for {self._handle.desc}", deps=(self._handle,))
             return True
         self._rt.wait(self._handle)
         return True
@@ -212,8 +213,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, ins.size, hollow, site)
     done = rendezvous.arrive(arrival)
     state.track(task.rank, arrival)
+    current = current_stream(rt, device)
     op = device.stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
-                                    device.kind.launch_overhead_ns)
+                                    device.kind.launch_overhead_ns, deps=_after(current, device))
     for t in written:
         t._storage.last_write = op
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
@@ -222,6 +224,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     if not async_op:
         if gloo:
             rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
+        elif current is not device.stream:  # nccl: the current (side) stream waits for the op
+            current.enqueue(0.0, ("{} waits for {}", current.name, rendezvous.name), deps=(op,))
         return None
     blocks_host = gloo or what == "barrier"
     return Work(rt, op, rendezvous.failure, outputs=list(written),
@@ -255,10 +259,11 @@ def p2p(rt, ops, batched: bool = False) -> list:
     if batched:
         start = functools.partial(_start_batch, rt, state, live)
         desc = f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
-        op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns)
+        op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns,
+                                        deps=_after(current_stream(rt, device), device))
     else:
         post = live[0]
-        current = device.stream.last
+        current = current_stream(rt, device).last
         stream = state.p2p.pair_stream(post.rank, post.peer, device)
         op = stream.enqueue_work(post.describe(), functools.partial(state.p2p.ready, post),
                                  device.kind.launch_overhead_ns,
@@ -286,7 +291,7 @@ def _gloo(rt, state, post) -> Work:
     """gloo: the op starts once the work queued on the tensor's device is done (gloo works
     on host memory, where ops are synchronous; coopsim's memory is the device's, so its
     pending reads and writes must be over); the Work completes with the op."""
-    last = post.tensor._storage.device.stream.last
+    last = current_stream(rt, post.tensor._storage.device).last
     pending = () if last is None or last.done else (last,)
     all_of(rt.engine, pending, f"gloo {post.describe()}: the device work queued before it").add_callback(
         lambda _h: state.p2p.ready(post))
@@ -325,6 +330,15 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
         for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
             hook(task, g, None, kind, flat.size, flat.size, tensor.dtype, post.done, peer, site)
     return post
+
+
+def _after(current, device) -> tuple:
+    """What an op on ``device``'s default stream must also wait for: the work queued so far on
+    the caller's current stream, when that is a side stream (the NCCL stream waits for the
+    current stream before it launches, ProcessGroupNCCL's ``syncStream``)."""
+    if current is device.stream or current.last is None or current.last.done:
+        return ()
+    return (current.last,)
 
 
 def _chain(calls):

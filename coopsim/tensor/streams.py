@@ -42,6 +42,14 @@ def new_stream(rt, index: int) -> EngineStream:
     return stream
 
 
+def current_stream(rt, device) -> EngineStream:
+    """The caller's current stream of ``device`` (``torch.cuda.current_stream``): the side
+    stream a ``torch.cuda.stream(s)`` block set, else the device's default stream."""
+    if table(rt).get(device.index) is None:  # no side stream on the device: the common case
+        return device.stream
+    return process_state(rt).streams.get(device.index) or device.stream
+
+
 def side_streams(rt, index: int) -> list:
     entry = table(rt).get(index)
     return [] if entry is None else list(entry.streams)
@@ -53,7 +61,7 @@ def route(rt, device, desc, nbytes, flops, cost_dtype: str, fn):
     entry = table(rt).get(device.index)
     if entry is None:
         return None
-    stream = process_state(rt).streams.get(device.index) or device.stream
+    stream = current_stream(rt, device)
     overhead = device.kind.launch_overhead_ns
     work_ns = device.op_time_ns(nbytes, flops, cost_dtype) - overhead
     share = entry.share
