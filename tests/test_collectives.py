@@ -695,9 +695,9 @@ def timed_worker(rank, ctx, timed, records):
         start = ctx.sim.now_ns()
         begin.record()
         work = call(True)
+        work.wait()  # nccl: the current stream waits for the collective, the host goes on
         end.record()
-        work.wait()  # nccl: the current stream waits, the host goes on (WorkNCCL::wait)
-        end.synchronize()  # the host waits for the event recorded right after the collective
+        end.synchronize()  # the host waits for the event, which follows the collective
         records[k, rank] = (start, ctx.sim.now_ns())
         records[k, rank, "event_ms"] = begin.elapsed_time(end)
 

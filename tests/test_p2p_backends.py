@@ -311,3 +311,58 @@ def test_c11_a_collective_on_a_side_stream_waits_for_it_and_the_stream_waits_for
         ctx.multiprocessing.spawn(side_stream_program, args=(ctx, got, spelling), nprocs=2)
     want = [[4.0, 4.0], [2.0, 2.0]] if spelling == "p2p" else [[6.0, 6.0]] * 2
     assert [got[r] for r in range(2)] == [(w, w) for w in want]
+
+
+def test_c11_an_async_all_reduce_does_not_hold_back_a_later_send():
+    """Data parallel overlapped with a pipeline send: rank 0 starts an async all_reduce of its
+    gradients, sends activations to rank 1, then waits; rank 1 receives, then joins the
+    all_reduce. The all_reduce runs on the NCCL stream, so the send (which waits only for the
+    current stream) goes ahead: PyTorch completes this, and so must coopsim (it reported a
+    deadlock while collectives sat on the compute stream)."""
+    got = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        grads = ctx.full((256,), float(rank + 1))
+        acts = ctx.full((4,), float(10 + rank))
+        if rank == 0:
+            work = dist.all_reduce(grads, async_op=True)
+            dist.send(acts, 1)
+            work.wait()
+        else:
+            dist.recv(acts, 0)
+            dist.all_reduce(grads)
+        got[rank] = (grads[:1].tolist(), acts.tolist())
+
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    assert got == {0: ([3.0], [10.0] * 4), 1: ([3.0], [10.0] * 4)}
+
+
+def test_c11_an_async_collective_overlaps_compute_until_waited():
+    """Compute issued after an async all_reduce runs while it is in flight (the NCCL stream):
+    it ends before the collective does; after ``work.wait()`` the compute stream's next op
+    starts only once the collective ended."""
+    marks = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        big, x = ctx.ones(1 << 22), ctx.ones(1 << 10)
+        ctx.cuda.synchronize()
+        work = dist.all_reduce(big, async_op=True)
+        x.mul_(2.0)
+        during = ctx.cuda.current_stream().record_event()
+        work.wait()
+        collective = ctx.cuda.current_stream().record_event()
+        x.mul_(2.0)
+        after = ctx.cuda.current_stream().record_event()
+        for name, event in (("during", during), ("collective", collective), ("after", after)):
+            event.synchronize()
+            marks[rank, name] = ctx.sim.now_ns()
+
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    for r in range(2):
+        assert marks[r, "during"] < marks[r, "collective"] < marks[r, "after"]

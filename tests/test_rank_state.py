@@ -89,6 +89,8 @@ def test_a_finished_spawn_leaves_few_objects_per_rank_for_the_collector():
     # what a rank leaves (its task, flight record, last stream op...) is walked by the
     # collection after the run: done collectives keep no arrivals, the flight recorder no
     # per-rank lists or site tuples, zeros() no process state (docs/adr/0030-ranks-at-scale.md);
-    # 25 a rank before, 13 after
+    # 25 a rank before, 13 after; 16 since each device keeps its NCCL communicator stream, that
+    # stream's last op and its description (made once per device and group name, reused by the
+    # next spawn), while the default stream keeps the last collective it waited for
     per_rank = (_objects_left(300) - _objects_left(100)) / 200
-    assert per_rank <= 14
+    assert per_rank <= 17

@@ -75,7 +75,8 @@ def test_trace_is_chrome_trace_json_with_a_process_per_device(tmp_path):
     assert processes == {i: f"cuda:{i} (dev{i}, h100_sxm5_80gb)" for i in range(8)}
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert threads[0, 0] == "stream"
-    assert {threads[0, 1], threads[0, 2]} == {"link dev0->sw0", "link sw0->dev0"}
+    assert threads[0, 1] == "stream nccl WORLD"  # the group's communicator stream (ProcessGroupNCCL)
+    assert {threads[0, 2], threads[0, 3]} == {"link dev0->sw0", "link sw0->dev0"}
 
 
 def test_slices_carry_bytes_algorithm_step_and_sequence_number(tmp_path):

@@ -59,27 +59,30 @@ def buffers(cfg: Config, size: int, in_place: bool, rank: int, make):
 
 
 def launch(ctx, cfg: Config, size: int, in_place: bool, rank: int, send, recv) -> None:
-    """Enqueue one collective (asynchronous: it runs on the rank's stream)."""
+    """Enqueue one collective; the rank's current stream waits for it (``Work.wait()`` under
+    NCCL: the host goes on), so what follows on the stream sees its result, as in nccl-tests,
+    which runs everything on one stream."""
     dist = ctx.distributed
     op = getattr(dist.ReduceOp, OPS[cfg.op])
     name, root, p = cfg.collective.name, cfg.root, cfg.nranks
     if name in ("all_reduce", "broadcast", "reduce") and not in_place:
-        return out_of_place(dist, name, recv, send, op=op, root=root)
-    if name == "all_reduce":
-        dist.all_reduce(recv, op=op, async_op=True)
+        work = out_of_place(dist, name, recv, send, op=op, root=root)
+    elif name == "all_reduce":
+        work = dist.all_reduce(recv, op=op, async_op=True)
     elif name == "broadcast":
-        dist.broadcast(recv, src=root, async_op=True)
+        work = dist.broadcast(recv, src=root, async_op=True)
     elif name == "reduce":
-        dist.reduce(recv, dst=root, op=op, async_op=True)
+        work = dist.reduce(recv, dst=root, op=op, async_op=True)
     elif name == "all_gather":
-        dist.all_gather_into_tensor(recv, send, async_op=True)
+        work = dist.all_gather_into_tensor(recv, send, async_op=True)
     elif name == "reduce_scatter":
-        dist.reduce_scatter_tensor(recv, send, op=op, async_op=True)
+        work = dist.reduce_scatter_tensor(recv, send, op=op, async_op=True)
     elif name == "alltoall":
-        dist.all_to_all_single(recv, send, async_op=True)
+        work = dist.all_to_all_single(recv, send, async_op=True)
     else:  # sendrecv: send to rank+1, receive from rank-1, as one grouped op
         c = cfg.count(size)
         to_next = [c if j == (rank + 1) % p else 0 for j in range(p)]
         from_prev = [c if j == (rank - 1) % p else 0 for j in range(p)]
-        dist.all_to_all_single(recv, send, output_split_sizes=from_prev,
-                               input_split_sizes=to_next, async_op=True)
+        work = dist.all_to_all_single(recv, send, output_split_sizes=from_prev,
+                                      input_split_sizes=to_next, async_op=True)
+    work.wait()

@@ -59,9 +59,8 @@ class Work:
         synchronize the current stream, torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp)."""
         device = self._stream_of
         if device is not None and timeout is None:
-            stream = current_stream(self._rt, device)
-            if not self._handle.done and stream.last is not self._handle:
-                stream.enqueue(0.0, f"current stream waits for {self._handle.desc}", deps=(self._handle,))
+            current_stream(self._rt, device).wait_for(
+                self._handle, ("current stream waits for {}", self._handle.desc))
             return True
         self._rt.wait(self._handle)
         return True
@@ -213,19 +212,25 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, ins.size, hollow, site)
     done = rendezvous.arrive(arrival)
     state.track(task.rank, arrival)
+    backend = state.backend_of(g, task.rank)
+    gloo = backend == "gloo"
     current = current_stream(rt, device)
-    op = device.stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
-                                    device.kind.launch_overhead_ns, deps=_after(current, device))
+    # the group's own stream, after the caller's current stream's work (a gloo barrier has no
+    # tensor: it waits for no device work), as ProcessGroupNCCL's syncStream does (docs/adr/0015)
+    stream = device.named_stream(f"{backend} {g.name}")
+    op = stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
+                             device.kind.launch_overhead_ns,
+                             deps=_after(current, stream) if tensors or not gloo else ())
     for t in written:
         t._storage.last_write = op
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
         hook(task, g, seq, what, ins.size, outs.size, dtype, done, None, site)
-    gloo = state.backend_of(g, task.rank) == "gloo"
     if not async_op:
         if gloo:
             rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
-        elif current is not device.stream:  # nccl: the current (side) stream waits for the op
-            current.enqueue(0.0, ("{} waits for {}", current.name, rendezvous.name), deps=(op,))
+        else:  # nccl: the current stream waits for the op (c10d's work.wait() of a sync call);
+            # the op already starts after the current stream's last op: no event needed
+            current.wait_for(op, ("current stream waits for {}", rendezvous.name), ordered=True)
         return None
     blocks_host = gloo or what == "barrier"
     return Work(rt, op, rendezvous.failure, outputs=list(written),
@@ -259,15 +264,15 @@ def p2p(rt, ops, batched: bool = False) -> list:
     if batched:
         start = functools.partial(_start_batch, rt, state, live)
         desc = f"batch_isend_irecv of {len(live)} ops by rank {live[0].rank}"
-        op = device.stream.enqueue_work(desc, start, device.kind.launch_overhead_ns,
-                                        deps=_after(current_stream(rt, device), device))
+        stream = device.named_stream(f"{backend} {live[0].group.name}")
+        op = stream.enqueue_work(desc, start, device.kind.launch_overhead_ns,
+                                 deps=_after(current_stream(rt, device), stream))
     else:
         post = live[0]
-        current = current_stream(rt, device).last
         stream = state.p2p.pair_stream(post.rank, post.peer, device)
         op = stream.enqueue_work(post.describe(), functools.partial(state.p2p.ready, post),
                                  device.kind.launch_overhead_ns,
-                                 deps=() if current is None or current.done else (current,))
+                                 deps=_after(current_stream(rt, device), stream))
     works = []
     for post in posts:
         if post is None:
@@ -332,13 +337,12 @@ def _post(rt, kind, tensor, peer, group, tag, group_peer):
     return post
 
 
-def _after(current, device) -> tuple:
-    """What an op on ``device``'s default stream must also wait for: the work queued so far on
-    the caller's current stream, when that is a side stream (the NCCL stream waits for the
-    current stream before it launches, ProcessGroupNCCL's ``syncStream``)."""
-    if current is device.stream or current.last is None or current.last.done:
-        return ()
-    return (current.last,)
+def _after(current, stream) -> tuple:
+    """The deps of a communication op on ``stream``: the work queued so far on the caller's
+    ``current`` stream (the NCCL stream waits for the current stream before it launches,
+    ProcessGroupNCCL's ``syncStream``), unless ``stream`` is behind it already."""
+    last = current.last
+    return () if last is None or last.done or last is stream.last else (last,)
 
 
 def _chain(calls):

@@ -68,17 +68,12 @@ class P2P:
         self.unmatched: list[Post] = []  # in posting order
         self.by_op: dict = {}  # stream op Handle -> its Post, while incomplete (for reports)
         self.posts: list[Post] = []  # every post, in posting order (pruned when done)
-        self.streams: dict = {}  # (rank, low rank, high rank) -> that rank's pair Stream
 
     def pair_stream(self, rank: int, peer: int, device) -> Stream:
         """``rank``'s stream for its p2p ops with ``peer`` (ProcessGroupNCCL's communicator
         and stream per ``getKeySendRecv(rank, peer)``: one per unordered pair, per rank)."""
         low, high = min(rank, peer), max(rank, peer)
-        key = (rank, low, high)
-        stream = self.streams.get(key)
-        if stream is None:
-            stream = self.streams[key] = Stream(self.rt.engine, f"dev{device.index} p2p {low}:{high}")
-        return stream
+        return device.named_stream(f"p2p {low}:{high}")
 
     def open_posts(self) -> list[Post]:
         """The posts not completed yet, in posting order."""

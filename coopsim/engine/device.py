@@ -19,16 +19,33 @@ class SimDevice:
     Bandwidth in GB/s is bytes per ns; peak in FLOP/s is ``peak / 1e9`` FLOP per ns.
     """
 
-    __slots__ = ("spec", "index", "kind", "stream", "allocated_bytes", "_topology_name", "slowdown")
+    __slots__ = ("spec", "index", "kind", "stream", "streams", "allocated_bytes", "_topology_name",
+                 "slowdown")
 
     def __init__(self, engine: Engine, spec, topology_name: str = ""):
         self.spec = spec  # coopsim.topology.Device
         self.index = spec.index
         self.kind = spec.kind
-        self.stream = Stream(engine, f"dev{spec.index}")
+        self.stream = Stream(engine, f"dev{spec.index}")  # the default stream
+        # the device's other streams by name, in creation order: side streams, NCCL
+        # communicator and p2p pair streams (``named_stream``); traced and synchronized with it
+        self.streams: dict[str, Stream] = {}
         self.allocated_bytes = 0
         self._topology_name = topology_name
         self.slowdown = 1.0  # op time multiplier: a slow device (fault injection, coopsim.testing)
+
+    def named_stream(self, name: str) -> Stream:
+        """The device's stream called ``name`` (made on first use): it runs concurrently with
+        the others, and a trace attached to the device records it too."""
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = self.streams[name] = Stream(self.stream.engine, f"dev{self.index} {name}")
+            stream.trace = self.stream.trace
+        return stream
+
+    def all_streams(self) -> list[Stream]:
+        """The default stream, then the named ones in creation order."""
+        return [self.stream, *self.streams.values()]
 
     def op_time_ns(self, nbytes: float, flops: float = 0.0, dtype: str = "float32") -> float:
         memory_ns = self.memory_ns(nbytes)

@@ -105,6 +105,20 @@ class Stream:
         else:
             all_of(self.engine, blockers, ("blockers of {}", op)).add_callback(ready)
 
+    def wait_for(self, handle: Handle, desc, ordered: bool = False) -> None:
+        """Ops enqueued from now on start after ``handle`` (``cudaStreamWaitEvent``). If the
+        stream has no op of its own pending, or ``ordered`` (the caller knows ``handle``
+        completes after the stream's last op), the stream just takes ``handle`` as its last
+        op (no event); else a zero-time op joins the two."""
+        if handle.done:
+            return
+        last = self.last
+        if ordered or last is None or last.done or last is handle:
+            self.last = handle
+            self._tail_ns = None
+        else:
+            self.enqueue(0.0, desc, deps=(handle,))
+
     def abandon(self) -> None:
         """Forget the ops that can never complete (their spawn ended): ops enqueued from now
         on do not wait for them."""

@@ -49,7 +49,7 @@ class TraceRecorder:
         """``rt``: the runtime port (its ``engine``, ``devices``, ``network``, ``topology``)."""
         self._rt = rt
         self.path = path
-        self._device_of = {dev.stream: dev.index for dev in rt.devices}
+        self._device_of = {dev.stream: dev.index for dev in rt.devices}  # + named streams, at attach
         names = {d.name: d.index for d in rt.topology.devices}
         # a link's process: the device it leaves, else the device it enters, else "network"
         self._owner = {}
@@ -69,14 +69,16 @@ class TraceRecorder:
         network.settle()  # a closed-form run in flight records its transfers from here on (ADR-0031)
         network.trace = self
         for dev in self._rt.devices:
-            dev.stream.trace = self
+            for stream in dev.all_streams():  # a stream named later inherits the default's
+                stream.trace = self
         return self
 
     def detach(self) -> None:
         if self._rt.network.trace is self:
             self._rt.network.trace = None
             for dev in self._rt.devices:
-                dev.stream.trace = None
+                for stream in dev.all_streams():
+                    stream.trace = None
 
     def __enter__(self) -> "TraceRecorder":
         return self.attach()
@@ -90,24 +92,36 @@ class TraceRecorder:
 
     def stream_op(self, stream, op, duration_ns: float) -> None:
         """An op of known duration was enqueued: it starts ``duration_ns`` before its end."""
-        dev = self._device_of[stream]
+        dev, track = self._place(stream)
 
         def done(h):
-            self._slices.append((dev, 0, h.time_ns - duration_ns, h.time_ns, h.desc, {}))
+            self._slices.append((dev, track, h.time_ns - duration_ns, h.time_ns, h.desc, {}))
 
         op.add_callback(done)
 
     def stream_work(self, stream, op, work, delay_ns: float) -> None:
         """An op of unknown duration has just begun its ``work`` (a collective's or p2p's part),
         ``delay_ns`` (the launch overhead) after the stream started it."""
-        dev = self._device_of[stream]
+        dev, track = self._place(stream)
         start_ns = self._rt.engine.now_ns - delay_ns
 
         def done(h):
             name, args = _work_args(h.desc, work)
-            self._slices.append((dev, 0, start_ns, h.time_ns, name, args))
+            self._slices.append((dev, track, start_ns, h.time_ns, name, args))
 
         op.add_callback(done)
+
+    def _place(self, stream) -> tuple:
+        """(device index, track) of a stream's slices: track 0 is the default stream, a
+        named stream has its own ``("stream", name)`` track."""
+        dev = self._device_of.get(stream)
+        if dev is not None:
+            return dev, 0
+        for d in self._rt.devices:
+            for name, named in d.streams.items():
+                if named is stream:
+                    return d.index, ("stream", name)
+        raise KeyError(f"stream {stream.name!r} belongs to no device of this context")
 
     def transfer(self, t) -> None:
         """A transfer started (``coopsim.engine.network.Transfer``)."""
@@ -147,7 +161,7 @@ class TraceRecorder:
         order = sorted(range(len(self._slices)), key=lambda i: (self._slices[i][2], i))
         for i in order:
             pid, track, start, end, name, args = self._slices[i]
-            if track != 0:
+            if track != 0 and not isinstance(track, tuple):  # a Link: placed in a free lane
                 ends = lanes.setdefault((pid, track.index), [])
                 lane = next((k for k, e in enumerate(ends) if e <= start), len(ends))
                 if lane == len(ends):
@@ -158,8 +172,7 @@ class TraceRecorder:
             placed.append((pid, track, start, end, name, args))
         tids = {}  # (pid, track) -> tid: stream first, then links by index and lane
         per_pid: dict = {}
-        for pid, track in sorted({(p, t) for p, t, *_ in placed},
-                                 key=lambda pt: (pt[0], (-1, 0) if pt[1] == 0 else pt[1][:2])):
+        for pid, track in sorted({(p, t) for p, t, *_ in placed}, key=_track_order):
             tids[pid, track] = per_pid[pid] = per_pid.get(pid, -1) + 1
         events = []
         for pid in sorted({p for p, _ in tids}):
@@ -175,6 +188,8 @@ class TraceRecorder:
         for (pid, track), tid in tids.items():
             if track == 0:
                 tname = "stream"
+            elif track[0] == "stream":
+                tname = f"stream {track[1]}"
             else:
                 tname = f"link {track[2]}" + (f" #{track[1] + 1}" if track[1] else "")
             events.append({"ph": "M", "name": "thread_name", "pid": pid + pid_offset, "tid": tid,
@@ -183,7 +198,7 @@ class TraceRecorder:
                            "tid": tid, "args": {"sort_index": tid}})
         timed = []
         for pid, track, start, end, name, args in placed:
-            event = {"name": name, "cat": "stream" if track == 0 else "link",
+            event = {"name": name, "cat": "stream" if track == 0 or track[0] == "stream" else "link",
                      "ph": "X" if end > start else "i", "ts": (start + ts_offset_ns) * US_PER_NS,
                      "pid": pid + pid_offset, "tid": tids[pid, track], "args": args}
             if end > start:
@@ -209,6 +224,17 @@ def write_chrome_trace(path, events: list[dict], **other) -> None:
     }
     with open(path, "w") as f:
         json.dump(document, f, separators=(",", ":"))
+
+
+def _track_order(pid_track) -> tuple:
+    """A device's default stream first, then its named streams by name, then its links by
+    index and lane."""
+    pid, track = pid_track
+    if track == 0:
+        return pid, -2, 0, ""
+    if track[0] == "stream":
+        return pid, -1, 0, track[1]
+    return pid, track[0], track[1], ""
 
 
 def _collective_args(collective) -> dict:

@@ -197,7 +197,8 @@ class Runtime:
         self.drain()
         del runnable[before:]  # the aborted tasks whose waits the drain completed: never resumed
         for device in self.devices:
-            device.stream.abandon()
+            for stream in device.all_streams():
+                stream.abandon()
 
     def context_state(self, key: str, make):
         """The context-wide slot ``key`` of a layer above, made by ``make()`` on first use

@@ -12,7 +12,7 @@ from coopsim.engine import OutOfMemoryError
 from coopsim.tensor.memory import MemoryStats
 from coopsim.tensor.random import generator_for, manual_seed_all
 from coopsim.tensor.state import process_state
-from coopsim.tensor.streams import new_stream, side_streams
+from coopsim.tensor.streams import new_stream
 from coopsim.tensor.tensor import Device, device_index
 
 
@@ -157,9 +157,10 @@ class Cuda:
         """Wait (host) until all work queued on ``device`` (default: the current), on all its
         streams, is done."""
         index = device_index(self._rt, device, "synchronize")
-        Stream(self, index).synchronize()
-        for side in side_streams(self._rt, index):
-            SideStream(self, index, side).synchronize()
+        for stream in self._rt.devices[index].all_streams():  # also NCCL's and p2p's (named)
+            last = stream.last
+            if last is not None:
+                self._rt.wait(last)
 
     def current_stream(self, device=None) -> Stream:
         """The caller's current stream of ``device``: the one a ``stream(s)`` block set, else

@@ -37,7 +37,7 @@ def new_stream(rt, index: int) -> EngineStream:
     entry = table(rt).get(index)
     if entry is None:
         entry = table(rt)[index] = DeviceStreams(rt.engine, index)
-    stream = EngineStream(rt.engine, f"dev{index}.s{len(entry.streams) + 1}")
+    stream = rt.devices[index].named_stream(f"s{len(entry.streams) + 1}")
     entry.streams.append(stream)
     return stream
 
@@ -48,11 +48,6 @@ def current_stream(rt, device) -> EngineStream:
     if table(rt).get(device.index) is None:  # no side stream on the device: the common case
         return device.stream
     return process_state(rt).streams.get(device.index) or device.stream
-
-
-def side_streams(rt, index: int) -> list:
-    entry = table(rt).get(index)
-    return [] if entry is None else list(entry.streams)
 
 
 def route(rt, device, desc, nbytes, flops, cost_dtype: str, fn):

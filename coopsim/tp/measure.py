@@ -3,11 +3,11 @@
 
 Each run is one spawn of ``tp`` ranks on a fresh context of the topology (timing-only by
 default: model-scale shapes cost no host memory). Times are read from the context's trace:
-on every rank's stream, the slices of the forward (from the synchronized start to the end of
-the forward) and of the backward; a slice is communication if it is a collective, else
-compute. With one stream per device, communication and compute never overlap, so
-``compute + communication`` is the stream's busy time; ``total`` (wall of the phase, as
-virtual time) also counts the idle gaps. Figures are rank 0's; memory is the largest
+on every rank's streams, the slices of the forward (from the synchronized start to the end
+of the forward) and of the backward; a slice is communication if it is a collective, else
+compute. Collectives run on the NCCL stream, so an async one overlaps compute (the
+sequence-parallel backward): ``compute + communication`` may exceed ``total`` (the phase's
+wall, as virtual time, idle gaps included). Figures are rank 0's; memory is the largest
 ``memory_allocated`` of any rank, sampled at the end of the forward and of the backward.
 
 ``new_context(timing_only=...)`` makes each run's fresh ``RuntimeContext`` (e.g.
@@ -25,7 +25,7 @@ from coopsim.tp.reference import mlp_reference
 
 
 def _split(events, device: int, start_ns: float, end_ns: float) -> dict:
-    """Compute and communication ns of ``device``'s stream slices starting in [start, end)."""
+    """Compute and communication ns of ``device``'s streams' slices starting in [start, end)."""
     compute = comm = 0.0
     for e in events:
         if e.get("ph") != "X" or e["pid"] != device or e["cat"] != "stream":
