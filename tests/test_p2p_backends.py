@@ -366,3 +366,29 @@ def test_c11_an_async_collective_overlaps_compute_until_waited():
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
     for r in range(2):
         assert marks[r, "during"] < marks[r, "collective"] < marks[r, "after"]
+
+
+def test_c11_a_gloo_barrier_does_not_wait_for_nccl_work_on_the_device():
+    """A gloo group used for host synchronization next to nccl collectives: rank 0 reduces,
+    then meets rank 1 at the gloo barrier; rank 1 meets it first, then reduces. gloo's barrier
+    has no tensor and waits for no CUDA stream (ProcessGroupGloo's barrier waits for the
+    group's earlier work only), so PyTorch completes this; it was reported as a deadlock while
+    the barrier was queued behind the all_reduce on the device's stream."""
+    got = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        cpu = dist.new_group([0, 1], backend="gloo")
+        t = ctx.full((8,), float(rank + 1))
+        if rank == 0:
+            dist.all_reduce(t)
+            dist.barrier(group=cpu)
+        else:
+            dist.barrier(group=cpu)
+            dist.all_reduce(t)
+        got[rank] = t.tolist()
+
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    assert got == {0: [3.0] * 8, 1: [3.0] * 8}
