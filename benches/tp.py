@@ -34,7 +34,7 @@ def _sizes(text: str) -> list[int]:
 def _table(rows: list[dict], args) -> str:
     head = (f"# ParallelMLP hidden={args.hidden} ffn={args.ffn} seq={args.seq} batch={args.batch} "
             f"dtype={args.dtype} sequence_parallel={args.sequence_parallel} on {args.topology}\n"
-            f"# times in virtual us; comm = collectives on the stream; memory per rank in GiB\n"
+            f"# times in virtual us; comm = collectives, on the NCCL stream (they may overlap comp); memory per rank in GiB\n"
             f"{'tp':>4}{'fwd':>11}{'fwd comp':>11}{'fwd comm':>11}{'bwd':>11}{'bwd comp':>11}"
             f"{'bwd comm':>11}{'memory':>9}{'speed-up':>10}")
     base = None
