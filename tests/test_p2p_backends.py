@@ -392,3 +392,28 @@ def test_c11_a_gloo_barrier_does_not_wait_for_nccl_work_on_the_device():
     with coopsim.RuntimeContext("dgx_h100") as ctx:
         ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
     assert got == {0: [3.0] * 8, 1: [3.0] * 8}
+
+
+def _two_groups_in_opposite_orders(rank, ctx, async_op, got):
+    dist = ctx.distributed
+    dist.init_process_group("nccl")
+    g1, g2 = dist.new_group([0, 1]), dist.new_group([0, 1])
+    a, b = ctx.ones(4), ctx.ones(4) * 2
+    order = [(g1, a), (g2, b)] if rank == 0 else [(g2, b), (g1, a)]
+    works = [dist.all_reduce(t, group=g, async_op=async_op) for g, t in order]
+    for work in works if async_op else ():
+        work.wait()
+    got[rank] = (a.tolist()[0], b.tolist()[0])
+
+
+def test_c11_each_group_has_its_own_nccl_stream():
+    """Two groups of the same ranks, reduced in opposite orders. Each ProcessGroupNCCL has its
+    own stream, which waits for the current stream at launch: async calls complete; sync calls
+    make the current stream wait for each, so the second group's op waits for the first's,
+    which waits for the peer's second: a real hang under NCCL, reported as a deadlock."""
+    got = {}
+    with coopsim.RuntimeContext("dgx_h100") as ctx:
+        ctx.multiprocessing.spawn(_two_groups_in_opposite_orders, args=(ctx, True, got), nprocs=2)
+        assert got == {0: (2.0, 4.0), 1: (2.0, 4.0)}
+        with pytest.raises(coopsim.DeadlockError, match="all_reduce #1 on group group2"):
+            ctx.multiprocessing.spawn(_two_groups_in_opposite_orders, args=(ctx, False, {}), nprocs=2)
