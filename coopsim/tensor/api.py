@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coopsim.tensor import dtypes, indexing, math as tmath, shape as tshape
+from coopsim.tensor import dtypes, indexing, math as tmath, outarg, shape as tshape
 from coopsim.tensor.dtypes import DType, bool_, finfo, float32, float64, iinfo, int64
 from coopsim.tensor.functional import NN
 from coopsim.tensor.grad import GradMode
@@ -285,4 +285,6 @@ class _SetGrad:
 
 for _name in METHOD_FUNCTIONS:
     setattr(TensorAPI, _name, staticmethod(getattr(Tensor, _name)))
-del _name
+for _name, _fn in outarg.functions().items():  # the elementwise ones also take ``out=``
+    setattr(TensorAPI, _name, staticmethod(_fn))
+del _name, _fn
