@@ -39,7 +39,8 @@ def test_c8_completed_collectives_let_go_of_their_buffers_and_leave_the_pending_
         state = ctx.sim.runtime.spawn_state("distributed")
         seen[r, "open before"] = len(state.open_collectives(r))
         arrivals = list(state.pending[r])
-        seen[r, "desc"] = arrivals[0].done.desc, arrivals[-1].done.desc
+        seen[r, "desc"] = (arrivals[0].done.member_desc, arrivals[-1].done.member_desc,
+                           arrivals[-1].done.desc)
         assert t.sum().item() == 4 * 2 ** 20
         seen[r, "open after"] = len(state.open_collectives(r))
         seen[r, "buffers kept"] = sum(a.ins is not None or a.outs is not None for a in arrivals)
@@ -55,7 +56,8 @@ def test_c8_completed_collectives_let_go_of_their_buffers_and_leave_the_pending_
         assert seen[r, "buffers kept"] == 0 and seen[r, "arrivals kept"] == 0
         assert seen[r, "tracked after"] == 0 and seen[r, "tracked"] == 1
         assert seen[r, "desc"] == (f"all_reduce #1 on group WORLD (rank {r})",
-                                   f"all_reduce #20 on group WORLD (rank {r})")
+                                   f"all_reduce #20 on group WORLD (rank {r})",
+                                   f"all_reduce #20 on group WORLD on dev{r}")
 
 
 def test_the_flight_recorder_names_the_line_of_each_call(ctx):

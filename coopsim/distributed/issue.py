@@ -214,8 +214,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
     done = rendezvous.arrive(arrival)
     state.track(task.rank, arrival)
     current = current_stream(rt, device)
-    op = device.stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
-                                    device.kind.launch_overhead_ns, deps=_after(current, device))
+    op = device.stream.enqueue_work(None, done.start, device.kind.launch_overhead_ns,
+                                    deps=_after(current, device), op=done)
     for t in written:
         t._storage.last_write = op
     for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)

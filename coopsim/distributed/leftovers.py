@@ -39,7 +39,7 @@ def _open(state) -> list:
 def _report(rt, state, left) -> dict:
     first = {}
     for rank, kind, thing in left:
-        first.setdefault(rank, thing.done.desc if kind == "collective" else thing.describe())
+        first.setdefault(rank, thing.done.member_desc if kind == "collective" else thing.describe())
     rows = [{"rank": t.rank, "task": t.name, "state": t.state,
              "waits_for": f"left incomplete: {first[t.rank]}" if t.rank in first else None,
              "time_ns": t.now_ns, "where": None} for t in rt.spawn.ranks]
