@@ -29,12 +29,13 @@ class Plan:
 
     __slots__ = ("collective", "algorithm", "schedule", "nbytes", "itemsize", "ufunc", "post",
                  "root", "nodes", "devices", "alpha_ns", "beta_ns_per_byte", "gamma_ns_per_byte",
-                 "protocol", "switch", "rails", "routes")
+                 "protocol", "switch", "rails", "routes", "analytic_ns")
     # protocol: a Protocol (IDEAL where the topology runs none); switch: for nvls, the
     # (up_links, down_links, InNetworkReduction) of the group's reducing switch, else None;
     # rails: node -> its device indices, when transfers between nodes are spread over every
     # network card of the node (NCCL's channels: one ring per NIC), else None; routes: the
-    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn
+    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn;
+    # analytic_ns: the analytic model's time (``model_time_ns`` of the plan), once per plan
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -120,12 +121,13 @@ class Planner:
                 schedule = self._schedules.get(key)
                 if schedule is None:
                     schedule = self._schedules[key] = build_schedule(*key[:5], key[5] and list(key[5]))
+        analytic_ns = model_time_ns(kind, algorithm, p, nbytes, alpha, beta, gamma, protocol, nodes)
         return Plan(collective=kind, algorithm=algorithm, schedule=schedule, nbytes=nbytes,
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
                     devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma,
                     protocol=protocol, switch=switch,
                     rails=self._rails() if multi_node and protocol is not IDEAL else None,  # as choose
-                    routes=self._routes)
+                    routes=self._routes, analytic_ns=analytic_ns)
 
     def choose(self, kind: str, nbytes: int, devices, uneven: bool = False):
         """``(algorithm, protocol, switch, alpha_ns, beta_ns_per_byte, gamma_ns_per_byte)`` of a
