@@ -70,7 +70,7 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         report["details"].append(f"point-to-point wait-for cycle: {chain} -> rank {cycle[0]}")
         for r in cycle:
             by_rank[r]["cycle"] = list(cycle)
-    for backend in sorted({state.semantics.get(r, "nccl") for r in peers}):  # the ranks' defaults
+    for backend in sorted({state.semantics[r] for r in peers}):  # the ranks' defaults
         report["details"].append(f"p2p semantics: {P2P_RULES[backend]}")
 
 

@@ -29,7 +29,9 @@ class DistState:
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
         self.initialized = RankMap(world_size)  # rank -> backend
-        self.semantics = RankMap(world_size)  # rank -> "nccl" | "gloo" (backend.cuda_backend)
+        # rank -> "nccl" | "gloo" (backend.cuda_backend; "nccl" until set): a plain list, read
+        # on every collective call
+        self.semantics: list = ["nccl"] * world_size
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
@@ -107,7 +109,9 @@ class DistState:
 
     def backend_of(self, group, rank: int) -> str:
         """The semantics ("nccl" | "gloo") of ``rank``'s ops on ``group`` (docs/adr/0015)."""
-        return self.group_semantics.get(group.gid) or self.semantics.get(rank, "nccl")
+        if self.group_semantics:
+            return self.group_semantics.get(group.gid) or self.semantics[rank]
+        return self.semantics[rank]
 
 
 _ABSENT = object()
