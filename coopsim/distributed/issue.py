@@ -21,7 +21,7 @@ from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival, Fingerprint
 from coopsim.distributed.state import SLOT
-from coopsim.distributed.tables import KIND, ROOTED
+from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
 from coopsim.engine import Handle, all_of
 from coopsim.runtime.frames import user_site
 from coopsim.tensor.ops import TimingOnlyStorage, bfloat16, dtype_named, round_bfloat16, timing_only
@@ -166,7 +166,10 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     by position: a keyword call of a function with keyword-only parameters costs more than
     half a µs in CPython 3.11 (ADR-0033).
     """
-    task, state = caller(rt, what)
+    task = rt.current_task()
+    state = rt.spawn_state(SLOT)
+    if task is None or task.owner is not None or state is None or task.rank not in state.initialized:
+        task, state = caller(rt, what)  # raises
     if rt.before_collective:
         for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
             hook(what, task)
@@ -192,12 +195,13 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     p = g.size
     if list_len is not None or in_multiple or out_multiple:
         check.sizes(what, p, ins, outs, list_len, in_multiple, out_multiple, splits is not None)
-    root_member = check.root_member(g, root, what) if KIND[what] in ROOTED else None
-    count = check.count(what, ins, outs, p)
+    kind = KIND[what]
+    root_member = check.root_member(g, root, what) if kind in ROOTED else None
+    count = ins.size if kind in IN_PLACE else check.count(what, ins, outs, p)
     splits_in = splits_out = None
     if splits is not None:
         splits_in, splits_out = check.splits(splits, ins.size, outs.size, p, what)
-    seq = g.next_seq(rank)
+    seq = g.next_seq(member)
     fingerprint = Fingerprint(
         (what, seq, None if splits is not None else shapes, dtypes, reduce_op,
          None if root_member is None else g.ranks[root_member]),

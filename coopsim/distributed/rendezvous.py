@@ -7,7 +7,7 @@ Life of a collective (one per group and sequence number):
 2. **Check.** When every member has arrived, the fingerprints (op, seq, shapes, dtypes,
    reduce op, root, split sizes) are compared; any difference raises
    ``CollectiveMismatchError`` in every member (C6: each is a root cause).
-3. **Start.** Each member's stream op calls ``ready`` when the stream reaches it; when all
+3. **Start.** Each member's stream op calls ``start`` when the stream reaches it; when all
    are ready, it is planned (``planning``) and run (``execution``): by the ``transfer`` model
    (its algorithm's schedule on the topology's links, ``TimedRun``) or the ``analytic``
    model (closed form; numbers from the reference reduction).
@@ -97,8 +97,13 @@ class CollectiveOp(Handle):
         return f"{c.name} (rank {c.group.ranks[self.member]})"
 
     def start(self) -> "CollectiveOp":
-        """The member's stream reached the collective (``Stream.enqueue_work``'s start)."""
-        return self.collective.member_ready(self.member)
+        """The member's stream reached the collective (``Stream.enqueue_work``'s start): the
+        collective starts when every member's has, and its checks passed (armed)."""
+        c = self.collective
+        c.ready.add(self.member)
+        if c.status == "armed" and len(c.ready) == c.group.size:
+            c.start()
+        return self
 
     def started(self) -> bool:
         """Has the member's stream reached the collective?"""
@@ -190,7 +195,7 @@ class Collective:
         if not differ:
             self.status = "armed"
             if len(self.ready) == self.group.size:
-                self._start()
+                self.start()
             return
         self._fail(CollectiveMismatchError(self._mismatch_table(fingerprints, differ), self, differ),
                    caller)
@@ -234,17 +239,10 @@ class Collective:
             self)
         self._fail(error)
 
-    def member_ready(self, member: int) -> Handle:
-        """Called when ``member``'s stream reaches the collective; returns its part's Handle."""
-        done = self.arrivals[member].done
-        self.ready.add(member)
-        if self.status == "armed" and len(self.ready) == self.group.size:
-            self._start()
-        return done
-
     # -- execution ------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Every member is ready and the checks passed: plan and run it."""
         self.status = "running"
         arrivals = [self.arrivals[m] for m in range(self.group.size)]
         for a in arrivals:
