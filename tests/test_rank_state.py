@@ -44,7 +44,7 @@ def test_a_group_maps_ranks_to_members_and_numbers_each_member_s_calls(ranks):
     g = ProcessGroup(1, ranks, None, "g")
     for i, r in enumerate(g.ranks):
         assert g.member(r) == i
-        assert [g.next_seq(r) for _ in range(3)] == [1, 2, 3]
+        assert [g.next_seq(g.member(r)) for _ in range(3)] == [1, 2, 3]
     for outside in (-1, 7, 2.5, None.__class__):
         assert g.member(outside) == -1
     assert g.member(True) == g.member(1)  # as the dict it replaces: True == 1

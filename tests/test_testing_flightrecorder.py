@@ -74,6 +74,34 @@ def test_each_rank_keeps_only_its_last_32_ops(ctx):
     assert all(r["state"] == "completed" for r in record[0])
 
 
+def test_op_and_p2p_numbers_run_on_across_the_rings_trims(ctx):
+    """The ring keeps one tuple per op and drops its older half in bulk: the op_id, record_id
+    and p2p_seq_id of what is kept still count every op the rank issued, for any length."""
+    def mixed(rank, ctx, n):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        t = ctx.ones(2)
+        for i in range(n):
+            if i % 3 == 2:  # every third op a p2p op
+                (dist.isend if rank == 0 else dist.irecv)(t, 1 - rank).wait()
+            else:
+                dist.all_reduce(t)
+        t.sum().item()
+
+    for n in (31, 32, 63, 64, 65, 100):
+        ctx.multiprocessing.spawn(mixed, (ctx, n), nprocs=2)
+        kinds = ["p2p" if i % 3 == 2 else "coll" for i in range(n)]
+        p2p_seq = [kinds[:i + 1].count("p2p") if k == "p2p" else 0 for i, k in enumerate(kinds)]
+        coll_seq = [kinds[:i + 1].count("coll") if k == "coll" else 0 for i, k in enumerate(kinds)]
+        first = max(0, n - 32)
+        for rank, records in ctx.sim.flight_recorder.entries().items():
+            assert [r["op_id"] for r in records] == list(range(first + 1, n + 1)), (n, rank)
+            assert [r["record_id"] for r in records] == list(range(first, n))
+            assert [r["p2p_seq_id"] for r in records] == p2p_seq[first:]
+            assert [r["collective_seq_id"] for r in records] == coll_seq[first:]
+            assert [r["is_p2p"] for r in records] == [k == "p2p" for k in kinds[first:]]
+
+
 def test_a_new_spawn_starts_a_new_record(ctx):
     def one(rank, ctx, n):
         ctx.distributed.init_process_group("nccl")

@@ -156,17 +156,17 @@ class Distributed:
     def all_reduce(self, tensor, op=ReduceOp.SUM, group=None, async_op=False):
         flat = check.inplace(tensor, "all_reduce")
         return issue.collective(self._rt, "all_reduce", group, async_op, [tensor], flat, flat, [tensor],
-                                reduce_op=check.reduce_op_name(op, tensor))
+                                check.reduce_op_name(op, tensor))  # by position: the hot path
 
     def broadcast(self, tensor, src=None, group=None, async_op=False, group_src=None):
         flat = check.inplace(tensor, "broadcast")
         return issue.collective(self._rt, "broadcast", group, async_op, [tensor], flat, flat, [tensor],
-                                root=(src, group_src))
+                                None, (src, group_src))
 
     def reduce(self, tensor, dst=None, op=ReduceOp.SUM, group=None, async_op=False, group_dst=None):
         flat = check.inplace(tensor, "reduce")
         return issue.collective(self._rt, "reduce", group, async_op, [tensor], flat, flat, [tensor],
-                                reduce_op=check.reduce_op_name(op, tensor), root=(dst, group_dst))
+                                check.reduce_op_name(op, tensor), (dst, group_dst))
 
     def all_gather_into_tensor(self, output_tensor, input_tensor, group=None, async_op=False):
         out, inp = check.flat(output_tensor, "all_gather_into_tensor"), check.flat(input_tensor, "all_gather_into_tensor")

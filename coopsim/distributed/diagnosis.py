@@ -32,18 +32,18 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         if p2p is not None:
             peers[task.rank] = p2p
             continue
-        collective = getattr(h, "collective", None)
-        if collective is None:
-            oldest = state.open_collectives(task.rank)[:1]
-            collective = oldest[0].done.collective if oldest else None
+        own = getattr(h, "collective", None)  # a host read waits on the member part itself
+        oldest = state.open_collectives(task.rank)[:1]
+        oldest = oldest[0].done.collective if oldest else None
+        collective = own if own is not None else oldest
         if collective is None or collective.status in ("done", "failed"):
             continue
         arrived = sorted(collective.group.ranks[m] for m in collective.arrivals)
         missing = collective.missing()
         row["collective"] = {"op": collective.kind, "group": collective.group.name,
                              "seq": collective.seq, "arrived": arrived, "missing": missing}
-        if getattr(h, "collective", None) is not collective:
-            row["waits_for"] = f"{row['waits_for']}, behind {collective.name} on its stream"
+        if oldest is not None and oldest is not own:  # its streams reach ``own`` after ``oldest``
+            row["waits_for"] = f"{row['waits_for']}, behind {oldest.name} on its stream"
         if collective.name in seen:
             continue
         seen.add(collective.name)
@@ -70,7 +70,7 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         report["details"].append(f"point-to-point wait-for cycle: {chain} -> rank {cycle[0]}")
         for r in cycle:
             by_rank[r]["cycle"] = list(cycle)
-    for backend in sorted({state.semantics.get(r, "nccl") for r in peers}):  # the ranks' defaults
+    for backend in sorted({state.semantics[r] for r in peers}):  # the ranks' defaults
         report["details"].append(f"p2p semantics: {P2P_RULES[backend]}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from coopsim.distributed.algorithms import chunks
-from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
 from coopsim.distributed.blocked import all_reduce_blocks, fusable
 from coopsim.distributed.closedform import Profile, Replay, timeline
@@ -416,8 +415,7 @@ def rail_routes(topology, a: int, b: int, rails) -> list:
 def run_analytic(collective, arrivals, plan) -> None:
     """Complete every member at the closed-form time from now, with the reference numbers."""
     engine = collective.state.rt.engine
-    ns = model_time_ns(plan.collective, plan.algorithm, len(arrivals), plan.nbytes, plan.alpha_ns,
-                       plan.beta_ns_per_byte, plan.gamma_ns_per_byte, plan.protocol, plan.nodes)
+    ns = plan.analytic_ns  # model_time_ns of the plan, computed once per plan (planning)
     finished = Handle(("{} (analytic)", collective.name))
     hollow = arrivals[0].hollow
     finished.add_callback(lambda _h: (hollow or reference(plan, arrivals), collective.complete_all(arrivals)))

@@ -35,9 +35,8 @@ class ProcessGroup:
             return next((i for i, r in enumerate(self.ranks) if r == rank), -1)  # as a dict's get
         return self._member.get(rank, -1)
 
-    def next_seq(self, rank: int) -> int:
-        """The number of ``rank``'s next collective on the group (a member's, from 1)."""
-        member = rank if self._member is None else self._member[rank]
+    def next_seq(self, member: int) -> int:
+        """The number of ``member``'s next collective on the group (from 1)."""
         self._seq[member] += 1
         return self._seq[member]
 

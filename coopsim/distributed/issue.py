@@ -21,10 +21,10 @@ from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
 from coopsim.distributed.rendezvous import Arrival, Fingerprint
 from coopsim.distributed.state import SLOT
-from coopsim.distributed.tables import KIND, ROOTED
+from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
 from coopsim.engine import Handle, all_of
 from coopsim.runtime.frames import user_site
-from coopsim.tensor.ops import bfloat16, dtype_named, round_bfloat16, timing_only
+from coopsim.tensor.ops import TimingOnlyStorage, bfloat16, dtype_named, round_bfloat16, timing_only
 from coopsim.tensor.streams import current_stream
 
 
@@ -150,8 +150,8 @@ def resolve_group(state, group):
     return group
 
 
-def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce_op=None,
-               root=(None, None), prepare=None, finish=None, splits=None, list_len=None,
+def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op=None,
+               root=(None, None), *, prepare=None, finish=None, splits=None, list_len=None,
                in_multiple=False, out_multiple=False, dtype_name=None):
     """Issue collective ``what`` from the calling rank; returns a Work if ``async_op``.
 
@@ -161,43 +161,50 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
 
     The hot path (one all_reduce is a few µs of Python): checks of what the common call does
     not pass are skipped, the fingerprint is one tuple, the user's call site is kept raw,
-    and no closure is made per call.
+    and no closure is made per call. The in-place calls pass ``reduce_op`` and ``root``
+    by position: a keyword call of a function with keyword-only parameters costs more than
+    half a µs in CPython 3.11 (ADR-0033).
     """
-    task, state = caller(rt, what)
-    for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
-        hook(what, task)
-    g = resolve_group(state, group)
+    task = rt.current_task()
+    state = rt.spawn_state(SLOT)
+    if task is None or task.owner is not None or state is None or task.rank not in state.initialized:
+        task, state = caller(rt, what)  # raises
+    if rt.before_collective:
+        for hook in rt.before_collective:  # fault injection (coopsim.testing): may wait or kill the rank
+            hook(what, task)
+    g = state.world if group is None else resolve_group(state, group)
     if g is None:
         return None
-    member = g.member(task.rank)
+    rank = task.rank
+    member = g.member(rank)
     if member < 0:
-        check.member(g, task.rank, what)  # raises
-    storage = tensors[0]._storage if len(tensors) == 1 else None
-    if storage is not None and storage.rt is rt:  # the common call: no set, no loop
-        device = rt.devices[storage.device.index]
+        check.member(g, rank, what)  # raises
+    if len(tensors) == 1:  # the common call: one tensor gives the device, no set, no loop
+        t = tensors[0]
+        storage, dtype = t._storage, t._dtype
+        device = rt.devices[storage.device.index] if storage.rt is rt else check.device_of(rt, tensors, what)
+        hollow = type(storage) is TimingOnlyStorage
+        shapes, dtypes = (t._array.shape,), (dtype,)
     else:
         device = check.device_of(rt, tensors, what)
+        dtype = tensors[0]._dtype if tensors else dtype_named(dtype_name)
+        hollow = bool(tensors) and timing_only(tensors[0])
+        shapes = tuple([t._array.shape for t in tensors])
+        dtypes = tuple([t.dtype for t in tensors]) if tensors else (dtype_name,)
     p = g.size
     if list_len is not None or in_multiple or out_multiple:
         check.sizes(what, p, ins, outs, list_len, in_multiple, out_multiple, splits is not None)
-    root_member = check.root_member(g, root, what) if KIND[what] in ROOTED else None
-    dtype = tensors[0]._dtype if tensors else dtype_named(dtype_name)
-    count = check.count(what, ins, outs, p)
+    kind = KIND[what]
+    root_member = check.root_member(g, root, what) if kind in ROOTED else None
+    count = ins.size if kind in IN_PLACE else check.count(what, ins, outs, p)
     splits_in = splits_out = None
     if splits is not None:
         splits_in, splits_out = check.splits(splits, ins.size, outs.size, p, what)
-    seq = g.next_seq(task.rank)
-    if len(tensors) == 1:
-        t = tensors[0]
-        shapes, dtypes = (t._array.shape,), (dtype,)
-    else:
-        shapes = tuple([t._array.shape for t in tensors])
-        dtypes = tuple([t.dtype for t in tensors]) if tensors else (dtype_name,)
+    seq = g.next_seq(member)
     fingerprint = Fingerprint(
         (what, seq, None if splits is not None else shapes, dtypes, reduce_op,
          None if root_member is None else g.ranks[root_member]),
         count, dtype, device.index, root_member, splits_in, splits_out)
-    hollow = bool(tensors) and timing_only(tensors[0])
     if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
         prepare = finish = None
     elif ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
@@ -207,24 +214,25 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, *, reduce
         finish = _chain([functools.partial(np.copyto, target, outs), finish])
     if dtype is bfloat16 and not hollow:
         finish = _chain([functools.partial(round_bfloat16, outs), finish])
-    rendezvous = g.collective(state, seq, what)
     site = user_site(sys._getframe(1), state.user_files)
-    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, ins.size, hollow, site)
-    done = rendezvous.arrive(arrival)
-    state.track(task.rank, arrival)
-    backend = state.backend_of(g, task.rank)
+    numel = ins.size
+    arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, numel, hollow, site)
+    rendezvous = g.collective(state, seq, what)
+    op = rendezvous.arrive(arrival)  # the member's part, which is also its stream op (ADR-0033)
+    state.track(rank, arrival)
+    backend = state.backend_of(g, rank)
     gloo = backend == "gloo"
     current = current_stream(rt, device)
     # the group's own stream, after the caller's current stream's work (a gloo barrier has no
     # tensor: it waits for no device work), as ProcessGroupNCCL's syncStream does (docs/adr/0015)
     stream = device.named_stream(f"{backend} {g.name}")
-    op = stream.enqueue_work(("{} on dev{}", rendezvous.name, device.index), arrival.start,
-                             device.kind.launch_overhead_ns,
-                             deps=_after(current, stream) if tensors or not gloo else ())
+    stream.enqueue_work(None, op.start, device.kind.launch_overhead_ns,
+                        _after(current, stream) if tensors or not gloo else (), op)
     for t in written:
         t._storage.last_write = op
-    for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
-        hook(task, g, seq, what, ins.size, outs.size, dtype, done, None, site)
+    if rt.comm_hooks:
+        for hook in rt.comm_hooks:  # the flight recorder (coopsim.testing)
+            hook(task, g, seq, what, numel, outs.size, dtype, op, None, site)
     if not async_op:
         if gloo:
             rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015

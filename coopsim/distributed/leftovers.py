@@ -30,7 +30,7 @@ def _open(state) -> list:
 
     An op that failed (mismatch, timeout) is not left over: its error was already raised in
     every member, and a rank that caught it chose to carry on."""
-    left = [(rank, "collective", a) for rank in sorted(state.pending) for a in state.open_collectives(rank)
+    left = [(rank, "collective", a) for rank in range(len(state.pending)) for a in state.open_collectives(rank)
             if a.done.collective.status != "failed"]
     left += [(post.rank, "p2p", post) for post in state.p2p.open_posts() if post.error is None]
     return left
@@ -39,7 +39,7 @@ def _open(state) -> list:
 def _report(rt, state, left) -> dict:
     first = {}
     for rank, kind, thing in left:
-        first.setdefault(rank, thing.done.desc if kind == "collective" else thing.describe())
+        first.setdefault(rank, thing.done.member_desc if kind == "collective" else thing.describe())
     rows = [{"rank": t.rank, "task": t.name, "state": t.state,
              "waits_for": f"left incomplete: {first[t.rank]}" if t.rank in first else None,
              "time_ns": t.now_ns, "where": None} for t in rt.spawn.ranks]

@@ -29,12 +29,13 @@ class Plan:
 
     __slots__ = ("collective", "algorithm", "schedule", "nbytes", "itemsize", "ufunc", "post",
                  "root", "nodes", "devices", "alpha_ns", "beta_ns_per_byte", "gamma_ns_per_byte",
-                 "protocol", "switch", "rails", "routes")
+                 "protocol", "switch", "rails", "routes", "analytic_ns")
     # protocol: a Protocol (IDEAL where the topology runs none); switch: for nvls, the
     # (up_links, down_links, InNetworkReduction) of the group's reducing switch, else None;
     # rails: node -> its device indices, when transfers between nodes are spread over every
     # network card of the node (NCCL's channels: one ring per NIC), else None; routes: the
-    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn
+    # planner's cache of TimedRun's routes between devices, shared by the plans of a spawn;
+    # analytic_ns: the analytic model's time (``model_time_ns`` of the plan), once per plan
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -54,6 +55,7 @@ class Planner:
         self._protocols: dict = {}  # cost inputs -> the protocol chosen for them
         self._routes: dict = {}  # (device, device, striped) -> TimedRun's routes between them
         self._alpha_betas: dict = {}  # (device tuple, striped) -> _alpha_beta of it
+        self._plans: dict = {}  # (kind, reduce op, root, count, dtype, device tuple) -> Plan
 
     def compiled(self, schedule) -> Compiled:
         """``TimedRun``'s tables for ``schedule``, built once per schedule."""
@@ -66,22 +68,39 @@ class Planner:
 
     def plan(self, arrivals) -> Plan | None:
         """How the collective of ``arrivals`` (every member's, in member order) runs; None
-        when nothing moves (one rank, or no data): then every output is set here."""
+        when nothing moves (one rank, or no data): then every output is set here.
+
+        A Plan depends only on the collective's kind, reduce op, root, count, dtype and the
+        members' devices (and the spawn's fixed ccl and topology): it is made once per such
+        key and shared (read only) by every collective with it; uneven all_to_all (split
+        sizes) is planned each time."""
         fp = arrivals[0].fingerprint
         p = len(arrivals)
-        kind = KIND[fp["op"]]
-        dtype = fp["dtype_obj"]
-        count = fp["count"]
-        splits_in = fp.get("splits_in")
-        moves = any(any(a.fingerprint["splits_in"]) for a in arrivals) if splits_in is not None else count
+        kind = KIND[fp.key[0]]
+        dtype = fp.dtype_obj
+        count = fp.count
+        splits_in = fp.splits_in
+        moves = any(any(a.fingerprint.splits_in) for a in arrivals) if splits_in is not None else count
         if p == 1 or not moves:
             _single_rank(arrivals)
             return None
+        devices = [a.fingerprint.device for a in arrivals]
+        if splits_in is not None:
+            return self._plan(arrivals, kind, dtype, count, devices)
+        key = (kind, fp.key[4], fp.root_member, count, dtype, tuple(devices))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(arrivals, kind, dtype, count, devices)
+        return plan
+
+    def _plan(self, arrivals, kind, dtype, count, devices) -> Plan:
+        fp = arrivals[0].fingerprint
+        p = len(arrivals)
+        splits_in = fp.splits_in
         itemsize = dtype.itemsize
         nbytes = (count if kind in IN_PLACE else count * p) * itemsize
         if splits_in is not None:  # uneven all_to_all: the formula's n is the largest rank's total
             nbytes = max(sum(a.fingerprint["splits_in"]) for a in arrivals) * itemsize
-        devices = [a.fingerprint["device"] for a in arrivals]
         nodes = [self.rt.topology.devices[d].node for d in devices]
         algorithm, protocol, switch, alpha, beta, gamma = self.choose(
             kind, nbytes, devices, uneven=splits_in is not None)
@@ -102,12 +121,13 @@ class Planner:
                 schedule = self._schedules.get(key)
                 if schedule is None:
                     schedule = self._schedules[key] = build_schedule(*key[:5], key[5] and list(key[5]))
+        analytic_ns = model_time_ns(kind, algorithm, p, nbytes, alpha, beta, gamma, protocol, nodes)
         return Plan(collective=kind, algorithm=algorithm, schedule=schedule, nbytes=nbytes,
                     itemsize=itemsize, ufunc=ufunc, post=post, root=root, nodes=nodes,
                     devices=devices, alpha_ns=alpha, beta_ns_per_byte=beta, gamma_ns_per_byte=gamma,
                     protocol=protocol, switch=switch,
                     rails=self._rails() if multi_node and protocol is not IDEAL else None,  # as choose
-                    routes=self._routes)
+                    routes=self._routes, analytic_ns=analytic_ns)
 
     def choose(self, kind: str, nbytes: int, devices, uneven: bool = False):
         """``(algorithm, protocol, switch, alpha_ns, beta_ns_per_byte, gamma_ns_per_byte)`` of a

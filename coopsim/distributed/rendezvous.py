@@ -7,7 +7,7 @@ Life of a collective (one per group and sequence number):
 2. **Check.** When every member has arrived, the fingerprints (op, seq, shapes, dtypes,
    reduce op, root, split sizes) are compared; any difference raises
    ``CollectiveMismatchError`` in every member (C6: each is a root cause).
-3. **Start.** Each member's stream op calls ``ready`` when the stream reaches it; when all
+3. **Start.** Each member's stream op calls ``start`` when the stream reaches it; when all
    are ready, it is planned (``planning``) and run (``execution``): by the ``transfer`` model
    (its algorithm's schedule on the topology's links, ``TimedRun``) or the ``analytic``
    model (closed form; numbers from the reference reduction).
@@ -69,21 +69,41 @@ class Fingerprint:
 
 
 class CollectiveOp(Handle):
-    """A member's part of a collective: completes when that member's part is done. Its
-    ``desc`` is made from the collective when read: no tuple per member outlives the run."""
+    """A member's part of a collective, which is also the op on the member's device stream
+    (``Stream.enqueue_work``'s ``op``): it completes when that member's part is done, and the
+    stream's next op, the host reads of its outputs (C8) and its waiters follow from it. One
+    handle and one completion per member and call (ADR-0033).
 
-    __slots__ = ("collective", "member")
+    ``desc`` names it as the stream op ("all_reduce #3 on group WORLD on dev1", what a
+    waiting rank's report shows), ``member_desc`` as the member's part ("... (rank 1)");
+    both are made from the collective when read: no string per member outlives the run."""
 
-    def __init__(self, collective, member):
+    __slots__ = ("collective", "member", "device")
+
+    def __init__(self, collective, member, device):
         self.done = False  # Handle.__init__, inlined: one per member and collective
         self.time_ns = self._desc = self.callbacks = self.waiters = None
         self.collective = collective
         self.member = member
+        self.device = device  # the index of the device whose stream runs it
 
     @property
     def desc(self) -> str:
+        return f"{self.collective.name} on dev{self.device}"
+
+    @property
+    def member_desc(self) -> str:
         c = self.collective
         return f"{c.name} (rank {c.group.ranks[self.member]})"
+
+    def start(self) -> "CollectiveOp":
+        """The member's stream reached the collective (``Stream.enqueue_work``'s start): the
+        collective starts when every member's has, and its checks passed (armed)."""
+        c = self.collective
+        c.ready.add(self.member)
+        if c.status == "armed" and len(c.ready) == c.group.size:
+            c.start()
+        return self
 
     def started(self) -> bool:
         """Has the member's stream reached the collective?"""
@@ -120,10 +140,6 @@ class Arrival:
         """The user's ``file:line in function`` of the call."""
         return describe_site(self.site)
 
-    def start(self) -> CollectiveOp:
-        """The member's stream reached the collective (``Stream.enqueue_work``'s start)."""
-        return self.done.collective.member_ready(self.member)
-
 
 class Collective:
     """The rendezvous of one collective of ``group`` at sequence number ``seq``."""
@@ -154,7 +170,7 @@ class Collective:
 
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
-        arrival.done = CollectiveOp(self, member)
+        arrival.done = CollectiveOp(self, member, arrival.fingerprint.device)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
             self.alarm = Handle(("timeout of {}", self.name))
@@ -179,7 +195,7 @@ class Collective:
         if not differ:
             self.status = "armed"
             if len(self.ready) == self.group.size:
-                self._start()
+                self.start()
             return
         self._fail(CollectiveMismatchError(self._mismatch_table(fingerprints, differ), self, differ),
                    caller)
@@ -223,17 +239,10 @@ class Collective:
             self)
         self._fail(error)
 
-    def member_ready(self, member: int) -> Handle:
-        """Called when ``member``'s stream reaches the collective; returns its part's Handle."""
-        done = self.arrivals[member].done
-        self.ready.add(member)
-        if self.status == "armed" and len(self.ready) == self.group.size:
-            self._start()
-        return done
-
     # -- execution ------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Every member is ready and the checks passed: plan and run it."""
         self.status = "running"
         arrivals = [self.arrivals[m] for m in range(self.group.size)]
         for a in arrivals:

@@ -29,11 +29,15 @@ class DistState:
         self.world = ProcessGroup(0, range(world_size), timeout_ns, "WORLD")
         self.groups = [self.world]  # index = creation order, as every rank creates them
         self.initialized = RankMap(world_size)  # rank -> backend
-        self.semantics = RankMap(world_size)  # rank -> "nccl" | "gloo" (backend.cuda_backend)
+        # rank -> "nccl" | "gloo" (backend.cuda_backend; "nccl" until set): a plain list, read
+        # on every collective call
+        self.semantics: list = ["nccl"] * world_size
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
-        self.pending = RankMap(world_size)  # rank -> a deque of its collective Arrivals (``track``)
+        # rank -> a deque of its collective Arrivals (``track``), None before its first: a
+        # plain list, read on every call (8 bytes a rank, as a RankMap)
+        self.pending: list = [None] * world_size
         self.user_files: dict = {}  # filename -> is it the user's (``runtime.frames.user_site``)
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
         self._barrier_calls: dict = {}  # (group id, rank) -> monitored barriers called
@@ -41,7 +45,7 @@ class DistState:
     def track(self, rank: int, arrival) -> None:
         """Add ``arrival`` to ``rank``'s pending collectives. Completed ones leave lazily
         (from the front, here and in ``open_collectives``): no callback per call."""
-        pending = self.pending.get(rank)
+        pending = self.pending[rank]
         if pending is None:
             pending = self.pending[rank] = deque()
         elif not pending:  # the usual call: the ones before were settled at their completion
@@ -55,7 +59,7 @@ class DistState:
         """``arrival``'s collective is done: it leaves its rank's pending queue if it is at the
         front (the usual order), with the completed ones behind it; one finished out of
         order leaves later, lazily."""
-        pending = self.pending.get(arrival.task.rank)
+        pending = self.pending[arrival.task.rank]
         if pending and pending[0] is arrival:
             pending.popleft()
             while pending and pending[0].done.done:
@@ -63,7 +67,7 @@ class DistState:
 
     def open_collectives(self, rank: int) -> list:
         """``rank``'s incomplete collective Arrivals, oldest first."""
-        pending = self.pending.get(rank)
+        pending = self.pending[rank] if 0 <= rank < len(self.pending) else None
         if not pending:
             return []
         while pending and pending[0].done.done:
@@ -105,7 +109,9 @@ class DistState:
 
     def backend_of(self, group, rank: int) -> str:
         """The semantics ("nccl" | "gloo") of ``rank``'s ops on ``group`` (docs/adr/0015)."""
-        return self.group_semantics.get(group.gid) or self.semantics.get(rank, "nccl")
+        if self.group_semantics:
+            return self.group_semantics.get(group.gid) or self.semantics[rank]
+        return self.semantics[rank]
 
 
 _ABSENT = object()

@@ -55,13 +55,17 @@ class Stream:
             self.trace.stream_op(self, op, duration_ns)
         return op
 
-    def enqueue_work(self, desc, start, delay_ns: float = 0.0, deps=()) -> Handle:
+    def enqueue_work(self, desc, start, delay_ns: float = 0.0, deps=(), op=None) -> Handle:
         """Enqueue an op whose duration is not known in advance.
 
         ``delay_ns`` after the op could start (stream order and ``deps``), ``start()`` is
         called (inside an engine step) and returns a Handle; the op completes with it.
+        ``op``: the op's Handle, made by the caller (then ``desc`` is unused); ``start()`` may
+        return ``op`` itself: the op is its own work, completed by whoever owns it (a
+        collective's member part: one handle and one event per call instead of two).
         """
-        op = Handle(desc)
+        if op is None:
+            op = Handle(desc)
         timer = _Start(self, op, start, delay_ns)
         last = self.last
         if not deps and self._tail_ns is None and last is not None and not last.done:
@@ -158,6 +162,8 @@ def _begin(timer: _Start) -> None:
     stream = timer.stream
     if stream.trace is not None:
         stream.trace.stream_work(stream, timer.op, work, timer.delay_ns)
+    if work is timer.op:
+        return  # the op is its own work (``enqueue_work``'s ``op``)
     if work.done:
         timer.finish(work)
     else:

@@ -21,7 +21,6 @@ object, which the context owns; nothing in module globals.
 
 from __future__ import annotations
 
-import collections
 import json
 
 from coopsim.errors import DistTimeoutError, format_ranks
@@ -34,10 +33,10 @@ _SCALAR_TYPES = {"float32": "Float", "float16": "Half", "bfloat16": "BFloat16", 
                  "bool": "Bool"}
 
 
-def _snapshot(entry) -> dict:
-    """PyTorch's fields of one op as ``record`` kept it, its state read from the live op."""
-    rank, group, seq, op, numel_in, numel_out, dtype, done, peer, code, line, created_ns, op_id, p2p_seq = entry
-    site = None if code is None else (code, line)
+def _snapshot(rank, entry, op_id, p2p_seq) -> dict:
+    """PyTorch's fields of one op of ``rank`` as ``record`` kept it, its state read from the
+    live op; ``op_id`` and ``p2p_seq`` are its numbers among the rank's ops and p2p ops."""
+    group, seq, op, numel_in, numel_out, dtype, done, peer, site, created_ns = entry
     record_id = op_id - 1
     is_p2p = seq is None
     dtype = _SCALAR_TYPES.get(str(dtype).replace("torch.", ""), str(dtype))
@@ -68,42 +67,58 @@ class FlightRecorder:
     """``ctx.sim.flight_recorder``: installs itself on the runtime port ``rt``."""
 
     def __init__(self, rt, capacity: int = CAPACITY):
+        if capacity < 1:
+            raise ValueError(f"FlightRecorder: capacity must be at least 1, got {capacity!r}")
         self.rt = rt
         self.capacity = capacity
         self._spawn = None
-        # rank -> deque of entries (see ``record``); rank -> ops, p2p ops recorded (dicts of
-        # ints, which the garbage collector does not track: fewer objects for it to walk)
+        # rank -> a list of its entries (see ``record``), oldest first: it grows to twice the
+        # capacity, then its older half goes (one append per op, a trim every ``capacity``
+        # ops); rank -> (ops, p2p ops) trimmed so far, which number the entries left
         self._rings: dict = {}
-        self._ops: dict = {}
-        self._p2p: dict = {}
+        self._trimmed: dict = {}
         rt.comm_hooks.append(self.record)
         rt.error_hooks.append(self.attach)
         rt.add_deadlock_explainer(self.explain)
 
     def record(self, task, group, seq, op, numel_in, numel_out, dtype, done, peer, site) -> None:
         """The comm hook (``Runtime.comm_hooks``, called by ``distributed.issue``): remember
-        one op issued by ``task``, raw (a tuple; ``_snapshot`` builds the fields when read).
-        ``seq`` is None for a p2p op; ``done`` its Handle (``started()`` says if it began);
-        ``site`` the user's ``(code, line)`` (``runtime.frames.user_site``)."""
+        one op issued by ``task``, raw (one tuple appended; ``_snapshot`` builds the fields
+        when read). ``seq`` is None for a p2p op; ``done`` its Handle (``started()`` says if
+        it began); ``site`` the user's ``(code, line)`` (``runtime.frames.user_site``)."""
         spawn = self.rt.spawn
         if spawn is not self._spawn:
-            self._spawn, self._rings, self._ops, self._p2p = spawn, {}, {}, {}
-        rank = task.rank
-        ring = self._rings.get(rank)
+            self._spawn, self._rings, self._trimmed = spawn, {}, {}
+        ring = self._rings.get(task.rank)
         if ring is None:
-            ring = self._rings[rank] = collections.deque(maxlen=self.capacity)
-        ops = self._ops[rank] = self._ops.get(rank, 0) + 1
-        if seq is None:
-            p2p_seq = self._p2p[rank] = self._p2p.get(rank, 0) + 1
-        else:
-            p2p_seq = 0
-        code, line = (None, None) if site is None else site  # kept flat: no tuple per entry
-        ring.append((rank, group, seq, op, numel_in, numel_out, dtype, done, peer, code, line,
-                     self.rt.engine.now_ns, ops, p2p_seq))
+            ring = self._rings[task.rank] = []
+        ring.append((group, seq, op, numel_in, numel_out, dtype, done, peer, site,
+                     self.rt.engine.now_ns))
+        if len(ring) == 2 * self.capacity:
+            self._trim(task.rank, ring)
+
+    def _trim(self, rank: int, ring: list) -> None:
+        """Drop all but the last ``capacity`` entries, counting the ops they numbered."""
+        ops, p2p = self._trimmed.get(rank, (0, 0))
+        old = ring[:-self.capacity]
+        self._trimmed[rank] = (ops + len(old), p2p + sum(e[1] is None for e in old))
+        del ring[:-self.capacity]
 
     def entries(self) -> dict[int, list[dict]]:
         """``{rank: [record, ...]}`` of the latest spawn, oldest first, states as of now."""
-        return {rank: [_snapshot(e) for e in self._rings[rank]] for rank in sorted(self._rings)}
+        out = {}
+        for rank in sorted(self._rings):
+            ring = self._rings[rank]
+            ops, p2p = self._trimmed.get(rank, (0, 0))
+            kept = len(ring) - self.capacity if len(ring) > self.capacity else 0
+            p2p += sum(e[1] is None for e in ring[:kept])
+            records = []
+            for i, entry in enumerate(ring[kept:], start=ops + kept + 1):
+                if entry[1] is None:
+                    p2p += 1
+                records.append(_snapshot(rank, entry, i, p2p if entry[1] is None else 0))
+            out[rank] = records
+        return out
 
     def dump(self, path=None) -> dict:
         """``ctx.sim.dump_flight_record(path)``: the record as PyTorch's dump shapes it
