@@ -4,7 +4,7 @@ buffers where blocks cannot interfere."""
 import numpy as np
 
 import coopsim
-from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, fusable
+from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, block_moves, fusable
 
 N = BLOCK_BYTES // 4 * 3 + 17  # three float32 blocks and a ragged end
 
@@ -57,3 +57,53 @@ def test_a_large_all_reduce_gives_the_rank_order_sum_analytic_and_nvls():
             ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
         for rank in range(3):
             assert got[rank].tobytes() == expected.tobytes(), (ccl, rank)
+
+
+def test_block_moves_cuts_each_interval_and_keeps_the_listed_order_within_a_block():
+    # (src, dst, src lo, src hi, dst lo, dst hi, reduce): a chain over [0, 6), then one over [6, 9)
+    items = [(0, 1, 0, 6, 0, 6, True), (3, 4, 6, 9, 6, 9, False), (1, 2, 0, 6, 0, 6, False)]
+    assert block_moves(items, 4) == [
+        (0, 1, 0, 4, 0, 4, True), (1, 2, 0, 4, 0, 4, False),
+        (0, 1, 4, 6, 4, 6, True), (1, 2, 4, 6, 4, 6, False),
+        (3, 4, 6, 9, 6, 9, False)]
+
+
+def test_block_moves_refuses_moves_that_shift_or_partly_overlap_intervals():
+    assert block_moves([(0, 1, 0, 4, 4, 8, False), (1, 2, 4, 8, 4, 8, False)], 2) is None
+    assert block_moves([(0, 1, 0, 4, 0, 4, False), (1, 2, 2, 6, 2, 6, True)], 2) is None
+
+
+def test_c9_transfer_runs_in_blocks_have_the_bits_of_the_event_model(monkeypatch):
+    """Several blocks per chunk, SUM of random floats (so the order shows in the bits): the
+    closed-form run's block order gives the event model's bits, and was taken."""
+    from coopsim.distributed import execution
+
+    used = []
+
+    def spy(items, block):
+        found = block_moves(items, block)
+        used.append(found is not None and len(found) > len(items))
+        return found
+
+    monkeypatch.setattr(execution, "block_moves", spy)
+    count = 4 * (BLOCK_BYTES // 4) * 3 + 29  # each of 4 ranks' ring chunks spans 3+ blocks
+    results = []
+    for closed, algorithm in ((True, "ring"), (False, "ring"), (True, "binomial_tree"), (False, "binomial_tree")):
+        got = {}
+
+        def worker(rank, ctx):
+            dist = ctx.distributed
+            dist.init_process_group("nccl")
+            rng = np.random.default_rng(rank)
+            t = ctx.tensor((rng.standard_normal(count) * 10.0 ** rank).astype(np.float32))
+            dist.all_reduce(t)
+            got[rank] = t.numpy().tobytes()
+
+        with coopsim.RuntimeContext("dgx_h100", ccl={"model": "transfer", "protocol": "Simple",
+                                                    "algorithms": {"all_reduce": algorithm}}) as ctx:
+            ctx.sim.runtime.network.closed_form = closed
+            ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=4)
+            assert ctx.sim.runtime.network.claims == (1 if closed else 0)
+        results.append(got)
+    assert results[0] == results[1] and results[2] == results[3]
+    assert used and all(used)
