@@ -4,7 +4,7 @@ buffers where blocks cannot interfere."""
 import numpy as np
 
 import coopsim
-from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, block_moves, fusable
+from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, apart, block_moves, fusable
 
 N = BLOCK_BYTES // 4 * 3 + 17  # three float32 blocks and a ragged end
 
@@ -107,3 +107,11 @@ def test_c9_transfer_runs_in_blocks_have_the_bits_of_the_event_model(monkeypatch
         results.append(got)
     assert results[0] == results[1] and results[2] == results[3]
     assert used and all(used)
+
+
+def test_apart_admits_a_rank_whose_output_is_its_input_or_lies_elsewhere():
+    a, b, c = (np.zeros(8, np.float32) for _ in range(3))
+    assert apart([a, b], [a, c])  # rank 0 in place, rank 1 out of place
+    assert apart([a, None], [a, c])
+    assert apart([a[:4]], [a[:4]])  # two views of the same elements
+    assert not apart([a[:4]], [a[2:6]])  # rank 0's output overlaps its input, shifted

@@ -16,29 +16,32 @@ every rank's buffer is reduced and copied while it is in cache, in the schedule'
 
 from __future__ import annotations
 
+import numpy as np
+
 BLOCK_BYTES = 1 << 17  # bytes per buffer and block: the fastest of 32 KiB..1 MiB measured (ADR-0034)
 
 
 def fusable(ins, outs) -> bool:
     """True if ``all_reduce_blocks`` may run on these buffers: more than one block, all 1-D and
     contiguous, and no two of them overlap, except a rank's output being its own input."""
-    return bool(ins) and ins[0].nbytes > BLOCK_BYTES and disjoint(ins, outs)
-
-
-def disjoint(ins, outs) -> bool:
-    """True if the buffers are all 1-D and contiguous and no two of them overlap, except a
-    rank's output being its own input (None: a rank without that buffer)."""
+    if not ins or ins[0].nbytes <= BLOCK_BYTES:
+        return False
     spans = []
     for x, y in zip(ins, outs):
-        for a in ((x,) if x is None or y is None or _same(x, y) else (x, y)):
-            if a is None:
-                continue
+        for a in ((x,) if _same(x, y) else (x, y)):
             if a.ndim != 1 or not a.flags.c_contiguous:
                 return False
             start = a.ctypes.data
             spans.append((start, start + a.nbytes))
     spans.sort()
     return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+
+
+def apart(ins, outs) -> bool:
+    """True if each rank's output is its input or does not overlap it (None: no buffer). What
+    ``block_moves`` needs besides what every schedule assumes: ranks' buffers do not overlap."""
+    return all(x is y or x is None or y is None or not np.may_share_memory(x, y) or _same(x, y)
+               for x, y in zip(ins, outs))
 
 
 def _same(x, y) -> bool:
@@ -73,7 +76,7 @@ def block_moves(items, block: int):
     element of their interval and ordered block by block, stably; None if that could change a
     result, i.e. unless every move reads the element interval it writes and any two moves'
     intervals are equal or disjoint. Then two moves in different blocks touch different
-    elements of every buffer (given buffers that do not overlap: ``disjoint``), so only the
+    elements of every buffer (given buffers that do not overlap: ``apart``), so only the
     order within a block matters, and that is the listed one."""
     if any(m[2:4] != m[4:6] for m in items):
         return None  # a move shifts its elements

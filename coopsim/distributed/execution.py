@@ -18,7 +18,7 @@ import numpy as np
 from coopsim.distributed.algorithms import chunks
 from coopsim.distributed.algorithms.analytic import model_time_ns
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
-from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, block_moves, disjoint, fusable
+from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, apart, block_moves, fusable
 from coopsim.distributed.closedform import Profile, Replay, timeline
 from coopsim.distributed.nvls import NvlsRun
 from coopsim.engine import Handle
@@ -259,7 +259,7 @@ class TimedRun:
                 for x, payload in [(x, self._payload(x)) for x in moving]:
                     self._apply(x, payload)
                 continue
-            if blocked is not None and disjoint([a.ins for a in self.arrivals], [a.outs for a in self.arrivals]):
+            if blocked is not None and apart([a.ins for a in self.arrivals], [a.outs for a in self.arrivals]):
                 moving = blocked
             for src, dst, src_lo, src_hi, dst_lo, dst_hi, reduce in moving:  # _apply, inlined
                 target = arrays[dst][dst_lo:dst_hi]
