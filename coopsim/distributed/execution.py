@@ -24,7 +24,7 @@ from coopsim.distributed.nvls import NvlsRun
 from coopsim.engine import Handle
 
 
-_BUFFERS = ("in", "out", "tmp")  # rank r's buffer b is [bufs[r][b] for ...][3 * r + _BUFFERS.index(b)]
+_BUFFERS = ("in", "out", "tmp")  # in ``_move_all``'s flat list, rank r's buffer b is at 3 * r + index
 
 
 def _listed_order(item) -> int:
