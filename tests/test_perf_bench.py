@@ -46,11 +46,11 @@ def test_the_floor_line_reports_threaded_pg_over_the_faster_floor():
 
     def threaded():
         calls.append(1)
-        return 1.0  # seconds: far above either floor of 2 small all_reduces
+        return 1.0  # seconds: far above either floor of 4 all_reduces
 
-    line = perf._floor_line(3, 2, 262_144, threaded)
+    line = perf._floor_line(3, 4, 262_144, threaded)
     assert len(calls) == 3  # interleaved with the floors, once per repeat
-    naive, blocked, ratio = re.search(r"naive ([\d.]+) ms, blocked ([\d.]+) ms; threaded PG / best floor: +([\d.]+)x",
-                                      line).groups()
+    found = re.search(r"naive ([\d.]+) ms, blocked ([\d.]+) ms; threaded PG / best floor: +([\d.]+)x", line)
+    naive, blocked, ratio = found.groups()
     best_s = min(float(naive), float(blocked)) / 1e3
     assert float(ratio) == pytest.approx(1.0 / best_s, rel=0.1)  # the printed figures round
