@@ -38,6 +38,8 @@ def test_fusable_refuses_small_strided_and_overlapping_buffers():
     shared = np.zeros(2 * N, dtype=np.float32)
     assert not fusable([shared[:N], ins[1]], [shared[1:N + 1], outs[1]])  # rank 0's out overlaps its in
     assert not fusable([ins[0], ins[1]], [outs[0], ins[0]])  # rank 1 writes rank 0's input
+    assert not fusable([ins[0], ins[0]], [ins[0], ins[0]])  # one array for two ranks, in place
+    assert fusable([x[:] for x in ins], [x[:] for x in ins])  # views: by their address ranges
 
 
 def test_a_large_all_reduce_gives_the_rank_order_sum_analytic_and_nvls():

@@ -26,14 +26,15 @@ def fusable(ins, outs) -> bool:
     contiguous, and no two of them overlap, except a rank's output being its own input."""
     if not ins or ins[0].nbytes <= BLOCK_BYTES:
         return False
-    spans = []
+    arrays = []
     for x, y in zip(ins, outs):
-        for a in ((x,) if _same(x, y) else (x, y)):
-            if a.ndim != 1 or not a.flags.c_contiguous:
-                return False
-            start = a.ctypes.data
-            spans.append((start, start + a.nbytes))
-    spans.sort()
+        arrays.extend((x,) if _same(x, y) else (x, y))
+    flags = [a.flags for a in arrays]
+    if any(a.ndim != 1 or not f.c_contiguous for a, f in zip(arrays, flags)):
+        return False
+    if all(f.owndata for f in flags) and len({id(a) for a in arrays}) == len(arrays):
+        return True  # distinct arrays that each own their memory (numpy allocated it) never overlap
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays)
     return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
 
 
