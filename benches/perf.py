@@ -35,6 +35,7 @@ import coopsim
 from benches.scheduler import coopsim_wait_s, raw_round_trip_s
 from coopsim.distributed.algorithms import build_schedule
 from coopsim.distributed.blocked import all_reduce_blocks
+from coopsim.tensor.storage import aligned
 
 
 def _medians(repeat: int, *runs) -> list[float]:
@@ -155,7 +156,7 @@ def _floor_s(bufs: list, iters: int, blocked: bool) -> float:
 def _floor_line(repeat: int, iters: int, numel: int, threaded) -> str:
     """The floor line: both plain-numpy floors and ``threaded()`` (seconds of the same loop in
     the threaded process group), interleaved, and the best ratio separate buffers allow."""
-    bufs = [np.ones(numel, np.float32) for _ in range(8)]  # as the ranks' ctx.ones(numel)
+    bufs = [aligned(np.ones, (numel,), np.float32) for _ in range(8)]  # as the ranks' ctx.ones(numel)
     naive, blocked, theirs = _medians(repeat, lambda: _floor_s(bufs, iters, False),
                                       lambda: _floor_s(bufs, iters, True), threaded)
     return (f"floor, 8 x {iters} all_reduce({numel:,} floats) in numpy on separate buffers: "

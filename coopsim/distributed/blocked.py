@@ -29,11 +29,12 @@ def fusable(ins, outs) -> bool:
     arrays = []
     for x, y in zip(ins, outs):
         arrays.extend((x,) if _same(x, y) else (x, y))
-    flags = [a.flags for a in arrays]
-    if any(a.ndim != 1 or not f.c_contiguous for a, f in zip(arrays, flags)):
+    if any(a.ndim != 1 or not a.flags.c_contiguous for a in arrays):
         return False
-    if all(f.owndata for f in flags) and len({id(a) for a in arrays}) == len(arrays):
-        return True  # distinct arrays that each own their memory (numpy allocated it) never overlap
+    owners = [a if a.base is None else a.base for a in arrays]  # numpy collapses chains of views
+    if (all(isinstance(o, np.ndarray) and o.flags.owndata for o in owners)
+            and len({id(o) for o in owners}) == len(arrays)):
+        return True  # arrays in distinct allocations (each numpy's own) never overlap
     spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays)
     return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
 
