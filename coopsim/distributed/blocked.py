@@ -1,4 +1,4 @@
-"""All-reduce of large buffers in cache-sized blocks (ADR-0027).
+"""All-reduce of large buffers in cache-sized blocks (ADR-0027, ADR-0034).
 
 Reducing p buffers of n elements one whole buffer at a time streams a temporary of n elements
 through memory p times and then copies it p times. Here each block of ``BLOCK_BYTES`` is
