@@ -8,6 +8,10 @@ side by side in this process, so a noisy machine moves both); a peer that is not
 - simpy:     timer events per second, coopsim / SimPy, N processes x K timeouts;
 - threaded:  PyTorch's in-process threaded process group time / coopsim time, 8 ranks x
              100 all_reduce(1 float) and 8 x 20 all_reduce(262,144 floats), both models;
+- floor:     the same 8 x 20 all_reduce(262,144 floats) done in plain numpy on 8 separate
+             buffers (reduce in rank order into a temporary and copy it out; and in cache-sized
+             blocks, as coopsim's analytic model does), and threaded PG / the faster of them:
+             the best ratio any simulator writing separate output buffers could show;
 - numpy:     coopsim 8-rank all_reduce of 1M floats / ``numpy.add.reduce`` of the inputs;
 - scale:     wall seconds and peak RSS (a child process each) of init + barrier + one tiny
              all_reduce at 4,096 ranks (and 100,000 with ``--huge``), and wall seconds of
@@ -30,15 +34,22 @@ import numpy as np
 import coopsim
 from benches.scheduler import coopsim_wait_s, raw_round_trip_s
 from coopsim.distributed.algorithms import build_schedule
+from coopsim.distributed.blocked import all_reduce_blocks
+from coopsim.tensor.storage import aligned
+
+
+def _medians(repeat: int, *runs) -> list[float]:
+    """Median of each of ``runs`` over ``repeat`` interleaved calls (each returns seconds)."""
+    times = [[] for _ in runs]
+    for _ in range(repeat):
+        for run, seen in zip(runs, times):
+            seen.append(run())
+    return [statistics.median(seen) for seen in times]
 
 
 def _median_pair(repeat: int, a, b) -> tuple[float, float]:
     """Medians of ``a()`` and ``b()`` over ``repeat`` interleaved calls (each returns seconds)."""
-    xs, ys = [], []
-    for _ in range(repeat):
-        xs.append(a())
-        ys.append(b())
-    return statistics.median(xs), statistics.median(ys)
+    return tuple(_medians(repeat, a, b))
 
 
 # -- peers ------------------------------------------------------------------------------------
@@ -123,6 +134,34 @@ def _coopsim_all_reduce_s(nranks: int, iters: int, numel: int, model: str) -> fl
     with coopsim.RuntimeContext("dgx_h100", ccl={"model": model}) as ctx:
         ctx.multiprocessing.spawn(rank, args=(ctx,), nprocs=nranks)
     return marks[1] - marks[0]
+
+
+def _floor_s(bufs: list, iters: int, blocked: bool) -> float:
+    """Wall seconds of ``iters`` all_reduce(MAX) of the separate float32 buffers ``bufs`` in
+    plain numpy, each buffer its rank's input and output: reduced in rank order into a
+    temporary and copied to every buffer, or (``blocked``) ``all_reduce_blocks``."""
+    start = time.perf_counter()
+    for _ in range(iters):
+        if blocked:
+            all_reduce_blocks(np.maximum, bufs, bufs)
+            continue
+        acc = np.maximum(bufs[0], bufs[1])
+        for x in bufs[2:]:
+            np.maximum(acc, x, out=acc)
+        for x in bufs:
+            np.copyto(x, acc)
+    return time.perf_counter() - start
+
+
+def _floor_line(repeat: int, iters: int, numel: int, threaded) -> str:
+    """The floor line: both plain-numpy floors and ``threaded()`` (seconds of the same loop in
+    the threaded process group), interleaved, and the best ratio separate buffers allow."""
+    bufs = [aligned(np.ones, (numel,), np.float32) for _ in range(8)]  # as the ranks' ctx.ones(numel)
+    naive, blocked, theirs = _medians(repeat, lambda: _floor_s(bufs, iters, False),
+                                      lambda: _floor_s(bufs, iters, True), threaded)
+    return (f"floor, 8 x {iters} all_reduce({numel:,} floats) in numpy on separate buffers: "
+            f"naive {naive * 1e3:.1f} ms, blocked {blocked * 1e3:.1f} ms; threaded PG / best floor: "
+            f"{theirs / min(naive, blocked):5.2f}x ({theirs * 1e3:.1f} ms), the most any model can show")
 
 
 def _numpy_reduce_s(numel: int, nranks: int) -> float:
@@ -220,6 +259,7 @@ def main(argv=None) -> int:
                                             lambda: _threaded_pg_s(8, iters, numel))
                 print(f"threaded PG / coopsim, 8 x {iters} all_reduce({numel:,} floats), {model}: "
                       f"{theirs / ours:5.2f}x ({theirs * 1e3:.1f} ms / {ours * 1e3:.1f} ms)")
+        print(_floor_line(r, 20, 262_144, lambda: _threaded_pg_s(8, 20, 262_144)))
 
     for model in ("transfer", "analytic"):
         ours, ref = _median_pair(r, lambda: _coopsim_all_reduce_s(8, 1, 1 << 20, model),

@@ -191,8 +191,8 @@ def _profile(steps):
     from coopsim.distributed.closedform import Profile
 
     profile = Profile.__new__(Profile)
-    profile.steps, profile.routes = steps, []
-    profile.step_latency_ns, profile.gamma_ns_per_byte, profile.slice_bytes = 0.0, 0.0, None
+    profile.steps, profile.routes, profile.links = steps, [], 1
+    profile.step_latency_ns = 0.0
     return profile
 
 
@@ -214,7 +214,7 @@ def test_closed_form_declines_where_the_network_completes_a_transfer_early(gap_n
     while engine.step_instant():
         pass
     assert (ends["moving"] < 1000.0) == early
-    steps = [([0, 1, 2, 3], [], [(2, 3, wake_ns)], [(0, 1, ((route, 0.0, 1000.0, 1000, 1.0),), 0.0, 1000, False)])]
+    steps = [([0, 1, 2, 3], [], [(2, 3, wake_ns)], [(0, 1, ((route, 0.0, 1000.0, 1000, 1.0, (0,)),), 0.0, 1000, None)])]
     found = timeline(_profile(steps), 4, 0.0)
     assert (found is None) == early
     if not early:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from coopsim.distributed.algorithms import chunks
-from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
+from coopsim.distributed.algorithms.protocols import reduce_terms
 from coopsim.engine import Engine
 from coopsim.engine.network import DONE_EPSILON_BYTES
 
@@ -36,21 +36,22 @@ class Profile:
     among them does not matter: a step's items read only when their ranks started it).
     ``locals``: ``(rank, delay ns)`` of each local copy or reduction; ``quiet``: ``(src, dst,
     latency ns)`` of each transfer of one stripe that never streams (no bytes, or no link);
-    ``moving``: ``(src, dst, stripes, smallest stripe latency, data bytes, reduces)`` with
-    ``stripes`` a tuple of ``(route, latency ns, stream ns or None, wire bytes, rate)`` (None:
-    that stripe never streams). ``routes``: every route the run uses, once."""
+    ``moving``: ``(src, dst, stripes, smallest stripe latency, data bytes, reduce)`` with
+    ``stripes`` a tuple of ``(route, latency ns, stream ns or None, wire bytes, rate, slots)``
+    (None: that stripe never streams; ``slots``: its links' numbers 0 .. ``links`` - 1) and
+    ``reduce`` None or ``reduce_terms``. ``routes``: every route the run uses, once."""
 
-    __slots__ = ("steps", "routes", "step_latency_ns", "gamma_ns_per_byte", "slice_bytes")
+    __slots__ = ("steps", "routes", "links", "step_latency_ns")
 
     def __init__(self, run) -> None:
         plan = run.plan
         protocol = plan.protocol
         self.step_latency_ns = protocol.step_latency_ns
-        self.gamma_ns_per_byte = gamma = plan.gamma_ns_per_byte
-        self.slice_bytes = protocol.slice_bytes
+        gamma = plan.gamma_ns_per_byte
         memo: dict = {}  # (src, dst, data bytes) -> that transfer's item, without its reduces
         costs: dict = {}  # (route class, data bytes) -> _cost of a transfer of one route
         routes: dict = {}  # id(route) -> route
+        slots: dict = {}  # link index -> its slot in ``timeline``'s list of links
         self.steps = []
         itemsize = plan.itemsize
         for step in plan.schedule.steps:  # by columns: no Xfer objects (ADR-0027)
@@ -65,16 +66,22 @@ class Profile:
                 item = memo.get(key)
                 if item is None:
                     item = memo[key] = _item(run, src, dst, nbytes, costs)
-                    for stripe in item[3] if item[0] == MOVING else ():
-                        routes[id(stripe[0])] = stripe[0]
-                    if item[0] == QUIET:
+                    if item[0] == MOVING:
+                        for stripe in item[3]:
+                            routes[id(stripe[0])] = stripe[0]
+                        item = memo[key] = item[:3] + (tuple(
+                            stripe + (tuple(slots.setdefault(link.index, len(slots)) for link in stripe[0]),)
+                            for stripe in item[3]),) + item[4:]
+                    else:
                         routes[id(item[4])] = item[4]
                 if item[0] == QUIET:
                     quiet.append(item[1:4])
                 else:
-                    moving.append(item[1:] + (bool(reduce and gamma),))
+                    terms = reduce_terms(nbytes, gamma, protocol.slice_bytes) if reduce and gamma else None
+                    moving.append(item[1:] + (terms,))
             self.steps.append((sorted(set(srcs).union(dsts)), local, quiet, moving))
         self.routes = list(routes.values())
+        self.links = len(slots)
 
 
 QUIET, MOVING = 1, 2
@@ -135,10 +142,10 @@ def timeline(profile: Profile, p: int, start_ns: float):
     links, or None where the event model must run it (see the module docstring). ``streams``:
     ``(route, wire bytes, stream start, end, rate)`` of every stripe that streams, in step
     order (so each link's in time order), for ``Network.record``."""
-    step_ns, gamma, slice_bytes = profile.step_latency_ns, profile.gamma_ns_per_byte, profile.slice_bytes
+    step_ns = profile.step_latency_ns
     ready = [start_ns] * p  # when each rank finished its last step so far
     done = [_NEG] * p  # scratch: when each rank finishes the current step
-    last_end: dict = {}  # link index -> end of the last stream over it
+    last_end = [_NEG] * profile.links  # per link slot: end of the last stream over it
     wakes = []  # every time the network wakes up: each stripe's stream start and end
     wake = wakes.append
     streams = []
@@ -157,29 +164,33 @@ def timeline(profile: Profile, p: int, start_ns: float):
             t = ready[src] + delay_ns
             if t > done[src]:
                 done[src] = t
-        for src, dst, stripes, min_latency_ns, nbytes, reduces in moving:
+        for src, dst, stripes, min_latency_ns, nbytes, reduce in moving:
             t0 = ready[src] if ready[src] >= ready[dst] else ready[dst]
             arrived = _NEG
-            for route, latency_ns, stream_ns, part, rate in stripes:
+            for route, latency_ns, stream_ns, part, rate, slots in stripes:
                 begin = t0 + latency_ns
                 wake(begin)
                 if stream_ns is None:
                     end = begin
                 else:
                     end = begin + stream_ns
-                    for link in route:
-                        if last_end.get(link.index, _NEG) > begin:
+                    for slot in slots:
+                        if last_end[slot] > begin:
                             return None  # the link would be shared
-                        last_end[link.index] = end
+                        last_end[slot] = end
                     wake(end)
                     streams.append((route, part, begin, end, rate))
                 if end > arrived:
                     arrived = end
             if arrived > done[src]:
                 done[src] = arrived
-            if reduces:
-                first_byte_ns = t0 + step_ns + min_latency_ns
-                arrived += pipelined_reduce_ns(nbytes, gamma, slice_bytes, arrived - first_byte_ns)
+            if reduce is not None:  # pipelined_reduce_ns, inlined with its constant terms
+                reduce_ns, tail_ns = reduce
+                if tail_ns is None:
+                    arrived += reduce_ns
+                else:
+                    lead_ns = reduce_ns - tail_ns - (arrived - (t0 + step_ns + min_latency_ns))
+                    arrived += (lead_ns if lead_ns > 0.0 else 0.0) + tail_ns
             if arrived > done[dst]:
                 done[dst] = arrived
         if len(ranks) == p:  # every rank has an item in the step, so a done time

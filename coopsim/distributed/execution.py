@@ -17,10 +17,13 @@ import numpy as np
 
 from coopsim.distributed.algorithms import chunks
 from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
-from coopsim.distributed.blocked import all_reduce_blocks, fusable
+from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, apart, block_moves, fusable
 from coopsim.distributed.closedform import Profile, Replay, timeline
 from coopsim.distributed.nvls import NvlsRun
 from coopsim.engine import Handle
+
+
+_BUFFERS = ("in", "out", "tmp")  # in ``_move_all``'s flat list, rank r's buffer b is at 3 * r + index
 
 
 def _listed_order(item) -> int:
@@ -90,6 +93,7 @@ class Compiled:
         self._tables = [None] * len(schedule.steps)
         self._profiles: dict = {}  # a plan's shape -> its closedform.Profile
         self._moves = None
+        self._blocked: dict = {}  # itemsize -> the runs of ``moves``
 
     def profile(self, run) -> Profile:
         """The ``closedform.Profile`` of ``run``'s plan, built once per plan shape."""
@@ -101,12 +105,13 @@ class Compiled:
             profile = self._profiles[key] = Profile(run)
         return profile
 
-    def moves(self) -> list:
+    def moves(self, itemsize: int) -> list:
         """The schedule's transfers that carry elements, in step and listed order, as runs
-        ``(direct, items)``. ``direct``: in each of the run's steps no slice the step writes
-        overlaps one it reads, so its payloads need no snapshot copies; its items are then
-        ``(src, src_buf, src lo, src hi, dst, dst_buf, dst lo, dst hi, reduce)``, else the
-        step's ``Xfer`` objects."""
+        ``(direct, items, blocked)``. ``direct``: in each of the run's steps no slice the step
+        writes overlaps one it reads, so its payloads need no snapshot copies; its items are
+        then ``(src, dst, src lo, src hi, dst lo, dst hi, reduce)`` with ``src``/``dst`` a
+        buffer's flat index (``_BUFFERS``), and ``blocked`` the same moves in cache-sized blocks
+        (``block_moves``) or None; else the step's ``Xfer`` objects and None."""
         if self._moves is None:
             self._moves = []
             for step in self.schedule.steps:
@@ -123,9 +128,16 @@ class Compiled:
                 if not self._moves or not self._moves[-1][0]:
                     self._moves.append((True, []))
                 self._moves[-1][1].extend(
-                    (x.src, x.src_buf, x.src_off, x.src_off + x.count,
-                     x.dst, x.dst_buf, x.dst_off, x.dst_off + x.count, x.reduce) for x in moving)
-        return self._moves
+                    (3 * x.src + _BUFFERS.index(x.src_buf), 3 * x.dst + _BUFFERS.index(x.dst_buf),
+                     x.src_off, x.src_off + x.count, x.dst_off, x.dst_off + x.count, x.reduce)
+                    for x in moving)
+        runs = self._blocked.get(itemsize)
+        if runs is None:
+            block = max(1, BLOCK_BYTES // itemsize)
+            runs = self._blocked[itemsize] = [
+                (direct, items, block_moves(items, block) if direct else None)
+                for direct, items in self._moves]
+        return runs
 
     def table(self, k: int) -> tuple:
         table = self._tables[k]
@@ -237,20 +249,23 @@ class TimedRun:
             self.closed = None
 
     def _move_all(self) -> None:
-        """Every step's payloads applied, by the schedule's semantics (``run_schedule``)."""
-        bufs, op = self.bufs, self.plan.ufunc
-        for direct, moving in self.compiled.moves():
-            if direct:  # _apply, inlined: payloads are views of their sources
-                for src, src_buf, src_lo, src_hi, dst, dst_buf, dst_lo, dst_hi, reduce in moving:
-                    payload = bufs[src][src_buf][src_lo:src_hi]
-                    target = bufs[dst][dst_buf][dst_lo:dst_hi]
-                    if reduce:
-                        op(target, payload, out=target)
-                    else:
-                        target[:] = payload
-            else:
+        """Every step's payloads applied, by the schedule's semantics (``run_schedule``); a
+        direct run block by block where the buffers do not overlap (``block_moves``)."""
+        op = self.plan.ufunc
+        arrays = [b[name] for b in self.bufs for name in _BUFFERS]
+        for direct, moving, blocked in self.compiled.moves(self.plan.itemsize):
+            if not direct:
                 for x, payload in [(x, self._payload(x)) for x in moving]:
                     self._apply(x, payload)
+                continue
+            if blocked is not None and apart([a.ins for a in self.arrivals], [a.outs for a in self.arrivals]):
+                moving = blocked
+            for src, dst, src_lo, src_hi, dst_lo, dst_hi, reduce in moving:  # _apply, inlined
+                target = arrays[dst][dst_lo:dst_hi]
+                if reduce:
+                    op(target, arrays[src][src_lo:src_hi], out=target)
+                else:
+                    target[...] = arrays[src][src_lo:src_hi]
 
     def settle(self) -> None:
         """Something else needs the links now: replay the run from its start with the event

@@ -56,11 +56,19 @@ def pipelined_reduce_ns(nbytes: int, gamma_ns_per_byte: float, slice_bytes: int 
     arrives: the reduction ends one slice's reduction after the later of the arrival and the
     reduction of everything before (closed form of the per-slice pipeline, no per-slice work).
     """
+    reduce_ns, tail_ns = reduce_terms(nbytes, gamma_ns_per_byte, slice_bytes)
+    if tail_ns is None:
+        return reduce_ns
+    return max(0.0, reduce_ns - tail_ns - stream_ns) + tail_ns
+
+
+def reduce_terms(nbytes: int, gamma_ns_per_byte: float, slice_bytes: int | None) -> tuple:
+    """``(reduction ns, its last slice's ns or None)``: ``pipelined_reduce_ns``' terms that do
+    not depend on the stream (None: no slices or nothing to reduce, the whole reduction follows)."""
     reduce_ns = nbytes * gamma_ns_per_byte
     if slice_bytes is None or not reduce_ns:
-        return reduce_ns
-    tail_ns = min(slice_bytes, nbytes) * gamma_ns_per_byte
-    return max(0.0, reduce_ns - tail_ns - stream_ns) + tail_ns
+        return reduce_ns, None
+    return reduce_ns, min(slice_bytes, nbytes) * gamma_ns_per_byte
 
 
 def parse_protocols(data, source: str, fail) -> dict[str, Protocol]:
