@@ -19,8 +19,8 @@ class SimDevice:
     Bandwidth in GB/s is bytes per ns; peak in FLOP/s is ``peak / 1e9`` FLOP per ns.
     """
 
-    __slots__ = ("spec", "index", "kind", "stream", "streams", "allocated_bytes", "_topology_name",
-                 "slowdown")
+    __slots__ = ("spec", "index", "kind", "stream", "streams", "side_streams", "allocated_bytes",
+                 "_topology_name", "slowdown")
 
     def __init__(self, engine: Engine, spec, topology_name: str = ""):
         self.spec = spec  # coopsim.topology.Device
@@ -30,17 +30,20 @@ class SimDevice:
         # the device's other streams by name, in creation order: side streams, NCCL
         # communicator and p2p pair streams (``named_stream``); traced and synchronized with it
         self.streams: dict[str, Stream] = {}
+        self.side_streams = 0  # how many of them are side streams (``torch.cuda.Stream``)
         self.allocated_bytes = 0
         self._topology_name = topology_name
         self.slowdown = 1.0  # op time multiplier: a slow device (fault injection, coopsim.testing)
 
-    def named_stream(self, name: str) -> Stream:
+    def named_stream(self, name: str, side: bool = False) -> Stream:
         """The device's stream called ``name`` (made on first use): it runs concurrently with
-        the others, and a trace attached to the device records it too."""
+        the others, and a trace attached to the device records it too. ``side``: a stream the
+        user made (``torch.cuda.Stream``), which can become a rank's current stream."""
         stream = self.streams.get(name)
         if stream is None:
             stream = self.streams[name] = Stream(self.stream.engine, f"dev{self.index} {name}")
             stream.trace = self.stream.trace
+            self.side_streams += side
         return stream
 
     def all_streams(self) -> list[Stream]:

@@ -37,7 +37,7 @@ def new_stream(rt, index: int) -> EngineStream:
     entry = table(rt).get(index)
     if entry is None:
         entry = table(rt)[index] = DeviceStreams(rt.engine, index)
-    stream = rt.devices[index].named_stream(f"s{len(entry.streams) + 1}")
+    stream = rt.devices[index].named_stream(f"s{len(entry.streams) + 1}", side=True)
     entry.streams.append(stream)
     return stream
 
@@ -45,7 +45,7 @@ def new_stream(rt, index: int) -> EngineStream:
 def current_stream(rt, device) -> EngineStream:
     """The caller's current stream of ``device`` (``torch.cuda.current_stream``): the side
     stream a ``torch.cuda.stream(s)`` block set, else the device's default stream."""
-    if table(rt).get(device.index) is None:  # no side stream on the device: the common case
+    if not device.side_streams:  # no side stream on the device: the common case
         return device.stream
     return process_state(rt).streams.get(device.index) or device.stream
 
