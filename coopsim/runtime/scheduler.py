@@ -59,6 +59,10 @@ class Scheduler:
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
+        # the running round: its tasks in order and the index of the next one to resume; a
+        # task that blocks resumes that one itself (``Runtime.wait``). Empty between rounds
+        self.batch: list | tuple = ()
+        self.next = 0
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -175,6 +179,7 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
+        self.batch = ()  # a round cut short: no wait hands on to its other tasks
         for hook in self.rt.error_hooks:  # e.g. the flight recorder attaches its record
             hook(error)
         abort(self, error)
@@ -206,10 +211,17 @@ class Scheduler:
                 failed = None
                 now = engine.now_ns
                 if watchdog is None:
-                    for t in batch:
+                    self.batch = batch
+                    i, n = 0, len(batch)
+                    while i < n:
+                        t = batch[i]
+                        self.next = i + 1
                         t.now_ns = now
-                        if t.switch() is not True:  # a blocking task switches back True; an ended one, None
-                            failed = self._ended_in_round(t, failed)
+                        ended = t.switch()  # True: the round's last task blocked; else a Task that ended
+                        if ended is not True:
+                            failed = self._ended_in_round(ended, failed)
+                        i = self.next
+                    self.batch = ()
                 else:
                     for t in batch:
                         t.now_ns = now
