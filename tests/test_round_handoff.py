@@ -10,6 +10,7 @@ import sys
 from greenlet import getcurrent, settrace
 
 import coopsim
+from coopsim.engine import Engine, Handle
 from coopsim.runtime.scheduler import Task
 
 
@@ -130,3 +131,19 @@ def test_c3_a_task_that_catches_an_interrupt_and_waits_again_blocks_outside_a_ro
     assert log == [("caught", "stop", 5.0), (1, 6.0), (2, 6.0),
                    ("resumed", True, 7.0), (1, 7.0), (2, 7.0)]
     assert rt.pending_waits == [] and ctx.sim.runtime.scheduler.batch == ()
+
+
+def test_c5_a_timer_due_at_an_instant_already_completed_goes_to_a_fresh_bucket():
+    # Engine.timer keeps the bucket it last filled; completing that instant must forget it,
+    # or a zero-delay timer made at that instant would join a list nobody reads again.
+    engine = Engine()
+    first = [engine.timer(5), engine.timer(5)]
+    assert engine.step_instant() and engine.now_ns == 5.0 and all(h.done for h in first)
+    again = engine.timer(0)
+    later = engine.schedule(Handle("scheduled"), 7.0)
+    same = engine.timer(2)  # due at 7, after ``later``: scheduling order within an instant
+    assert engine.step_instant() and again.done and again.time_ns == 5.0 and not later.done
+    order = []
+    later.add_callback(lambda h: order.append("later"))
+    same.add_callback(lambda h: order.append("timer"))
+    assert engine.step_instant() and order == ["later", "timer"] and engine.peek_ns() is None

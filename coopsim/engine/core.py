@@ -14,6 +14,7 @@ from __future__ import annotations
 from heapq import heapify, heappop, heappush
 
 _INF = float("inf")
+_NAN = float("nan")  # equal to no time
 _new = object.__new__
 
 
@@ -131,12 +132,16 @@ class Engine:
     """
 
     __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "_alarms_swept_at", "steps",
-                 "reorder", "ready")
+                 "reorder", "ready", "_last_ns", "_last_due")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
         self._times: list[float] = []  # heap of the distinct times in ``_due``
         self._due: dict[float, list[Handle]] = {}
+        # the bucket a timer last went to (``_due[_last_ns]``; NaN when none): the timers of
+        # one round's ranks are due at one instant and go there without a dict lookup
+        self._last_ns = _NAN
+        self._last_due: list | None = None
         self._alarms: list = []  # heap of (time, seq, handle)
         self._alarm_seq = 0
         # the heap's size at which cancelled alarms (a collective's timeout, disarmed when it
@@ -190,12 +195,16 @@ class Engine:
         handle.time_ns = handle.callbacks = handle.waiters = None
         handle._desc = ns if desc is None else desc
         at_ns = self.now_ns + ns
+        if at_ns == self._last_ns:
+            self._last_due.append(handle)
+            return handle
         due = self._due.get(at_ns)
         if due is None:
-            self._due[at_ns] = [handle]
+            due = self._due[at_ns] = [handle]
             heappush(self._times, at_ns)
         else:
             due.append(handle)
+        self._last_ns, self._last_due = at_ns, due
         return handle
 
     def peek_ns(self) -> float | None:
@@ -219,6 +228,8 @@ class Engine:
         while times and times[0] == now:
             heappop(times)
             due = pending.pop(now)
+            if now == self._last_ns:
+                self._last_ns, self._last_due = _NAN, None
             if self.reorder is not None:
                 self.reorder(due)
             for handle in due:

@@ -6,7 +6,10 @@ program instances of launched kernels. Its loop (C5):
 1. **Round**: resume every runnable task in a deterministic order (ranks ascending, each
    rank's programs after it; or a seeded permutation), each until it blocks in
    ``ctx.wait`` or ends. A blocking task appends ``(task, handle)`` to
-   ``runtime.pending_waits`` and switches back here.
+   ``runtime.pending_waits`` and hands the round on: it resumes the round's next task
+   itself if that task has started (``batch[next]``), else switches back here, which
+   starts it or ends the round (docs/adr/0032-round-handoff.md). A task that ends returns
+   here, with itself, and the round goes on from ``next``.
 2. Register the pending waits on their handles; clear the queue.
 3. **Drain**: if no task is runnable, complete the earliest instant of the event queue
    (``Engine.step_instant``, which moves the waiters of a completed handle onto the runnable
