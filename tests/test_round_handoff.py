@@ -11,7 +11,7 @@ from greenlet import getcurrent, settrace
 
 import coopsim
 from coopsim.engine import Engine, Handle
-from coopsim.runtime.scheduler import Task
+from coopsim.runtime.scheduler import IDLE, Task
 
 
 def test_c5_handed_on_round_keeps_rank_order_when_completions_come_out_of_order(ctx):
@@ -130,7 +130,7 @@ def test_c3_a_task_that_catches_an_interrupt_and_waits_again_blocks_outside_a_ro
     ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
     assert log == [("caught", "stop", 5.0), (1, 6.0), (2, 6.0),
                    ("resumed", True, 7.0), (1, 7.0), (2, 7.0)]
-    assert rt.pending_waits == [] and ctx.sim.runtime.scheduler.batch == ()
+    assert rt.pending_waits == [] and ctx.sim.runtime.scheduler.batch == IDLE
 
 
 def test_c5_a_timer_due_at_an_instant_already_completed_goes_to_a_fresh_bucket():

@@ -138,7 +138,7 @@ class Engine:
         self.now_ns = 0.0
         self._times: list[float] = []  # heap of the distinct times in ``_due``
         self._due: dict[float, list[Handle]] = {}
-        # the bucket a timer last went to (``_due[_last_ns]``; NaN when none): the timers of
+        # a bucket that timers went to (``_due[_last_ns]``; NaN when none): the timers of
         # one round's ranks are due at one instant and go there without a dict lookup
         self._last_ns = _NAN
         self._last_due: list | None = None
@@ -200,11 +200,11 @@ class Engine:
             return handle
         due = self._due.get(at_ns)
         if due is None:
-            due = self._due[at_ns] = [handle]
+            self._due[at_ns] = [handle]
             heappush(self._times, at_ns)
-        else:
+        else:  # a second timer due then: more are likely (a round of ranks)
             due.append(handle)
-        self._last_ns, self._last_due = at_ns, due
+            self._last_ns, self._last_due = at_ns, due
         return handle
 
     def peek_ns(self) -> float | None:
@@ -228,8 +228,7 @@ class Engine:
         while times and times[0] == now:
             heappop(times)
             due = pending.pop(now)
-            if now == self._last_ns:
-                self._last_ns, self._last_due = _NAN, None
+            self._last_ns = _NAN  # a timer due now goes to a fresh bucket
             if self.reorder is not None:
                 self.reorder(due)
             for handle in due:

@@ -124,15 +124,14 @@ class Runtime:
         if task is not None:
             self.pending_waits.append((task, handle))
             scheduler = self.scheduler
-            batch, i = scheduler.batch, scheduler.next
-            if i < len(batch):  # hand the round on to its next task, if it has started
-                t = batch[i]
-                if t.started:
-                    scheduler.next = i + 1
-                    t.now_ns = task.now_ns
-                    t.switch()
-                    return handle
-            scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
+            i = scheduler.next
+            t = scheduler.batch[i]  # the round's next task (a never-started end mark after the last)
+            if t.started:  # hand the round on to it
+                scheduler.next = i + 1
+                t.now_ns = task.now_ns
+                t.switch()
+            else:
+                scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
             return handle
         self.check_thread("wait")
         return self.scheduler.drive_until(handle)

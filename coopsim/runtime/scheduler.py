@@ -48,6 +48,10 @@ from coopsim.runtime.task import (  # noqa: F401 - re-exported: the runtime's ta
     ABORTED, BLOCKED, ENDED, FAILED, FINAL, RUNNABLE, RankAborted, Spawn, Task, body, task_key)
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
+ROUND_END = Task("end of round", None, (), 0.0)  # never started: a wait before it returns here
+IDLE = (ROUND_END,)  # the batch between rounds: every wait switches to the scheduler
+
+
 class Scheduler:
     """The loop of one ``Runtime`` (the port that owns it, ``rt``)."""
 
@@ -62,9 +66,10 @@ class Scheduler:
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
-        # the running round: its tasks in order and the index of the next one to resume; a
-        # task that blocks resumes that one itself (``Runtime.wait``). Empty between rounds
-        self.batch: list | tuple = ()
+        # the running round: its tasks in order, then ``ROUND_END``, and the index of the next
+        # one to resume; a task that blocks resumes that one itself if it has started
+        # (``Runtime.wait``). Between rounds ``batch`` is ``IDLE`` and ``next`` 0.
+        self.batch: list | tuple = IDLE
         self.next = 0
 
     def _claim_parent(self) -> None:
@@ -182,7 +187,7 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
-        self.batch = ()  # a round cut short: no wait hands on to its other tasks
+        self.batch, self.next = IDLE, 0  # a round cut short: no wait hands on to its other tasks
         for hook in self.rt.error_hooks:  # e.g. the flight recorder attaches its record
             hook(error)
         abort(self, error)
@@ -206,16 +211,23 @@ class Scheduler:
                 runnable.clear()
                 if rt.strategy is not None:  # schedule exploration (coopsim.testing)
                     rt.strategy.round(batch)
-                elif self._rng is None:
-                    if len(batch) > 1:
+                elif len(batch) > 1:  # (shuffling one task draws nothing from the rng)
+                    if self._rng is None:
                         batch.sort(key=task_key)
-                else:
-                    self._rng.shuffle(batch)
+                    else:
+                        self._rng.shuffle(batch)
                 failed = None
                 now = engine.now_ns
-                if watchdog is None:
-                    self.batch = batch
+                if len(batch) == 1 and watchdog is None:  # nobody to hand on to: wait returns here
+                    t = batch[0]
+                    t.now_ns = now
+                    ended = t.switch()
+                    if ended is not True:
+                        failed = self._ended_in_round(ended, failed)
+                elif watchdog is None:
                     i, n = 0, len(batch)
+                    batch.append(ROUND_END)
+                    self.batch = batch
                     while i < n:
                         t = batch[i]
                         self.next = i + 1
@@ -224,7 +236,7 @@ class Scheduler:
                         if ended is not True:
                             failed = self._ended_in_round(ended, failed)
                         i = self.next
-                    self.batch = ()
+                    self.batch, self.next = IDLE, 0
                 else:
                     for t in batch:
                         t.now_ns = now
