@@ -140,6 +140,7 @@ def test_c5_a_timer_due_at_an_instant_already_completed_goes_to_a_fresh_bucket()
     first = [engine.timer(5), engine.timer(5)]
     assert engine.step_instant() and engine.now_ns == 5.0 and all(h.done for h in first)
     again = engine.timer(0)
+    assert isinstance(again, Handle)
     later = engine.schedule(Handle("scheduled"), 7.0)
     same = engine.timer(2)  # due at 7, after ``later``: scheduling order within an instant
     assert engine.step_instant() and again.done and again.time_ns == 5.0 and not later.done

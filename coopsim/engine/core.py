@@ -15,7 +15,6 @@ from heapq import heapify, heappop, heappush
 
 _INF = float("inf")
 _NAN = float("nan")  # equal to no time
-_new = object.__new__
 
 
 class Handle:
@@ -93,6 +92,14 @@ def all_of(engine: "Engine", handles, desc) -> Handle:
     for h in pending:
         h.add_callback(one_done)
     return joined
+
+
+class _TimerHandle(Handle):
+    """A timer's handle: made by object's C ``__init__``, no Python frame (``Engine.timer``
+    sets its slots)."""
+
+    __slots__ = ()
+    __init__ = object.__init__
 
 
 class Event(Handle):
@@ -190,7 +197,7 @@ class Engine:
             raise TypeError(f"timer: ns must be a finite number >= 0, got {ns!r}") from None
         if not valid:
             raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
-        handle = _new(Handle)  # Handle.__init__, inlined: no Python frame per timer
+        handle = _TimerHandle()  # Handle.__init__, inlined: no Python frame per timer
         handle.done = False
         handle.time_ns = handle.callbacks = handle.waiters = None
         handle._desc = ns if desc is None else desc
