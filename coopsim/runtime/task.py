@@ -54,8 +54,8 @@ class Task:
 
     def run(self) -> "Task":
         """The greenlet's run: ``fn(*args)``, its outcome recorded on the task; returns the
-        task, which its parent, the scheduler, receives (a round's task may be started by
-        another task's wait, so the scheduler learns from this which one ended)."""
+        task, which its parent, the scheduler, receives (a round's task may have been resumed
+        by another task's wait, so the scheduler learns from this which one ended)."""
         task = self  # the outermost frame's ``task``: how testing/plugin.py names a leaked greenlet
         task.started = True
         args = task.args
