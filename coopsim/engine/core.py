@@ -14,7 +14,7 @@ from __future__ import annotations
 from heapq import heapify, heappop, heappush
 
 _INF = float("inf")
-_new = object.__new__
+_NAN = float("nan")  # equal to no time
 
 
 class Handle:
@@ -94,6 +94,14 @@ def all_of(engine: "Engine", handles, desc) -> Handle:
     return joined
 
 
+class _TimerHandle(Handle):
+    """A timer's handle: made by object's C ``__init__``, no Python frame (``Engine.timer``
+    sets its slots)."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
 class Event(Handle):
     """A handle completed by user code: ``set()`` schedules its completion now.
 
@@ -131,12 +139,16 @@ class Engine:
     """
 
     __slots__ = ("now_ns", "_times", "_due", "_alarms", "_alarm_seq", "_alarms_swept_at", "steps",
-                 "reorder", "ready")
+                 "reorder", "ready", "_last_ns", "_last_due")
 
     def __init__(self) -> None:
         self.now_ns = 0.0
         self._times: list[float] = []  # heap of the distinct times in ``_due``
         self._due: dict[float, list[Handle]] = {}
+        # a bucket that timers went to (``_due[_last_ns]``; NaN when none): the timers of
+        # one round's ranks are due at one instant and go there without a dict lookup
+        self._last_ns = _NAN
+        self._last_due: list | None = None
         self._alarms: list = []  # heap of (time, seq, handle)
         self._alarm_seq = 0
         # the heap's size at which cancelled alarms (a collective's timeout, disarmed when it
@@ -185,17 +197,21 @@ class Engine:
             raise TypeError(f"timer: ns must be a finite number >= 0, got {ns!r}") from None
         if not valid:
             raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
-        handle = _new(Handle)  # Handle.__init__, inlined: no Python frame per timer
+        handle = _TimerHandle()  # Handle.__init__, inlined: no Python frame per timer
         handle.done = False
         handle.time_ns = handle.callbacks = handle.waiters = None
         handle._desc = ns if desc is None else desc
         at_ns = self.now_ns + ns
+        if at_ns == self._last_ns:
+            self._last_due.append(handle)
+            return handle
         due = self._due.get(at_ns)
         if due is None:
             self._due[at_ns] = [handle]
             heappush(self._times, at_ns)
-        else:
+        else:  # a second timer due then: more are likely (a round of ranks)
             due.append(handle)
+            self._last_ns, self._last_due = at_ns, due
         return handle
 
     def peek_ns(self) -> float | None:
@@ -219,6 +235,7 @@ class Engine:
         while times and times[0] == now:
             heappop(times)
             due = pending.pop(now)
+            self._last_ns = _NAN  # a timer due now goes to a fresh bucket
             if self.reorder is not None:
                 self.reorder(due)
             for handle in due:

@@ -10,7 +10,8 @@ State (all of it per context, none in module globals):
 - ``tasks``: greenlet -> ``Task`` for every live task (ranks of the running spawn, kernel
   programs); a greenlet is in it exactly while its task is alive;
 - ``pending_waits``: ``(task, handle)`` appended by a task that blocks in ``wait``, moved onto
-  the handles by the scheduler after each round (empty between rounds, C2);
+  the handles by the scheduler after each round (empty between rounds, C2); the blocking
+  task then hands the round on to its next started task, or switches to the scheduler;
 - ``main_device``: main's current device (``torch.cuda.set_device`` in main);
 - ``scheduler``: rounds, drain, abort; ``scheduler.spawn`` is the running spawn, if any;
 - the layers' hooks: deadlock explainers, spawn-end checks and cleanups, and the testing
@@ -107,8 +108,10 @@ class Runtime:
         """Wait until ``handle`` is complete (C2), and return it.
 
         - already complete: return at once, no switch, no engine step;
-        - in a task: queue ``(task, handle)`` on ``pending_waits`` and switch to the
-          scheduler, which resumes the task once ``handle`` is complete (C3);
+        - in a task: queue ``(task, handle)`` on ``pending_waits`` and leave the rest of the
+          round to the others: switch to the round's next task if it has started (it was
+          suspended in this same method), else to the scheduler; the scheduler registers the
+          queue after the round and resumes the task once ``handle`` is complete (C3);
         - in main with no spawn running: drive the engine until ``handle`` completes.
         """
         try:
@@ -120,7 +123,15 @@ class Runtime:
         task = self.tasks.get(getcurrent())
         if task is not None:
             self.pending_waits.append((task, handle))
-            self.scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
+            scheduler = self.scheduler
+            i = scheduler.next
+            t = scheduler.batch[i]  # the round's next task (a never-started end mark after the last)
+            if t.started:  # hand the round on to it
+                scheduler.next = i + 1
+                t.now_ns = task.now_ns
+                t.switch()
+            else:
+                scheduler.to_scheduler(True)  # True tells the scheduler: blocked, not ended
             return handle
         self.check_thread("wait")
         return self.scheduler.drive_until(handle)

@@ -6,7 +6,10 @@ program instances of launched kernels. Its loop (C5):
 1. **Round**: resume every runnable task in a deterministic order (ranks ascending, each
    rank's programs after it; or a seeded permutation), each until it blocks in
    ``ctx.wait`` or ends. A blocking task appends ``(task, handle)`` to
-   ``runtime.pending_waits`` and switches back here.
+   ``runtime.pending_waits`` and hands the round on: it resumes the round's next task
+   itself if that task has started (``batch[next]``), else switches back here, which
+   starts it or ends the round (docs/adr/0032-round-handoff.md). A task that ends returns
+   here, with itself, and the round goes on from ``next``.
 2. Register the pending waits on their handles; clear the queue.
 3. **Drain**: if no task is runnable, complete the earliest instant of the event queue
    (``Engine.step_instant``, which moves the waiters of a completed handle onto the runnable
@@ -45,6 +48,10 @@ from coopsim.runtime.task import (  # noqa: F401 - re-exported: the runtime's ta
     ABORTED, BLOCKED, ENDED, FAILED, FINAL, RUNNABLE, RankAborted, Spawn, Task, body, task_key)
 from coopsim.runtime.watchdog import Watchdog, WatchdogInterrupt
 
+ROUND_END = Task("end of round", None, (), 0.0)  # never started: a wait before it returns here
+IDLE = (ROUND_END,)  # the batch between rounds: every wait switches to the scheduler
+
+
 class Scheduler:
     """The loop of one ``Runtime`` (the port that owns it, ``rt``)."""
 
@@ -59,6 +66,11 @@ class Scheduler:
         self.watchdog = None  # the running Watchdog, while ``run`` runs with one
         self.discarded: dict = {}  # greenlet -> Task: tasks that refused to end (abort.discard)
         self._rng = random.Random(rt.seed) if rt.rank_order == "shuffled" else None
+        # the running round: its tasks in order, then ``ROUND_END``, and the index of the next
+        # one to resume; a task that blocks resumes that one itself if it has started
+        # (``Runtime.wait``). Between rounds ``batch`` is ``IDLE`` and ``next`` 0.
+        self.batch: list | tuple = IDLE
+        self.next = 0
 
     def _claim_parent(self) -> None:
         current = greenlet.getcurrent()
@@ -175,6 +187,7 @@ class Scheduler:
             error = WatchdogTimeout(watchdog.fired[1].rank, None, self.rt.watchdog_s)
         except BaseException as e:
             error = e
+        self.batch, self.next = IDLE, 0  # a round cut short: no wait hands on to its other tasks
         for hook in self.rt.error_hooks:  # e.g. the flight recorder attaches its record
             hook(error)
         abort(self, error)
@@ -198,18 +211,32 @@ class Scheduler:
                 runnable.clear()
                 if rt.strategy is not None:  # schedule exploration (coopsim.testing)
                     rt.strategy.round(batch)
-                elif self._rng is None:
-                    if len(batch) > 1:
+                elif len(batch) > 1:  # (shuffling one task draws nothing from the rng)
+                    if self._rng is None:
                         batch.sort(key=task_key)
-                else:
-                    self._rng.shuffle(batch)
+                    else:
+                        self._rng.shuffle(batch)
                 failed = None
                 now = engine.now_ns
-                if watchdog is None:
-                    for t in batch:
+                if len(batch) == 1 and watchdog is None:  # nobody to hand on to: wait returns here
+                    t = batch[0]
+                    t.now_ns = now
+                    ended = t.switch()
+                    if ended is not True:
+                        failed = self._ended_in_round(ended, failed)
+                elif watchdog is None:
+                    i, n = 0, len(batch)
+                    batch.append(ROUND_END)
+                    self.batch = batch
+                    while i < n:
+                        t = batch[i]
+                        self.next = i + 1
                         t.now_ns = now
-                        if t.switch() is not True:  # a blocking task switches back True; an ended one, None
-                            failed = self._ended_in_round(t, failed)
+                        ended = t.switch()  # True: the round's last task blocked; else a Task that ended
+                        if ended is not True:
+                            failed = self._ended_in_round(ended, failed)
+                        i = self.next
+                    self.batch, self.next = IDLE, 0
                 else:
                     for t in batch:
                         t.now_ns = now

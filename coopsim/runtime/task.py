@@ -28,7 +28,7 @@ class Task:
     """
 
     __slots__ = ("name", "rank", "key", "pid", "owner", "device", "greenlet", "switch", "state",
-                 "now_ns", "waiting", "error", "trace", "on_end", "fn", "args")
+                 "now_ns", "waiting", "error", "trace", "on_end", "fn", "args", "started")
 
     def __init__(self, name: str, rank, key: tuple, now_ns: float, owner=None, on_end=None,
                  device: int = 0):
@@ -47,10 +47,17 @@ class Task:
         self.trace: str | None = None  # formatted traceback of a task that raised
         self.on_end = on_end  # called with the task when it ends normally
         self.fn = self.args = None  # what the greenlet runs (``body``)
+        # set when its greenlet starts: only the scheduler starts a task, from its own stack,
+        # so that every task's stack begins at the same depth (Runtime.wait hands a round on
+        # to started tasks only; a task started from another's stack would nest below it)
+        self.started = False
 
-    def run(self) -> None:
-        """The greenlet's run: ``fn(*args)``, its outcome recorded on the task."""
+    def run(self) -> "Task":
+        """The greenlet's run: ``fn(*args)``, its outcome recorded on the task; returns the
+        task, which its parent, the scheduler, receives (a round's task may have been resumed
+        by another task's wait, so the scheduler learns from this which one ended)."""
         task = self  # the outermost frame's ``task``: how testing/plugin.py names a leaked greenlet
+        task.started = True
         args = task.args
         try:
             if len(args) == 2:  # spawn's fn(rank, ctx): a direct call, unlike fn(*args), adds no
@@ -66,6 +73,7 @@ class Task:
         else:
             task.state = ENDED
         # any other BaseException propagates to the scheduler through greenlet
+        return task  # to the scheduler (the greenlet's parent): which task of the round ended
 
 
 task_key = attrgetter("key")  # Task -> its round order key (a C call: rounds sort by it)
