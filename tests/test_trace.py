@@ -79,6 +79,32 @@ def test_trace_is_chrome_trace_json_with_a_process_per_device(tmp_path):
     assert {threads[0, 2], threads[0, 3]} == {"link dev0->sw0", "link sw0->dev0"}
 
 
+def _side_stream_worker(rank, ctx):
+    ctx.distributed.init_process_group("nccl")
+    s = ctx.cuda.Stream()
+    x = ctx.ones(1 << 16)
+    s.wait_stream(ctx.cuda.current_stream())
+    with ctx.cuda.stream(s):
+        y = x * 2
+        ctx.distributed.all_reduce(y)
+    y.sum().item()
+
+
+def test_every_stream_of_a_device_has_its_track(tmp_path):
+    """Side streams and the group's NCCL stream are traced on tracks of their own, named after
+    them, beside the default stream; the side stream's op and the collective land on theirs."""
+    doc, _ = traced(tmp_path, "ring8", _side_stream_worker)
+    check_format(doc)
+    events = doc["traceEvents"]
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    slices = {(e["pid"], threads[e["pid"], e["tid"]], e["name"].split(" ")[0]) for e in events
+              if e["ph"] == "X"}
+    for dev in range(8):
+        assert (dev, "stream s1", "mul") in slices
+        assert (dev, "stream nccl WORLD", "all_reduce") in slices
+        assert (dev, "stream", "sum") in slices
+
+
 def test_slices_carry_bytes_algorithm_step_and_sequence_number(tmp_path):
     doc, _ = traced(tmp_path, "ring8", _all_reduce_worker, {}, 1 << 16)
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]

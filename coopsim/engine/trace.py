@@ -49,7 +49,8 @@ class TraceRecorder:
         """``rt``: the runtime port (its ``engine``, ``devices``, ``network``, ``topology``)."""
         self._rt = rt
         self.path = path
-        self._device_of = {dev.stream: dev.index for dev in rt.devices}  # + named streams, at attach
+        self._device_of = {dev.stream: dev.index for dev in rt.devices}
+        self._named: dict = {}  # a named stream -> (device index, its track), once seen
         names = {d.name: d.index for d in rt.topology.devices}
         # a link's process: the device it leaves, else the device it enters, else "network"
         self._owner = {}
@@ -117,11 +118,12 @@ class TraceRecorder:
         dev = self._device_of.get(stream)
         if dev is not None:
             return dev, 0
-        for d in self._rt.devices:
-            for name, named in d.streams.items():
-                if named is stream:
-                    return d.index, ("stream", name)
-        raise KeyError(f"stream {stream.name!r} belongs to no device of this context")
+        place = self._named.get(stream)
+        if place is None:  # first op of a named stream: found once, then remembered
+            place = self._named[stream] = next(
+                (d.index, ("stream", name)) for d in self._rt.devices
+                for name, named in d.streams.items() if named is stream)
+        return place
 
     def transfer(self, t) -> None:
         """A transfer started (``coopsim.engine.network.Transfer``)."""
