@@ -20,7 +20,7 @@ class SimDevice:
     """
 
     __slots__ = ("spec", "index", "kind", "stream", "streams", "side_streams", "allocated_bytes",
-                 "_topology_name", "slowdown")
+                 "peak_bytes", "_topology_name", "slowdown")
 
     def __init__(self, engine: Engine, spec, topology_name: str = ""):
         self.spec = spec  # coopsim.topology.Device
@@ -32,6 +32,7 @@ class SimDevice:
         self.streams: dict[str, Stream] = {}
         self.side_streams = 0  # how many of them are side streams (``torch.cuda.Stream``)
         self.allocated_bytes = 0
+        self.peak_bytes = 0  # the most allocated at once since the start or the last reset
         self._topology_name = topology_name
         self.slowdown = 1.0  # op time multiplier: a slow device (fault injection, coopsim.testing)
 
@@ -81,6 +82,8 @@ class SimDevice:
                 f"its {self.kind.memory_bytes} bytes of memory ({self.allocated_bytes} in use)"
             )
         self.allocated_bytes += nbytes
+        if self.allocated_bytes > self.peak_bytes:
+            self.peak_bytes = self.allocated_bytes
 
     def free(self, nbytes: int) -> None:
         self.allocated_bytes -= nbytes

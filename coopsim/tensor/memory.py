@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from coopsim.engine import OutOfMemoryError
 
-_PEAKS = "tensor.memory_peaks"
-
-
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
-
-
-def peaks(rt) -> dict:
-    """Device index -> peak allocated bytes since the last reset."""
-    return rt.context_state(_PEAKS, dict)
 
 
 def reserve(rt, device, nbytes: int) -> None:
@@ -38,9 +30,6 @@ def reserve(rt, device, nbytes: int) -> None:
             f"kind {device.kind.name!r} of topology {rt.topology.name!r}; {device.allocated_bytes} "
             f"bytes are held by live tensors]")
     device.allocate(nbytes)
-    table = peaks(rt)
-    if device.allocated_bytes > table.get(device.index, 0):
-        table[device.index] = device.allocated_bytes
 
 
 class MemoryStats:
@@ -60,11 +49,11 @@ class MemoryStats:
 
     def max_memory_allocated(self, device=None) -> int:
         dev = self._device(device, "max_memory_allocated")
-        return max(peaks(self._rt).get(dev.index, 0), dev.allocated_bytes)
+        return dev.peak_bytes
 
     def reset_peak_memory_stats(self, device=None) -> None:
         dev = self._device(device, "reset_peak_memory_stats")
-        peaks(self._rt)[dev.index] = dev.allocated_bytes
+        dev.peak_bytes = dev.allocated_bytes
 
     def memory_reserved(self, device=None) -> int:
         """No caching allocator: what is allocated is what is reserved."""

@@ -260,7 +260,7 @@ def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     if fn is not None and written and type(written[0]._storage) is TimingOnlyStorage:
         fn = None
     op = None
-    if written and device.index is not None:  # a side stream exists on the device: it is shared
+    if written and device.index is not None and device.side_streams:  # the device is shared
         op = route(written[0]._storage.rt, device, desc, nbytes, flops, dtype._cost, fn)
     if op is None:
         op = device.launch(desc, nbytes, flops, dtype._cost, fn)
