@@ -5,7 +5,8 @@ side by side in this process, so a noisy machine moves both); a peer that is not
 (SimPy, PyTorch) is skipped with a note. Figures:
 
 - wait:      one coopsim timer wait / one raw greenlet round trip over as many greenlets;
-- simpy:     timer events per second, coopsim / SimPy, N processes x K timeouts;
+- simpy:     timer events per second, coopsim / SimPy, N processes x K timeouts (the
+             creation of the N processes or ranks timed in both);
 - threaded:  PyTorch's in-process threaded process group time / coopsim time, 8 ranks x
              100 all_reduce(1 float) and 8 x 20 all_reduce(262,144 floats), both models;
 - floor:     the same 8 x 20 all_reduce(262,144 floats) done in plain numpy on 8 separate
@@ -55,6 +56,8 @@ def _median_pair(repeat: int, a, b) -> tuple[float, float]:
 # -- peers ------------------------------------------------------------------------------------
 
 def _simpy_s(n: int, k: int) -> float:
+    """Wall seconds of ``n`` SimPy processes each waiting ``k`` timeouts, their creation
+    included, as coopsim's figure includes spawning its ranks (``coopsim_wait_s``)."""
     import simpy
 
     env = simpy.Environment()
@@ -63,9 +66,9 @@ def _simpy_s(n: int, k: int) -> float:
         for _ in range(k):
             yield env.timeout(1)
 
+    start = time.perf_counter()
     for _ in range(n):
         env.process(proc(env))
-    start = time.perf_counter()
     env.run()
     return time.perf_counter() - start
 
