@@ -21,14 +21,18 @@ def test_every_out_function_writes_the_plain_result_into_out(ctx, name):
     if name in ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "remainder",
                 "floor_divide"):
         a, b = ctx.tensor([5, 6, 7, 8]), ctx.tensor([1, 2, 3, 4])
-    if name in ("clamp", "clip"):
+    if name in ("matmul", "mm"):
+        args = (a.reshape(2, 2), b.reshape(2, 2))
+    elif name == "bmm":
+        args = (a.reshape(1, 2, 2), b.reshape(1, 2, 2))
+    elif name in ("clamp", "clip"):
         args = (a, 1.0, 2.5)
     elif name in outarg.UNARY_FLOPS:
         args = (a,)
     else:
         args = (a, b)
     want = getattr(ctx, name)(*args)
-    out = ctx.zeros(4, dtype=want.dtype)
+    out = ctx.zeros(*want.shape, dtype=want.dtype)
     got = getattr(ctx, name)(*args, out=out)
     assert got is out
     assert np.array_equal(out.numpy(), want.numpy(), equal_nan=True)
@@ -59,10 +63,21 @@ def test_out_errors_name_what_is_wrong(ctx):
         ctx.add(a, a, out=ctx.zeros(4))
     with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Long"):
         ctx.exp(a, out=ctx.zeros(3, dtype=ctx.int64))
-    with pytest.raises(RuntimeError, match="can't be cast to the desired output type Bool"):
+    with pytest.raises(RuntimeError, match="Found dtype Bool but expected Long"):
         ctx.clamp(ctx.tensor([1, 2, 3]), 0, 2, out=ctx.zeros(3, dtype=ctx.bool))
+    with pytest.raises(RuntimeError, match="Found dtype Double but expected Float"):
+        ctx.clamp(a, 0, 2, out=ctx.zeros(3, dtype=ctx.float64))
     with pytest.raises(TypeError, match="argument 'out' must be Tensor, not list"):
         ctx.neg(a, out=[0.0] * 3)
     with pytest.raises(TypeError, match="unexpected keyword argument 'alpha'"):
         ctx.mul(a, a, alpha=2)
+    m = ctx.ones(2, 2)
+    with pytest.raises(RuntimeError, match="Expected out tensor to have dtype float, but got double instead"):
+        ctx.matmul(m, m, out=ctx.zeros(2, 2, dtype=ctx.float64))
+    with pytest.raises(RuntimeError, match="to have dtype float, but got c10::BFloat16 instead"):
+        ctx.bmm(m.reshape(1, 2, 2), m.reshape(1, 2, 2), out=ctx.zeros(1, 2, 2, dtype=ctx.bfloat16))
+    with pytest.raises(RuntimeError, match=r"out= has shape \[4\] but the result has shape \[2, 2\]"):
+        ctx.mm(m, m, out=ctx.zeros(4))
     assert a.tolist() == [1.0] * 3  # nothing was written by the calls that raised
+    assert m.tolist() == [[1.0, 1.0]] * 2
+

@@ -68,6 +68,12 @@ int16 = DType("int16", 2, False, np.int16, np.int16, "Short", cost="int32")
 int8 = DType("int8", 1, False, np.int8, np.int8, "Char", cost="int32")
 uint8 = DType("uint8", 1, False, np.uint8, np.uint8, "Byte", signed=False, cost="int32")
 bool_ = DType("bool", 1, False, np.bool_, np.bool_, "Bool", signed=False, cost="int32")
+
+# the C++ type names torch's messages print for a dtype (caffe2::TypeMeta), e.g. "Expected out
+# tensor to have dtype float, but got c10::Half instead" (checked against torch 2.13)
+TYPE_META_NAMES = {float32: "float", float16: "c10::Half", bfloat16: "c10::BFloat16",
+                   float64: "double", int32: "int", int64: "long int", int16: "short int",
+                   int8: "signed char", uint8: "unsigned char", bool_: "bool"}
 DTYPES = (float32, float16, bfloat16, float64, int32, int64, int16, int8, uint8, bool_)
 _FROM_NUMPY = {d._np: d for d in DTYPES if d is not bfloat16}
 

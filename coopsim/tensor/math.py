@@ -130,15 +130,15 @@ def _need(t, ndim: int, what: str, arg: str = "self"):
         raise RuntimeError(f"{what}: {arg} must be a {ndim}D tensor (got {t._array.ndim}D)")
 
 
-def mm(a, b):
+def mm(a, b, out=None):
     """``torch.mm``: 2-D only."""
     _need(a, 2, "mm")
     if not isinstance(b, type(a)) or b._array.ndim != 2:
         raise RuntimeError("mm: mat2 must be a matrix")
-    return ops.matmul(a, b)
+    return ops.matmul(a, b, out)
 
 
-def bmm(a, b):
+def bmm(a, b, out=None):
     """``torch.bmm``: 3-D, same batch size (no broadcasting)."""
     _need(a, 3, "bmm", "batch1")
     if not isinstance(b, type(a)) or b._array.ndim != 3:
@@ -147,7 +147,7 @@ def bmm(a, b):
         raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
                            f"[{a._array.shape[0]}, {a._array.shape[2]}] but got: "
                            f"[{b._array.shape[0]}, {b._array.shape[1]}].")
-    return ops.matmul(a, b)
+    return ops.matmul(a, b, out)
 
 
 def dot(a, b):

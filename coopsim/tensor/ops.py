@@ -20,6 +20,7 @@ from coopsim.tensor.storage import Storage, TimingOnlyStorage, allocate, timing_
 from coopsim.tensor.streams import route
 from coopsim.tensor.dtypes import (  # noqa: F401  (re-exported: ops is where callers look)
     DTYPES,
+    TYPE_META_NAMES,
     DType,
     bfloat16,
     bool_,
@@ -342,14 +343,26 @@ def reduce(name: str, t, dim, keepdim: bool):
     return out
 
 
-def matmul(a, b):
-    """``torch.matmul``. Cost: bytes of a, b and the result; ``2 * batch * m * n * k`` flops
-    at the dtype's peak (float16/bfloat16 accumulate in float32)."""
+def matmul(a, b, out=None):
+    """``torch.matmul``, into a new tensor or ``out`` (of the result's shape and dtype, as
+    torch's ``resize_out`` checks). Cost: bytes of a, b and the result; ``2 * batch * m * n * k``
+    flops at the dtype's peak (float16/bfloat16 accumulate in float32)."""
     if not isinstance(b, type(a)):
         raise TypeError(f"matmul: expected a Tensor, got {type(b).__name__}")
     same_device(a, b)
     shape, batch, m, n, k = matmul_shape(a._array.shape, b._array.shape, a._dtype, b._dtype)
-    out = _result(a, shape, a._dtype)
+    if out is None:
+        out = _result(a, shape, a._dtype)
+    else:
+        same_device(a, out)
+        if out._dtype is not a._dtype:
+            raise RuntimeError(f"Expected out tensor to have dtype {TYPE_META_NAMES[a._dtype]}, but "
+                               f"got {TYPE_META_NAMES[out._dtype]} instead")
+        if out._array.shape != shape:
+            raise RuntimeError(
+                f"matmul: out= has shape {list(out._array.shape)} but the result has shape "
+                f"{list(shape)}; coopsim does not resize out (PyTorch would, with a warning): "
+                f"pass an out of the result's shape")
     aa, ba, out_arr = a._array, b._array, out._array
     compute = a._dtype._opmath
     direct = out_arr.dtype == compute

@@ -1,25 +1,29 @@
-"""``out=`` of the elementwise torch functions: ``torch.add(a, b, out=c)`` writes into ``c``.
+"""``out=`` of the elementwise torch functions and the matrix products: ``torch.add(a, b,
+out=c)`` writes into ``c``.
 
 The result is computed straight into ``out`` by the same kernel as the in-place form, so it
 costs what the function costs (no extra copy). Checks are PyTorch's: ``out`` must be a tensor
 on the input's device and its dtype one the result can be cast to ("result type Float can't
-be cast to the desired output type Long", TensorIterator's ``canCast``). One difference:
+be cast to the desired output type Long", TensorIterator's ``canCast``; ``clamp`` and the
+matrix products take no cast at all). One difference:
 PyTorch resizes an ``out`` of another shape (with a warning unless it was empty); coopsim
 raises instead, naming both shapes, rather than reallocate a tensor the caller holds views of.
 """
 
 from __future__ import annotations
 
-from coopsim.tensor.dtypes import can_cast, result_type, scalar
+from coopsim.tensor import ops
+from coopsim.tensor.dtypes import result_type, scalar
 from coopsim.tensor.elementwise import binary
-from coopsim.tensor.math import BINARY, UNARY_FLOPS, clamp, unary
+from coopsim.tensor.math import BINARY, UNARY_FLOPS, bmm, clamp, mm, unary
 from coopsim.tensor.ops import broadcast_shapes, same_device
 from coopsim.tensor.state import default_dtype
 from coopsim.tensor.tensor import Tensor
 
 ARITHMETIC = ("add", "sub", "mul", "div", "pow")  # the binary ones whose Tensor method is elsewhere
 WITH_ALPHA = ("add", "sub")
-NAMES = (*ARITHMETIC, *BINARY, *UNARY_FLOPS)  # every function here takes ``out=``
+PRODUCTS = ("matmul", "mm", "bmm")
+NAMES = (*ARITHMETIC, *BINARY, *UNARY_FLOPS, *PRODUCTS)  # every function here takes ``out=``
 
 
 def _check(name: str, input, out, shape: tuple) -> None:
@@ -73,15 +77,28 @@ def _clamp(input, min=None, max=None, *, out=None):
             operands.append(scalar(bound, "clamp"))
     _check("clamp", input, out, shape)
     dtype = result_type(operands, default_dtype(input._storage.rt))
-    if not can_cast(dtype, out._dtype):
-        raise RuntimeError(f"result type {dtype._scalar_name} can't be cast to the desired output "
-                           f"type {out._dtype._scalar_name}")
+    if out._dtype is not dtype:  # clamp's out takes no cast at all (torch 2.13)
+        raise RuntimeError(f"Found dtype {out._dtype._scalar_name} but expected {dtype._scalar_name}")
     return clamp(input, min, max, out=out)
+
+
+def _product(name: str, kernel):
+    method = getattr(Tensor, name)
+
+    def function(input, other, *, out=None):
+        if out is None:
+            return method(input, other)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+        return kernel(input, other, out)  # checks shape and dtype (matmul's resize_out rules)
+
+    return function
 
 
 def functions() -> dict:
     """name -> the torch function taking ``out=``, for every name in ``NAMES`` (and ``clip``)."""
     made = {name: _binary(name) for name in (*ARITHMETIC, *BINARY)}
+    made.update(matmul=_product("matmul", ops.matmul), mm=_product("mm", mm), bmm=_product("bmm", bmm))
     made.update({name: _unary(name) for name in UNARY_FLOPS if name != "clamp"})
     made["clamp"] = made["clip"] = _clamp
     for name, fn in made.items():
