@@ -260,10 +260,9 @@ def launch(device, desc, nbytes: int, flops: int, dtype: DType, fn, *written):
     writes timing-only tensors costs the same and computes nothing (``fn`` is dropped)."""
     if fn is not None and written and type(written[0]._storage) is TimingOnlyStorage:
         fn = None
-    op = None
     if written and device.index is not None and device.side_streams:  # the device is shared
         op = route(written[0]._storage.rt, device, desc, nbytes, flops, dtype._cost, fn)
-    if op is None:
+    else:
         op = device.launch(desc, nbytes, flops, dtype._cost, fn)
     for t in written:
         t._storage.last_write = op

@@ -52,10 +52,8 @@ def current_stream(rt, device) -> EngineStream:
 
 def route(rt, device, desc, nbytes, flops, cost_dtype: str, fn):
     """Enqueue a tensor op on the caller's current stream of ``device`` through the device's
-    share; None if the device has no side streams (then the caller takes the default path)."""
-    entry = table(rt).get(device.index)
-    if entry is None:
-        return None
+    share; only for a device with side streams (``device.side_streams``: then it has a share)."""
+    entry = table(rt)[device.index]
     stream = current_stream(rt, device)
     overhead = device.kind.launch_overhead_ns
     work_ns = device.op_time_ns(nbytes, flops, cost_dtype) - overhead
