@@ -14,7 +14,8 @@ class ProcessGroup:
     not ``0 .. size-1`` in order (WORLD is): 100,000 ranks cost no per-rank dict.
     """
 
-    __slots__ = ("gid", "ranks", "size", "timeout_ns", "name", "_member", "_seq", "_collectives")
+    __slots__ = ("gid", "ranks", "size", "timeout_ns", "name", "_member", "_seq", "_collectives",
+                 "lanes")
 
     def __init__(self, gid: int, ranks, timeout_ns: float | None, name: str):
         self.gid = gid
@@ -26,6 +27,9 @@ class ProcessGroup:
         self._member = None if contiguous else {r: i for i, r in enumerate(self.ranks)}
         self._seq = [0] * self.size  # per member
         self._collectives: dict[int, Collective] = {}
+        # per member, ``(device, backend, stream)`` of its last collective on the group:
+        # the group's stream on that device (``issue.collective``), found without a name
+        self.lanes: list = [None] * self.size
 
     def member(self, rank: int) -> int:
         """The group rank of global ``rank``, or -1 if it is not a member."""

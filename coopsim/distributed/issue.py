@@ -224,8 +224,12 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     gloo = backend == "gloo"
     current = current_stream(rt, device)
     # the group's own stream, after the caller's current stream's work (a gloo barrier has no
-    # tensor: it waits for no device work), as ProcessGroupNCCL's syncStream does (docs/adr/0015)
-    stream = device.named_stream(f"{backend} {g.name}")
+    # tensor: it waits for no device work), as ProcessGroupNCCL's syncStream does (docs/adr/0015);
+    # the member's last one while device and backend are the same (ADR-0037)
+    lane = g.lanes[member]
+    if lane is None or lane[0] is not device or lane[1] != backend:
+        lane = g.lanes[member] = (device, backend, device.named_stream(f"{backend} {g.name}"))
+    stream = lane[2]
     stream.enqueue_work(None, op.start, device.kind.launch_overhead_ns,
                         _after(current, stream) if tensors or not gloo else (), op)
     for t in written:

@@ -115,7 +115,7 @@ class Arrival:
     (optional) fills ``ins`` when the collective starts, ``finish`` (optional) runs when the
     member's part completes (e.g. copies a staging buffer into a tensor list). ``hollow``:
     the buffers are timing-only (ADR-0020): the collective takes its time and moves no data.
-    ``site`` is the user's ``(code, line)`` of the call (``runtime.frames.user_site``);
+    ``site`` is the user's ``(code, offset)`` of the call (``runtime.frames.user_site``);
     ``where`` formats it for reports."""
 
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",

@@ -20,9 +20,12 @@ def user_location(frame) -> str | None:
 
 
 def user_site(frame, known: dict):
-    """``(code, line)`` of the innermost user frame at or above ``frame``, or None: the raw
+    """``(code, offset)`` of the innermost user frame at or above ``frame``, or None: the raw
     site, cheap to take on a hot path (``describe_site`` formats it when a report needs it).
-    ``known`` (filename -> is it the user's) is the caller's cache, reused across calls."""
+    ``offset`` is the frame's last instruction (``f_lasti``): its line is looked up only when
+    read (``site_line``), as ``f_lineno`` would look it up at once (a walk of the code's line
+    table, the dearest part of taking a site). ``known`` (filename -> is it the user's) is the
+    caller's cache, reused across calls."""
     while frame is not None:
         code = frame.f_code
         filename = code.co_filename
@@ -30,8 +33,18 @@ def user_site(frame, known: dict):
         if user is None:
             user = known[filename] = is_user_file(filename)
         if user:
-            return code, frame.f_lineno
+            return code, frame.f_lasti
         frame = frame.f_back
+    return None
+
+
+def site_line(site) -> int | None:
+    """The line of a ``user_site``: the line of the code's instruction at its offset, as
+    ``frame.f_lineno`` reads it (``PyCode_Addr2Line``)."""
+    code, offset = site
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line
     return None
 
 
@@ -39,8 +52,8 @@ def describe_site(site) -> str | None:
     """``file:line in function`` of a ``user_site`` (None for None)."""
     if site is None:
         return None
-    code, line = site
-    return f"{code.co_filename}:{line} in {code.co_name}"
+    code = site[0]
+    return f"{code.co_filename}:{site_line(site)} in {code.co_name}"
 
 
 def user_location_of_traceback(tb) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 from coopsim.errors import DistTimeoutError, format_ranks
-from coopsim.runtime.frames import describe_site
+from coopsim.runtime.frames import describe_site, site_line
 
 CAPACITY = 32
 # c10::ScalarType names, as PyTorch's dump writes dtypes (``"Float"``)
@@ -44,7 +44,7 @@ def _snapshot(rank, entry, op_id, p2p_seq) -> dict:
     created_ns = int(created_ns)
     where = describe_site(site)
     frames = [] if site is None else [{"name": site[0].co_name, "filename": site[0].co_filename,
-                                       "line": site[1]}]
+                                       "line": site_line(site)}]
     return {
         "record_id": record_id, "rank": rank,
         "pg_id": group.gid, "process_group": (str(group.gid), group.name),
@@ -85,7 +85,7 @@ class FlightRecorder:
         """The comm hook (``Runtime.comm_hooks``, called by ``distributed.issue``): remember
         one op issued by ``task``, raw (one tuple appended; ``_snapshot`` builds the fields
         when read). ``seq`` is None for a p2p op; ``done`` its Handle (``started()`` says if
-        it began); ``site`` the user's ``(code, line)`` (``runtime.frames.user_site``)."""
+        it began); ``site`` the user's ``(code, offset)`` (``runtime.frames.user_site``)."""
         spawn = self.rt.spawn
         if spawn is not self._spawn:
             self._spawn, self._rings, self._trimmed = spawn, {}, {}
