@@ -230,8 +230,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     if lane is None or lane[0] is not device or lane[1] != backend:
         lane = g.lanes[member] = (device, backend, device.named_stream(f"{backend} {g.name}"))
     stream = lane[2]
-    stream.enqueue_work(None, op.start, device.kind.launch_overhead_ns,
-                        _after(current, stream) if tensors or not gloo else (), op)
+    last = current.last  # ``_after``, inlined: the hot path
+    deps = () if last is None or last.done or last is stream.last or not (tensors or not gloo) else (last,)
+    stream.enqueue_work(None, op.start, device.kind.launch_overhead_ns, deps, op)
     for t in written:
         t._storage.last_write = op
     if rt.comm_hooks:

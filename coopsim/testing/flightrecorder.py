@@ -71,13 +71,14 @@ class FlightRecorder:
             raise ValueError(f"FlightRecorder: capacity must be at least 1, got {capacity!r}")
         self.rt = rt
         self.capacity = capacity
-        self._spawn = None
+        self._fresh = False  # a spawn started since the last op: its first op starts a new record
         # rank -> a list of its entries (see ``record``), oldest first: it grows to twice the
         # capacity, then its older half goes (one append per op, a trim every ``capacity``
         # ops); rank -> (ops, p2p ops) trimmed so far, which number the entries left
         self._rings: dict = {}
         self._trimmed: dict = {}
         rt.comm_hooks.append(self.record)
+        rt.spawn_hooks.append(self._spawn_started)
         rt.error_hooks.append(self.attach)
         rt.add_deadlock_explainer(self.explain)
 
@@ -86,9 +87,8 @@ class FlightRecorder:
         one op issued by ``task``, raw (one tuple appended; ``_snapshot`` builds the fields
         when read). ``seq`` is None for a p2p op; ``done`` its Handle (``started()`` says if
         it began); ``site`` the user's ``(code, offset)`` (``runtime.frames.user_site``)."""
-        spawn = self.rt.spawn
-        if spawn is not self._spawn:
-            self._spawn, self._rings, self._trimmed = spawn, {}, {}
+        if self._fresh:
+            self._fresh, self._rings, self._trimmed = False, {}, {}
         ring = self._rings.get(task.rank)
         if ring is None:
             ring = self._rings[task.rank] = []
@@ -96,6 +96,10 @@ class FlightRecorder:
                      self.rt.engine.now_ns))
         if len(ring) == 2 * self.capacity:
             self._trim(task.rank, ring)
+
+    def _spawn_started(self, _spawn) -> None:
+        """The spawn hook: the next op recorded belongs to a new spawn (no test per op)."""
+        self._fresh = True
 
     def _trim(self, rank: int, ring: list) -> None:
         """Drop all but the last ``capacity`` entries, counting the ops they numbered."""
