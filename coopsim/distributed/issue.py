@@ -222,7 +222,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     state.track(rank, arrival)
     backend = state.backend_of(g, rank)
     gloo = backend == "gloo"
-    current = current_stream(rt, device)
+    current = device.stream if not device.side_streams else current_stream(rt, device)  # its common case inline
     # the group's own stream, after the caller's current stream's work (a gloo barrier has no
     # tensor: it waits for no device work), as ProcessGroupNCCL's syncStream does (docs/adr/0015);
     # the member's last one while device and backend are the same (ADR-0037)
@@ -243,7 +243,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
             rt.wait(op)  # gloo's work.wait() blocks the host (ProcessGroupGloo AsyncWork), docs/adr/0015
         else:  # nccl: the current stream waits for the op (c10d's work.wait() of a sync call);
             # the op already starts after the current stream's last op: no event needed
-            current.wait_for(op, ("current stream waits for {}", rendezvous.name), ordered=True)
+            current.follow(op)
         return None
     blocks_host = gloo or what == "barrier"
     return Work(rt, op, rendezvous.failure, outputs=list(written),

@@ -183,8 +183,8 @@ class Collective:
 
     def _check(self, caller) -> None:
         fingerprints = [self.arrivals[m].fingerprint for m in range(self.group.size)]
-        first = fingerprints[0].key
-        differ = [] if all(fp.key == first for fp in fingerprints) else [
+        keys = [fp.key for fp in fingerprints]
+        differ = [] if keys.count(keys[0]) == len(keys) else [
             f for f in FINGERPRINT_FIELDS if any(fp[f] != fingerprints[0][f] for fp in fingerprints)]
         if not differ and fingerprints[0].splits_in is not None and any(
                 fingerprints[i].splits_in[j] != fingerprints[j].splits_out[i]

@@ -123,6 +123,13 @@ class Stream:
         else:
             self.enqueue(0.0, desc, deps=(handle,))
 
+    def follow(self, handle: Handle) -> None:
+        """``wait_for(handle, ..., ordered=True)`` without a description: the caller knows
+        ``handle`` completes after the stream's last op, so the stream takes it as its last."""
+        if not handle.done:
+            self.last = handle
+            self._tail_ns = None
+
     def abandon(self) -> None:
         """Forget the ops that can never complete (their spawn ended): ops enqueued from now
         on do not wait for them."""
