@@ -163,7 +163,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     not pass are skipped, the fingerprint is one tuple, the user's call site is kept raw,
     and no closure is made per call. The in-place calls pass ``reduce_op`` and ``root``
     by position: a keyword call of a function with keyword-only parameters costs more than
-    half a µs in CPython 3.11 (ADR-0033).
+    half a µs in CPython 3.11 (ADR-0033). Called by the facade (``api.py``) only: the
+    user's frames start at its caller. Per member, the group's stream is found without a
+    name while device and backend stay (``ProcessGroup.lanes``, ADR-0037).
     """
     task = rt.current_task()
     state = rt.spawn_state(SLOT)
@@ -214,7 +216,9 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
         finish = _chain([functools.partial(np.copyto, target, outs), finish])
     if dtype is bfloat16 and not hollow:
         finish = _chain([functools.partial(round_bfloat16, outs), finish])
-    site = user_site(sys._getframe(1), state.user_files)
+    # the facade (api.py) calls this: the user's frames start at its caller, and
+    # ``_getframe(2)`` makes no frame object for the facade's frame
+    site = user_site(sys._getframe(2), state.user_files)
     numel = ins.size
     arrival = Arrival(task, member, fingerprint, ins, outs, prepare, finish, numel, hollow, site)
     rendezvous = g.collective(state, seq, what)
