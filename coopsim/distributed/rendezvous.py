@@ -42,15 +42,20 @@ class Fingerprint:
     __slots__ = ("key", "count", "dtype_obj", "device", "root_member", "splits_in", "splits_out",
                  "splits")
 
-    def __init__(self, key, count, dtype_obj, device, root_member, splits_in=None, splits_out=None):
-        self.key = key
-        self.count = count
-        self.dtype_obj = dtype_obj
-        self.device = device
-        self.root_member = root_member
-        self.splits_in = splits_in
-        self.splits_out = splits_out
-        self.splits = None
+    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
+
+    @staticmethod
+    def new(key, count, dtype_obj, device, root_member, splits_in=None, splits_out=None) -> "Fingerprint":
+        fp = Fingerprint()
+        fp.key = key
+        fp.count = count
+        fp.dtype_obj = dtype_obj
+        fp.device = device
+        fp.root_member = root_member
+        fp.splits_in = splits_in
+        fp.splits_out = splits_out
+        fp.splits = None
+        return fp
 
     def __getitem__(self, name):
         i = _IN_KEY.get(name)
@@ -80,12 +85,17 @@ class CollectiveOp(Handle):
 
     __slots__ = ("collective", "member", "device")
 
-    def __init__(self, collective, member, device):
-        self.done = False  # Handle.__init__, inlined: one per member and collective
-        self.time_ns = self._desc = self.callbacks = self.waiters = None
-        self.collective = collective
-        self.member = member
-        self.device = device  # the index of the device whose stream runs it
+    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
+
+    @staticmethod
+    def new(collective, member, device) -> "CollectiveOp":
+        op = CollectiveOp()
+        op.done = False  # Handle.__init__, inlined: one per member and collective
+        op.time_ns = op._desc = op.callbacks = op.waiters = None
+        op.collective = collective
+        op.member = member
+        op.device = device  # the index of the device whose stream runs it
+        return op
 
     @property
     def desc(self) -> str:
@@ -121,19 +131,24 @@ class Arrival:
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
                  "numel", "hollow", "site")
 
-    def __init__(self, task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
-                 hollow=False, site=None):
-        self.task = task
-        self.member = member
-        self.fingerprint = fingerprint
-        self.ins = ins
-        self.outs = outs
-        self.done = None
-        self.prepare = prepare
-        self.finish = finish
-        self.numel = numel
-        self.hollow = hollow
-        self.site = site
+    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
+
+    @staticmethod
+    def new(task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
+            hollow=False, site=None) -> "Arrival":
+        a = Arrival()
+        a.task = task
+        a.member = member
+        a.fingerprint = fingerprint
+        a.ins = ins
+        a.outs = outs
+        a.done = None
+        a.prepare = prepare
+        a.finish = finish
+        a.numel = numel
+        a.hollow = hollow
+        a.site = site
+        return a
 
     @property
     def where(self) -> str | None:
@@ -170,7 +185,7 @@ class Collective:
 
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
-        arrival.done = CollectiveOp(self, member, arrival.fingerprint.device)
+        arrival.done = CollectiveOp.new(self, member, arrival.fingerprint.device)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
             self.alarm = Handle(("timeout of {}", self.name))

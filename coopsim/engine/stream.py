@@ -66,7 +66,7 @@ class Stream:
         """
         if op is None:
             op = Handle(desc)
-        timer = _Start(self, op, start, delay_ns)
+        timer = _Start.new(self, op, start, delay_ns)
         last = self.last
         if not deps and self._tail_ns is None and last is not None and not last.done:
             last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
@@ -143,11 +143,16 @@ class _Start(Handle):
 
     __slots__ = ("stream", "op", "start", "delay_ns")
 
-    def __init__(self, stream, op, start, delay_ns):
-        self.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
-        self.time_ns = self._desc = self.waiters = None
-        self.callbacks = [_begin]
-        self.stream, self.op, self.start, self.delay_ns = stream, op, start, delay_ns
+    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per work op
+
+    @staticmethod
+    def new(stream, op, start, delay_ns) -> "_Start":
+        timer = _Start()
+        timer.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
+        timer.time_ns = timer._desc = timer.waiters = None
+        timer.callbacks = [_begin]
+        timer.stream, timer.op, timer.start, timer.delay_ns = stream, op, start, delay_ns
+        return timer
 
     @property
     def desc(self) -> str:
