@@ -47,14 +47,8 @@ class Fingerprint:
     @staticmethod
     def new(key, count, dtype_obj, device, root_member, splits_in=None, splits_out=None) -> "Fingerprint":
         fp = Fingerprint()
-        fp.key = key
-        fp.count = count
-        fp.dtype_obj = dtype_obj
-        fp.device = device
-        fp.root_member = root_member
-        fp.splits_in = splits_in
-        fp.splits_out = splits_out
-        fp.splits = None
+        fp.key, fp.count, fp.dtype_obj, fp.device = key, count, dtype_obj, device
+        fp.root_member, fp.splits_in, fp.splits_out, fp.splits = root_member, splits_in, splits_out, None
         return fp
 
     def __getitem__(self, name):
@@ -137,17 +131,8 @@ class Arrival:
     def new(task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
             hollow=False, site=None) -> "Arrival":
         a = Arrival()
-        a.task = task
-        a.member = member
-        a.fingerprint = fingerprint
-        a.ins = ins
-        a.outs = outs
-        a.done = None
-        a.prepare = prepare
-        a.finish = finish
-        a.numel = numel
-        a.hollow = hollow
-        a.site = site
+        a.task, a.member, a.fingerprint, a.ins, a.outs = task, member, fingerprint, ins, outs
+        a.done, a.prepare, a.finish, a.numel, a.hollow, a.site = None, prepare, finish, numel, hollow, site
         return a
 
     @property
