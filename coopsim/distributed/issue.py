@@ -19,7 +19,7 @@ import numpy as np
 from coopsim.distributed import validation as check
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
-from coopsim.distributed.rendezvous import Arrival, Fingerprint
+from coopsim.distributed.rendezvous import new_arrival, new_fingerprint
 from coopsim.distributed.state import SLOT
 from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
 from coopsim.engine import Handle, all_of
@@ -203,7 +203,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     if splits is not None:
         splits_in, splits_out = check.splits(splits, ins.size, outs.size, p, what)
     seq = g.next_seq(member)
-    fingerprint = Fingerprint.new(
+    fingerprint = new_fingerprint(
         (what, seq, None if splits is not None else shapes, dtypes, reduce_op,
          None if root_member is None else g.ranks[root_member]),
         count, dtype, device.index, root_member, splits_in, splits_out)
@@ -220,7 +220,7 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     # ``_getframe(2)`` makes no frame object for the facade's frame
     site = user_site(sys._getframe(2), state.user_files)
     numel = ins.size
-    arrival = Arrival.new(task, member, fingerprint, ins, outs, prepare, finish, numel, hollow, site)
+    arrival = new_arrival(task, member, fingerprint, ins, outs, prepare, finish, numel, hollow, site)
     rendezvous = g.collective(state, seq, what)
     op = rendezvous.arrive(arrival)  # the member's part, which is also its stream op (ADR-0033)
     state.track(rank, arrival)

@@ -42,14 +42,7 @@ class Fingerprint:
     __slots__ = ("key", "count", "dtype_obj", "device", "root_member", "splits_in", "splits_out",
                  "splits")
 
-    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
-
-    @staticmethod
-    def new(key, count, dtype_obj, device, root_member, splits_in=None, splits_out=None) -> "Fingerprint":
-        fp = Fingerprint()
-        fp.key, fp.count, fp.dtype_obj, fp.device = key, count, dtype_obj, device
-        fp.root_member, fp.splits_in, fp.splits_out, fp.splits = root_member, splits_in, splits_out, None
-        return fp
+    __init__ = object.__init__  # made by ``new_fingerprint``: no ``__init__`` frame per call (ADR-0037)
 
     def __getitem__(self, name):
         i = _IN_KEY.get(name)
@@ -79,17 +72,7 @@ class CollectiveOp(Handle):
 
     __slots__ = ("collective", "member", "device")
 
-    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
-
-    @staticmethod
-    def new(collective, member, device) -> "CollectiveOp":
-        op = CollectiveOp()
-        op.done = False  # Handle.__init__, inlined: one per member and collective
-        op.time_ns = op._desc = op.callbacks = op.waiters = None
-        op.collective = collective
-        op.member = member
-        op.device = device  # the index of the device whose stream runs it
-        return op
+    __init__ = object.__init__  # made by ``_new_op``: no ``__init__`` frame per call (ADR-0037)
 
     @property
     def desc(self) -> str:
@@ -125,20 +108,42 @@ class Arrival:
     __slots__ = ("task", "member", "fingerprint", "ins", "outs", "done", "prepare", "finish",
                  "numel", "hollow", "site")
 
-    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per call (ADR-0037)
-
-    @staticmethod
-    def new(task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
-            hollow=False, site=None) -> "Arrival":
-        a = Arrival()
-        a.task, a.member, a.fingerprint, a.ins, a.outs = task, member, fingerprint, ins, outs
-        a.done, a.prepare, a.finish, a.numel, a.hollow, a.site = None, prepare, finish, numel, hollow, site
-        return a
+    __init__ = object.__init__  # made by ``new_arrival``: no ``__init__`` frame per call (ADR-0037)
 
     @property
     def where(self) -> str | None:
         """The user's ``file:line in function`` of the call."""
         return describe_site(self.site)
+
+
+
+# The makers of the objects made per call. Module functions, not static methods: CPython 3.11
+# specializes a global's load, not an attribute's on a class; and the classes take object's C
+# ``__init__``, so no nested eval frame per object (ADR-0037).
+
+def new_fingerprint(key, count, dtype_obj, device, root_member, splits_in=None,
+                    splits_out=None) -> Fingerprint:
+    fp = Fingerprint()
+    fp.key, fp.count, fp.dtype_obj, fp.device = key, count, dtype_obj, device
+    fp.root_member, fp.splits_in, fp.splits_out, fp.splits = root_member, splits_in, splits_out, None
+    return fp
+
+
+def _new_op(collective, member, device) -> CollectiveOp:
+    op = CollectiveOp()
+    op.done = False  # Handle.__init__, inlined: one per member and collective
+    op.time_ns = op._desc = op.callbacks = op.waiters = None
+    op.collective, op.member = collective, member
+    op.device = device  # the index of the device whose stream runs it
+    return op
+
+
+def new_arrival(task, member, fingerprint, ins, outs, prepare=None, finish=None, numel=0,
+                hollow=False, site=None) -> Arrival:
+    a = Arrival()
+    a.task, a.member, a.fingerprint, a.ins, a.outs = task, member, fingerprint, ins, outs
+    a.done, a.prepare, a.finish, a.numel, a.hollow, a.site = None, prepare, finish, numel, hollow, site
+    return a
 
 
 class Collective:
@@ -170,7 +175,7 @@ class Collective:
 
     def arrive(self, arrival: Arrival) -> CollectiveOp:
         member = arrival.member
-        arrival.done = CollectiveOp.new(self, member, arrival.fingerprint.device)
+        arrival.done = _new_op(self, member, arrival.fingerprint.device)
         self.arrivals[member] = arrival
         if len(self.arrivals) == 1 and self.group.timeout_ns is not None:
             self.alarm = Handle(("timeout of {}", self.name))

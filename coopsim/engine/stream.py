@@ -66,7 +66,7 @@ class Stream:
         """
         if op is None:
             op = Handle(desc)
-        timer = _Start.new(self, op, start, delay_ns)
+        timer = _new_start(self, op, start, delay_ns)
         last = self.last
         if not deps and self._tail_ns is None and last is not None and not last.done:
             last.add_callback(timer.after)  # the common case: right after the op before, whenever it ends
@@ -143,16 +143,7 @@ class _Start(Handle):
 
     __slots__ = ("stream", "op", "start", "delay_ns")
 
-    __init__ = object.__init__  # made by ``new``: no ``__init__`` frame per work op
-
-    @staticmethod
-    def new(stream, op, start, delay_ns) -> "_Start":
-        timer = _Start()
-        timer.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
-        timer.time_ns = timer._desc = timer.waiters = None
-        timer.callbacks = [_begin]
-        timer.stream, timer.op, timer.start, timer.delay_ns = stream, op, start, delay_ns
-        return timer
+    __init__ = object.__init__  # made by ``_new_start``: no ``__init__`` frame per work op
 
     @property
     def desc(self) -> str:
@@ -165,6 +156,17 @@ class _Start(Handle):
     def finish(self, _work) -> None:
         engine = self.stream.engine
         engine.schedule(self.op, engine.now_ns)
+
+
+def _new_start(stream, op, start, delay_ns) -> _Start:
+    """A ``_Start`` (a module function: a global's load is specialized, a class attribute's
+    is not in CPython 3.11)."""
+    timer = _Start()
+    timer.done = False  # Handle.__init__, inlined: one per work op; the desc is made when read
+    timer.time_ns = timer._desc = timer.waiters = None
+    timer.callbacks = [_begin]
+    timer.stream, timer.op, timer.start, timer.delay_ns = stream, op, start, delay_ns
+    return timer
 
 
 def _begin(timer: _Start) -> None:
