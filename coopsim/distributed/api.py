@@ -155,7 +155,8 @@ class Distributed:
 
     def all_reduce(self, tensor, op=ReduceOp.SUM, group=None, async_op=False):
         flat = check.inplace(tensor, "all_reduce")
-        return issue.collective(self._rt, "all_reduce", group, async_op, [tensor], flat, flat, [tensor],
+        tensors = [tensor]  # read, never changed: the same list says what is written
+        return issue.collective(self._rt, "all_reduce", group, async_op, tensors, flat, flat, tensors,
                                 check.reduce_op_name(op, tensor))  # by position: the hot path
 
     def broadcast(self, tensor, src=None, group=None, async_op=False, group_src=None):
