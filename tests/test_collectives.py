@@ -417,6 +417,29 @@ def test_results_match_numpy(collective, algorithm, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("algorithm", ["binomial_tree", "double_binary_tree", "direct"])
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_reduce_leaves_the_other_ranks_tensors_as_they_were(algorithm, model, backend):
+    # torch.distributed.reduce: "Only the process with rank dst is going to receive the final
+    # result"; ncclReduce writes recvbuff on the root only (the tree's partial sums on the way
+    # must not show in the other ranks' tensors)
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        t = ctx.arange(6, dtype=ctx.float32) + 10 * rank
+        dist.reduce(t, dst=2)
+        seen[rank] = t.tolist()
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model, "algorithms": {"reduce": algorithm}}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=8)
+    inputs = [[float(i + 10 * r) for i in range(6)] for r in range(8)]
+    assert seen[2] == [float(sum(col)) for col in zip(*inputs)]
+    assert {r: seen[r] for r in seen if r != 2} == {r: inputs[r] for r in range(8) if r != 2}
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_hierarchical_all_reduce_on_two_nodes(model):
     """cluster_2x8 (devices 0-7 on node 0, 8-15 on node 1), 16 ranks: hierarchical all_reduce
     on WORLD and on sub-groups with equal ranks per node (contiguous and strided, 1 to 8 per

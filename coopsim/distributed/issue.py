@@ -207,6 +207,11 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
         count, dtype, device.index, root_member, splits_in, splits_out)
     if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
         prepare = finish = None
+    elif kind == "reduce" and member != root_member:
+        # only dst receives the result (ncclReduce writes the root's buffer only): the others'
+        # partial sums go to a scratch copy of the input, made when the op starts
+        outs = np.empty_like(ins)
+        prepare = _chain([prepare, functools.partial(np.copyto, outs, ins)])
     elif ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
         # in-place forms (output is the input's chunk, or the input is the output's chunk):
         # the schedule writes a separate buffer, copied into the tensor when done
