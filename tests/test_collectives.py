@@ -48,8 +48,8 @@ FORMS = {
     "all_reduce": ("all_reduce",),
     "broadcast": ("broadcast",),
     "reduce": ("reduce",),
-    "all_gather": ("all_gather", "all_gather_into_tensor"),
-    "reduce_scatter": ("reduce_scatter", "reduce_scatter_tensor"),
+    "all_gather": ("all_gather", "all_gather_single"),
+    "reduce_scatter": ("reduce_scatter", "reduce_scatter_single"),
     "all_to_all": ("all_to_all", "all_to_all_single"),
     "gather": ("gather",),
     "scatter": ("scatter",),
@@ -209,15 +209,15 @@ def prepare(ctx, case: Case, member: int, group=None, ranks=None):
     if form == "all_gather":
         inp, outs = ctx.from_numpy(x.copy()), [zeros(c) for _ in range(p)]
         return (lambda a: dist.all_gather(outs, inp, group=group, async_op=a)), outs, [inp]
-    if form == "all_gather_into_tensor":
+    if form == "all_gather_single":
         inp, out = ctx.from_numpy(x.copy()), zeros(p * c)
-        return (lambda a: dist.all_gather_into_tensor(out, inp, group=group, async_op=a)), [out], [inp]
+        return (lambda a: dist.all_gather_single(out, inp, group=group, async_op=a)), [out], [inp]
     if form == "reduce_scatter":
         ins, out = [chunk(j) for j in range(p)], zeros(c)
         return (lambda a: dist.reduce_scatter(out, ins, op=op, group=group, async_op=a)), [out], ins
-    if form == "reduce_scatter_tensor":
+    if form == "reduce_scatter_single":
         inp, out = ctx.from_numpy(x.copy()), zeros(c)
-        return ((lambda a: dist.reduce_scatter_tensor(out, inp, op=op, group=group, async_op=a)),
+        return ((lambda a: dist.reduce_scatter_single(out, inp, op=op, group=group, async_op=a)),
                 [out], [inp])
     if form == "all_to_all":
         ins, outs = [chunk(j) for j in range(p)], [zeros(c) for _ in range(p)]
@@ -486,7 +486,7 @@ def test_integer_avg_truncates_toward_zero_as_nccl():
         t = ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0], dtype=ctx.int32)
         dist.all_reduce(t, op=dist.ReduceOp.AVG)
         out = ctx.zeros(2, dtype=ctx.int64)
-        dist.reduce_scatter_tensor(out, ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0],
+        dist.reduce_scatter_single(out, ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0],
                                                    dtype=ctx.int64), op=dist.ReduceOp.AVG)
         results[rank] = (t.tolist(), out.tolist())
 
@@ -535,8 +535,8 @@ def test_sub_group_of_three_of_five_ranks():
                                  dist.broadcast(before, src=1, group=group),
                                  dist.reduce(before, dst=1, group=group, async_op=True),
                                  dist.all_gather([before] * 3, before, group=group),
-                                 dist.all_gather_into_tensor(before, before, group=group),
-                                 dist.reduce_scatter_tensor(before, before, group=group),
+                                 dist.all_gather_single(before, before, group=group),
+                                 dist.reduce_scatter_single(before, before, group=group),
                                  dist.all_to_all_single(before, before, group=group),
                                  dist.gather(before, None, dst=1, group=group),
                                  dist.scatter(before, None, src=1, group=group),
@@ -661,7 +661,7 @@ def test_empty_tensors_and_single_rank_groups_complete():
         dist.all_reduce(empty)
         dist.broadcast(empty, src=2)
         out = ctx.zeros(0)
-        dist.all_gather_into_tensor(out, empty)
+        dist.all_gather_single(out, empty)
         records[rank, "empty"] = (empty.tolist(), out.tolist())
         for i, form in enumerate(KIND):
             case = make_case(form, 1, "float32", "SUM" if KIND[form] in REDUCING else None, 4,
@@ -932,7 +932,7 @@ def test_c9_collective_results_and_times_are_deterministic():
                 dist.all_reduce(t)
                 log[rank, i, "all_reduce"] = (t.numpy().tobytes(), ctx.sim.now_ns())
                 out = ctx.zeros(9, dtype=ctx.float16)
-                work = dist.reduce_scatter_tensor(
+                work = dist.reduce_scatter_single(
                     out, ctx.from_numpy(rng.standard_normal(36).astype(np.float16)), async_op=True)
                 work.wait()
                 log[rank, i, "reduce_scatter"] = (out.numpy().tobytes(), ctx.sim.now_ns())

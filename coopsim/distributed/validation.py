@@ -143,7 +143,7 @@ def sizes(what, p: int, ins, outs, list_len, in_multiple: bool, out_multiple: bo
     if out_multiple and outs.size != ins.size * p:
         raise ValueError(f"{what}: output must have group size x input elements "
                          f"({p} x {ins.size}), got {outs.size}")
-    if what == "reduce_scatter_tensor" and outs.size * p != ins.size:
+    if what == "reduce_scatter_single" and outs.size * p != ins.size:
         raise ValueError(f"{what}: input must have group size x output elements "
                          f"({p} x {outs.size}), got {ins.size}")
 
