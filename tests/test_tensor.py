@@ -277,6 +277,8 @@ DEVICE_CALLS.update({
     "short": lambda t, u: t.short(), "new_zeros": lambda t, u: t.new_zeros(2),
     "new_ones": lambda t, u: t.new_ones((2, 2)), "new_empty": lambda t, u: t.new_empty(3),
     "new_full": lambda t, u: t.new_full((2,), 7), "new_tensor": lambda t, u: t.new_tensor([1, 2]),
+    "fmod": lambda t, u: t.fmod(u), "fmod_": lambda t, u: t.fmod_(2),
+    "softmax": lambda t, u: t.softmax(1), "log_softmax": lambda t, u: t.log_softmax(-1),
 })
 
 

@@ -508,3 +508,48 @@ def test_missing_names_point_to_the_supported_table(torch):
     with pytest.raises(AttributeError, match=r"coopsim has no torch.fft \(see docs/torch-surface.md"):
         torch.fft
     assert not hasattr(torch, "foo")
+
+
+def test_div_rounding_modes_and_fmod_as_torch(torch):
+    # torch.div(a, b, rounding_mode=): "trunc" rounds toward zero, "floor" down; both keep an
+    # integer dtype (true division gives the default float dtype); fmod takes the dividend's
+    # sign, remainder the divisor's (values from torch 2.13 on CPU)
+    a = torch.tensor([-7, -6, -1, 0, 5, 7])
+    assert torch.div(a, 2, rounding_mode="trunc").tolist() == [-3, -3, 0, 0, 2, 3]
+    assert torch.div(a, 2, rounding_mode="floor").tolist() == [-4, -3, -1, 0, 2, 3]
+    assert torch.div(a, 2, rounding_mode="trunc").dtype == torch.int64
+    assert a.div(-2, rounding_mode="trunc").tolist() == [3, 3, 0, 0, -2, -3]
+    assert torch.div(a, 2).dtype == torch.float32
+    big = torch.tensor([2**62 + 1])  # exact, with no float round trip
+    assert torch.div(big, 3, rounding_mode="trunc").tolist() == [(2**62 + 1) // 3]
+    f = torch.tensor([-7.5, 7.5])
+    assert torch.div(f, 2, rounding_mode="trunc").tolist() == [-3.0, 3.0]
+    assert torch.div(f, 2, rounding_mode="floor").tolist() == [-4.0, 3.0]
+    out = torch.zeros(6, dtype=torch.int64)
+    torch.div(a, 4, rounding_mode="floor", out=out)
+    assert out.tolist() == [-2, -2, -1, 0, 1, 1]
+    b = a.clone()
+    b.div_(3, rounding_mode="trunc")
+    assert b.tolist() == [-2, -2, 0, 0, 1, 2]
+    with pytest.raises(RuntimeError, match="rounding_mode to be one of None, 'trunc', or 'floor' but found 'round'"):
+        torch.div(a, 2, rounding_mode="round")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rounding_mode'"):
+        torch.mul(a, 2, rounding_mode="trunc")
+    assert torch.fmod(a, 4).tolist() == [-3, -2, -1, 0, 1, 3]
+    assert torch.remainder(a, 4).tolist() == [1, 2, 3, 0, 1, 3]
+    assert a.fmod(-4).tolist() == [-3, -2, -1, 0, 1, 3]
+    close(torch.fmod(torch.from_numpy(A), 1.25), np.fmod(A, np.float32(1.25)))
+
+
+def test_flip_takes_dims_by_keyword_and_softmax_is_a_torch_function_and_a_method(torch):
+    t = torch.from_numpy(A)
+    close(torch.flip(t, dims=[0, 1]), A[::-1, ::-1])
+    close(torch.flip(t, [1]), A[:, ::-1])
+    close(t.flip(0), A[::-1])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'axis'"):
+        torch.flip(t, axis=[0])
+    e = np.exp(A - A.max(axis=1, keepdims=True))
+    close(torch.softmax(t, dim=1), e / e.sum(axis=1, keepdims=True))
+    close(t.softmax(-1), e / e.sum(axis=1, keepdims=True))
+    close(t.log_softmax(1), np.log(e / e.sum(axis=1, keepdims=True)))
+    close(torch.log_softmax(t, 1, dtype=torch.float64), np.log(e / e.sum(axis=1, keepdims=True)))

@@ -27,14 +27,14 @@ METHOD_FUNCTIONS = (
     "abs", "neg", "sign", "exp", "log", "log2", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
     "sin", "cos", "tanh", "sigmoid", "erf", "floor", "ceil", "round", "trunc", "square",
     "logical_not", "bitwise_not", "clamp", "clip", "pow", "add", "sub", "mul", "div", "eq", "ne",
-    "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum", "atan2",
+    "lt", "le", "gt", "ge", "remainder", "fmod", "floor_divide", "maximum", "minimum", "atan2",
     "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor",
     "isclose", "allclose", "equal", "matmul", "mm", "bmm", "dot", "outer", "sum", "mean", "max",
     "min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all", "any",
     "cumsum", "sort", "argsort", "topk", "split", "chunk", "narrow", "unbind", "squeeze",
     "unsqueeze", "permute", "movedim", "flatten", "reshape", "transpose", "t", "roll", "flip",
     "tril", "triu", "index_select", "gather", "masked_fill", "clone", "numel", "detach",
-    "is_floating_point",
+    "is_floating_point", "softmax", "log_softmax",
 )
 
 

@@ -270,7 +270,7 @@ for _name in UNARY_FLOPS:
     _add_method(MathMethods, _name + "_", (lambda n: lambda self: unary(n, self, out=self))(_name))
 
 # comparisons, logical and other binary ops: t.<name>(other), t.<name>_(other)
-BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum",
+BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "fmod", "floor_divide", "maximum", "minimum",
           "atan2", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor")
 for _name in BINARY:
     _add_method(MathMethods, _name, (lambda n: lambda self, other: binary(n, self, other))(_name))

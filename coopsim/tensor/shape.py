@@ -200,7 +200,11 @@ def roll(t, shifts, dims=None):
     return _copy_op("roll", t, t._array.shape, lambda a: np.roll(a, shifts, axis=dims))
 
 
-def flip(t, *dims):
+def flip(t, *dims, **named):
+    if named:  # torch.flip(input, dims=...)
+        if dims or list(named) != ["dims"]:
+            raise TypeError(f"flip() got an unexpected keyword argument '{next(iter(named))}'")
+        dims = (named["dims"],)
     dims = _ints(dims, "flip")
     axes = tuple(ops.wrap_dim(d, t._array.ndim, "flip") for d in dims)
     return _copy_op("flip", t, t._array.shape, lambda a: np.flip(a, axes))
@@ -275,8 +279,8 @@ class ShapeMethods:
     def roll(self, shifts, dims=None):
         return roll(self, shifts, dims)
 
-    def flip(self, *dims):
-        return flip(self, *dims)
+    def flip(self, *dims, **named):
+        return flip(self, *dims, **named)
 
     def tril(self, diagonal=0):
         return tril(self, diagonal)

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import grad, indexing, ops, random, reductions, shape, transfer
+from coopsim.tensor import functional, grad, indexing, ops, random, reductions, shape, transfer
 from coopsim.tensor import math as tmath
 from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
 from coopsim.tensor.elementwise import ArithmeticMethods, binary
@@ -89,6 +89,7 @@ _DEVICE_SIDE = frozenset({
     # torch synchronises there.
     *transfer.DEVICE_SIDE, *tmath.DEVICE_SIDE, *reductions.DEVICE_SIDE, *shape.DEVICE_SIDE,
     *indexing.DEVICE_SIDE, *random.DEVICE_SIDE, *grad.DEVICE_SIDE, "is_cpu", "is_floating_point",
+    "softmax", "log_softmax",
 })
 
 
@@ -117,6 +118,12 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
         t._dtype = dtype
         t._requires_grad = False
         return t
+
+    def softmax(self, dim, dtype=None) -> "Tensor":
+        return functional.softmax(self, dim, dtype)
+
+    def log_softmax(self, dim, dtype=None) -> "Tensor":
+        return functional.log_softmax(self, dim, dtype)
 
     # -- the host-read barrier ------------------------------------------------------------
 
