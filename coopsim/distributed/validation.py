@@ -27,6 +27,9 @@ class _RedOp:
     def __repr__(self) -> str:
         return f"<RedOpType.{self.name}: {self.value}>"
 
+    def __str__(self) -> str:
+        return f"RedOpType.{self.name}"  # as torch's (pybind11 enum) str
+
 
 class ReduceOp:
     """``torch.distributed.ReduceOp``."""
