@@ -1105,3 +1105,88 @@ def test_bad_ccl_file_names_the_file_and_the_key(tmp_path):
     path.write_text("model: analytic\nalgorithms: ring\n")
     with pytest.raises(CclConfigError, match=r"my_ccl\.yaml.*algorithms"):
         load_ccl(str(path))
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("async_op", [False, True])
+def test_all_gather_into_tensors_of_different_sizes_under_nccl(model, async_op):
+    # ProcessGroupNCCL::allgather, when the outputs differ in size: one broadcast per rank,
+    # coalesced; entry i is rank i's input (here on a sub-group, ranks 1 and 3 of 4)
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        pair = dist.new_group([1, 3])
+        if rank in (1, 3):
+            me = dist.get_rank(pair)
+            out = [ctx.zeros(2, 1), ctx.zeros(3, dtype=ctx.float32)]
+            work = dist.all_gather(out, ctx.arange(2 + me, dtype=ctx.float32) + 10 * rank, group=pair,
+                                   async_op=async_op)
+            if work is not None:
+                work.wait()
+            seen[rank] = [t.tolist() for t in out]
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=4)
+    assert seen == {r: [[[10.0], [11.0]], [30.0, 31.0, 32.0]] for r in (1, 3)}
+
+
+def test_all_gather_into_tensors_of_different_sizes_under_gloo_raises_gloos_error():
+    errors = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("gloo")
+        try:
+            dist.all_gather([ctx.zeros(i + 1) for i in range(3)], ctx.ones(rank + 1))
+        except RuntimeError as e:
+            errors[rank] = str(e)
+        dist.barrier()  # nothing of the refused call is left behind
+
+    with coopsim.RuntimeContext(IDEAL) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
+    assert errors[0] == "ProcessGroupGloo::allgather: invalid tensor size at index 1 (expected (1), got (2))"
+    assert errors[2] == "ProcessGroupGloo::allgather: invalid tensor size at index 0 (expected (3), got (1))"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_reduce_scatter_from_tensors_of_different_sizes(model, backend):
+    # PyTorch runs it as one reduce per rank (ProcessGroupNCCL::reduce_scatter when the inputs
+    # differ in size; gloo too): rank i gets the reduction of every rank's entry i
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        entries = [ctx.arange(i + 1, dtype=ctx.float32) * (rank + 1) for i in range(3)]
+        out = ctx.zeros(rank + 1)
+        dist.reduce_scatter(out, entries, op=dist.ReduceOp.AVG)
+        ints = ctx.zeros(rank + 1, dtype=ctx.int64)
+        dist.reduce_scatter(ints, [ctx.full((i + 1,), 2 * rank + 1, dtype=ctx.int64) for i in range(3)],
+                            op=dist.ReduceOp.AVG)
+        seen[rank] = (out.tolist(), ints.tolist(), entries[0].tolist())
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
+    for r in range(3):
+        # float AVG: (1 + 2 + 3) / 3 = 2 times the index; int AVG: (1 + 3 + 5) // 3
+        assert seen[r] == ([2.0 * i for i in range(r + 1)], [3] * (r + 1), [0.0])
+
+
+def test_c6_uneven_all_gather_whose_sizes_disagree_is_a_mismatch():
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        sizes = [1, 2] if rank == 0 else [1, 3]  # rank 0 expects 2 elements from rank 1, which sends 3
+        out = [ctx.zeros(n) for n in sizes]
+        dist.all_gather(out, ctx.ones(sizes[rank]))
+        out[0].tolist()
+
+    with pytest.raises(coopsim.SpawnException) as info:
+        with coopsim.RuntimeContext(IDEAL) as ctx:
+            ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    error = info.value.errors[0]
+    assert isinstance(error, coopsim.CollectiveMismatchError) and error.fields == ["splits"]
+    assert "all_gather (uneven) #1 on group WORLD" in str(error)

@@ -188,6 +188,8 @@ class Distributed:
 
     def all_gather(self, tensor_list, tensor, group=None, async_op=False):
         inp = check.flat(tensor, "all_gather")
+        if check.uneven(tensor_list, tensor, "all_gather", "tensor_list"):
+            return issue.uneven_all_gather(self._rt, tensor_list, tensor, inp, group, async_op)
         check.tensor_list(tensor_list, tensor, "all_gather", "tensor_list")
         staging = np.empty(inp.size * len(tensor_list), dtype=inp.dtype)
         return issue.collective(self._rt, "all_gather", group, async_op, [*tensor_list, tensor], inp, staging,
@@ -206,6 +208,9 @@ class Distributed:
 
     def reduce_scatter(self, output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
         out = check.flat(output, "reduce_scatter")
+        if check.uneven(input_list, output, "reduce_scatter", "input_list"):
+            return issue.uneven_reduce_scatter(self._rt, output, out, input_list,
+                                               check.reduce_op_name(op, output), group, async_op)
         check.tensor_list(input_list, output, "reduce_scatter", "input_list")
         staging = np.empty(out.size * len(input_list), dtype=out.dtype)
         return issue.collective(self._rt, "reduce_scatter", group, async_op, [output, *input_list], staging, out,

@@ -20,5 +20,7 @@ KIND = MappingProxyType({
     "all_gather": "all_gather", "all_gather_single": "all_gather",
     "reduce_scatter": "reduce_scatter", "reduce_scatter_single": "reduce_scatter",
     "all_to_all": "all_to_all", "all_to_all_single": "all_to_all", "gather": "gather",
+    # the list forms on tensors of different sizes (one broadcast / reduce per rank in PyTorch)
+    "all_gather (uneven)": "all_to_all", "reduce_scatter (uneven)": "all_to_all",
     "scatter": "scatter", "barrier": "all_reduce", "monitored_barrier": "all_reduce",
 })

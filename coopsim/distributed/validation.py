@@ -78,6 +78,15 @@ def tensor_list(tensors, like, what, name) -> None:
                              f"{like.dtype}, got {t.numel()} of {t.dtype}")
 
 
+def uneven(tensors, like, what, name) -> bool:
+    """Are ``tensors`` (a list of ``like``'s dtype) of different sizes? (ProcessGroupNCCL then
+    runs the list form of all_gather as one broadcast per rank.)"""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        return False
+    first = tensors[0]
+    return any(getattr(t, "_array", first._array).size != first._array.size for t in tensors)
+
+
 def root_member(group, root, what) -> int:
     """The group rank of the root given as ``(global rank, group rank)``, exactly one set.
 
