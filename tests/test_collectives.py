@@ -1190,3 +1190,29 @@ def test_c6_uneven_all_gather_whose_sizes_disagree_is_a_mismatch():
     error = info.value.errors[0]
     assert isinstance(error, coopsim.CollectiveMismatchError) and error.fields == ["splits"]
     assert "all_gather (uneven) #1 on group WORLD" in str(error)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_all_to_all_of_tensors_of_different_sizes(model):
+    # ProcessGroupNCCL::alltoall sends each input tensor with its own size; gloo refuses it
+    # with its own message (checked on torch 2.13)
+    seen, errors = {}, {}
+
+    def worker(rank, ctx, backend):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        ins = [ctx.full((j + 1,), float(10 * rank + j)) for j in range(3)]  # rank j gets j + 1 from each
+        outs = [ctx.zeros(rank + 1) for _ in range(3)]
+        try:
+            dist.all_to_all(outs, ins)
+        except RuntimeError as e:
+            errors[rank] = str(e)
+            return
+        seen[rank] = [t.tolist() for t in outs]
+
+    for backend in ("nccl", "gloo"):
+        with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+            ctx.multiprocessing.spawn(worker, args=(ctx, backend), nprocs=3)
+    assert seen == {j: [[float(10 * i + j)] * (j + 1) for i in range(3)] for j in range(3)}
+    assert errors == {r: "ProcessGroupGloo::alltoall: invalid tensor size at index 1 (expected (1), got (2))"
+                      for r in range(3)}

@@ -232,6 +232,8 @@ class Distributed:
             raise ValueError("all_to_all: output_tensor_list and input_tensor_list must have one "
                              "tensor per rank of the group")
         first = input_tensor_list[0]
+        if check.uneven([*input_tensor_list, *output_tensor_list], first, "all_to_all", "input_tensor_list"):
+            return issue.uneven_all_to_all(self._rt, output_tensor_list, input_tensor_list, group, async_op)
         check.tensor_list(input_tensor_list, first, "all_to_all", "input_tensor_list")
         check.tensor_list(output_tensor_list, first, "all_to_all", "output_tensor_list")
         n = first.numel() * len(input_tensor_list)

@@ -438,6 +438,30 @@ def uneven_all_gather(rt, tensor_list, tensor, inp, group, async_op):
                       splits=([n] * p, sizes), list_len=len(tensor_list))
 
 
+def uneven_all_to_all(rt, outputs, inputs, group, async_op):
+    """``all_to_all`` on tensors of different sizes. ProcessGroupNCCL's ``alltoall`` sends each
+    input tensor with its own size (a split size per tensor); gloo refuses it, with
+    ``ProcessGroupGloo::alltoall``'s message."""
+    call = _uneven_call(rt, "all_to_all", [*outputs, *inputs], inputs[0], group)
+    if call is None:
+        return None
+    task, state, g, _ = call
+    if state.backend_of(g, task.rank) == "gloo":
+        shape = tuple(inputs[0].shape)
+        for tensors in (inputs, outputs):
+            for i, t in enumerate(tensors):
+                if tuple(t.shape) != shape:
+                    raise RuntimeError(f"ProcessGroupGloo::alltoall: invalid tensor size at index {i} "
+                                       f"(expected ({', '.join(map(str, shape))}), got "
+                                       f"({', '.join(map(str, t.shape))}))")
+    sizes_in, sizes_out = [t.numel() for t in inputs], [t.numel() for t in outputs]
+    ins = np.empty(sum(sizes_in), dtype=inputs[0]._array.dtype)
+    outs = np.empty(sum(sizes_out), dtype=inputs[0]._array.dtype)
+    return collective(rt, "all_to_all", group, async_op, [*outputs, *inputs], ins, outs, outputs,
+                      prepare=gather_from(inputs, ins), finish=scatter_into(outs, outputs),
+                      splits=(sizes_in, sizes_out), list_len=len(inputs))
+
+
 def uneven_reduce_scatter(rt, output, out, input_list, reduce_op, group, async_op):
     """``reduce_scatter`` from tensors of different sizes. PyTorch runs it as one reduce per
     rank, coalesced (ProcessGroupNCCL's ``reduce_scatter`` when ``check_same_size`` fails;
