@@ -677,7 +677,9 @@ def test_addmm_and_baddbmm_as_torch(torch):
             (lambda: torch.addmm(c.double(), a, a.t()), "self and mat2 must have the same dtype, but got Double and Float"),
             (lambda: torch.ones(3).addmm_(a, a.t()), r"Bad in-place call: input tensor size \[3\] and output tensor size \[3, 3\]"),
             (lambda: torch.baddbmm(c.double(), b1, b2), "Input dtypes must be the same, got: input double, batch1: float"),
-            (lambda: torch.baddbmm(c, b1, b2[:1]), r"first two dimensions of batch2 tensor to be: \[2, 4\] but got: \[1, 4\]")):
+            (lambda: torch.baddbmm(c, b1, b2[:1]), r"first two dimensions of batch2 tensor to be: \[2, 4\] but got: \[1, 4\]"),
+            (lambda: torch.baddbmm(c, b1, b1), r"expanded size of the tensor \(4\) must match the existing size "
+             r"\(3\) at non-singleton dimension 2.  Target sizes: \[2, 3, 4\]")):  # before the inner sizes
         with pytest.raises(RuntimeError, match=message):
             bad()
 
@@ -755,7 +757,7 @@ def test_diag_and_tensor_split(torch):
     assert [c.tolist() for c in torch.tensor_split(r, [1, 5])] == [[0], [1, 2, 3, 4], [5, 6]]
     assert [c.tolist() for c in r.tensor_split((5, 10, 2))] == [[0, 1, 2, 3, 4], [5, 6], [], [2, 3, 4, 5, 6]]
     assert [c.tolist() for c in torch.tensor_split(r, [-2])] == [[0, 1, 2, 3, 4], [5, 6]]
-    assert [c.tolist() for c in torch.tensor_split(r, torch.tensor([1, 3], device="cpu"))] == [[0], [1, 2], [3, 4, 5, 6]]
+    assert [c.tolist() for c in torch.tensor_split(r, torch.tensor([1, 3]))] == [[0], [1, 2], [3, 4, 5, 6]]
     parts = torch.tensor_split(a, 3, dim=1)
     assert type(parts) is tuple and [p.shape for p in parts] == [(3, 2), (3, 1), (3, 1)]
     parts[0].fill_(7.0)  # views of a's storage

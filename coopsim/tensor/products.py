@@ -102,10 +102,7 @@ def _scale(value, dtype, what):
 def _fused_product(what, input, a, b, beta, alpha, out, shape, flops):
     """``out = beta * input + alpha * (a @ b)``; ``input`` broadcast to ``shape`` (the product's);
     ``beta == 0`` ignores ``input`` (NaNs included), as torch."""
-    try:
-        np.broadcast_to(np.empty(input._array.shape, np.int8), shape)
-    except ValueError:
-        raise RuntimeError(_expand_message(input._array.shape, shape)) from None
+    _expandable(input, shape)
     if out is None:
         out = new(a, shape, a._dtype)
     elif input._array.shape != shape:
@@ -119,6 +116,13 @@ def _fused_product(what, input, a, b, beta, alpha, out, shape, flops):
 
     run(what, [input, a, b], [out], fn, flops)
     return out
+
+
+def _expandable(input, shape):
+    try:
+        np.broadcast_to(np.empty(input._array.shape, np.int8), shape)
+    except ValueError:
+        raise RuntimeError(_expand_message(input._array.shape, shape)) from None
 
 
 def _expand_message(have, target):
@@ -156,6 +160,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     _need(batch1, 3, "baddbmm", "batch1")
     _need(batch2, 3, "baddbmm", "batch2")
     (b, m, k), (b2, k2, n) = batch1._array.shape, batch2._array.shape
+    _expandable(input, (b, m, n))  # torch checks it first
     if (b2, k2) != (b, k):
         raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: [{b}, {k}] "
                            f"but got: [{b2}, {k2}].")

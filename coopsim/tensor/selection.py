@@ -91,12 +91,14 @@ def bincount(t, weights=None, minlength=0):
         raise NotImplementedError(f"\"bincount_cuda\" not implemented for '{t._dtype._scalar_name}'")
     if minlength < 0:
         raise RuntimeError("minlength should be >= 0")
+    if t._array.ndim != 1:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     if weights is not None:
         ops.same_device(t, weights)
         if weights._array.ndim != 1 or weights._array.shape[0] != t._array.shape[0]:
             raise RuntimeError("weights should be 1-d and have the same length as input")
     values = t._read()
-    if values.ndim != 1 or (values.size and values.min() < 0):
+    if values.size and values.min() < 0:
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     bins = max(int(values.max()) + 1 if values.size else 0, int(minlength))
     index = values.copy()

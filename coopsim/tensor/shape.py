@@ -116,7 +116,8 @@ def narrow(t, dim, start, length):
 def tensor_split(t, indices_or_sections=None, dim=0, *, sections=None, indices=None):
     """``torch.tensor_split``: ``sections`` (an int) parts of sizes differing by at most one,
     the first ``n % sections`` one longer; or the parts between ``indices`` (Python slice
-    bounds: clipped, negative from the end, empty when reversed). Views, as torch's."""
+    bounds: clipped, negative from the end, empty when reversed). Views, as torch's. Indices
+    given as a tensor are read on the host (a wait for its writer if it is on the device)."""
     given = [v for v in (indices_or_sections, sections, indices) if v is not None]
     if len(given) != 1:
         raise TypeError("tensor_split() takes one of indices_or_sections, sections or indices")
@@ -128,10 +129,7 @@ def tensor_split(t, indices_or_sections=None, dim=0, *, sections=None, indices=N
         if spec._array.ndim > 1:
             raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to be a zero-dimensional "
                                f"or one-dimensional tensor, but got a tensor with {spec._array.ndim} dims")
-        if spec._storage.device.index is not None:
-            raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to be on cpu, but "
-                               f"it's on {spec.device}")
-        spec = spec.tolist()  # a CPU tensor: its values are on the host
+        spec = spec.tolist()  # torch wants it on the CPU; coopsim's tensor() is on the device: read it
     if t._array.ndim == 0:
         raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims")
     d = ops.wrap_dim(dim, t._array.ndim, "tensor_split")
