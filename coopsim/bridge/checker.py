@@ -82,12 +82,12 @@ def compare(sim: list, real: list, rtol=None, atol=None) -> list[Difference]:
 
 def _plain(value):
     """What the two libraries return alike: a dtype (torch's or coopsim's) as its name
-    ("torch.int64"), a ``torch.Size`` as the tuple coopsim's ``shape`` is."""
+    ("torch.int64"), a ``torch.Size`` (torch's or coopsim's) as a tuple."""
     cls = type(value)
     library = cls.__module__.split(".")[0]
     if (library, cls.__name__) in (("torch", "dtype"), ("coopsim", "DType")):
         return repr(value)
-    if (library, cls.__name__) == ("torch", "Size"):
+    if (library, cls.__name__) in (("torch", "Size"), ("coopsim", "Size")):
         return tuple(value)
     return value
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 from coopsim.tensor import ops
 from coopsim.tensor.dtypes import result_type, scalar
 from coopsim.tensor.elementwise import binary, div_name
-from coopsim.tensor.math import BINARY, UNARY_FLOPS, bmm, clamp, mm, unary
+from coopsim.tensor.math import BINARY, UNARY_FLOPS, clamp, unary
 from coopsim.tensor.ops import broadcast_shapes, same_device
+from coopsim.tensor.products import bmm, mm
 from coopsim.tensor.state import default_dtype
 from coopsim.tensor.tensor import Tensor
 
