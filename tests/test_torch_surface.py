@@ -784,3 +784,19 @@ def test_size_is_a_tuple_with_torch_repr(torch):
         torch.Size([2.5])
     import pickle
     assert pickle.loads(pickle.dumps(t.shape)) == (2, 3)
+
+
+def test_tensors_print_as_torch_prints_them_on_a_gpu(torch):
+    # torch 2.13's text for the same tensors on cuda:0 (torch/_tensor_str.py, default options)
+    assert repr(torch.tensor([1.5, 2.0])) == "tensor([1.5000, 2.0000], device='cuda:0')"
+    assert str(torch.tensor([1.0, -2.0, 30.0])) == "tensor([ 1., -2., 30.], device='cuda:0')"
+    assert repr(torch.tensor([1e-5, 1.0])) == "tensor([1.0000e-05, 1.0000e+00], device='cuda:0')"
+    assert repr(torch.tensor([1, -20], dtype=torch.int32)) == "tensor([  1, -20], device='cuda:0', dtype=torch.int32)"
+    assert repr(torch.tensor(7)) == "tensor(7, device='cuda:0')"
+    assert repr(torch.zeros(0, 3).cpu()) == "tensor([], size=(0, 3))"
+    assert repr(torch.arange(6).reshape(2, 3).cpu()) == "tensor([[0, 1, 2],\n        [3, 4, 5]])"
+    summarized = repr(torch.arange(2000).cpu())
+    assert summarized == "tensor([   0,    1,    2,  ..., 1997, 1998, 1999])"
+    wrapped = repr((torch.arange(30, dtype=torch.float32) * 1.5).cpu()).splitlines()
+    assert wrapped[0] == "tensor([ 0.0000,  1.5000,  3.0000,  4.5000,  6.0000,  7.5000,  9.0000, 10.5000,"
+    assert wrapped[1].startswith("        12.0000,") and len(wrapped) == 4

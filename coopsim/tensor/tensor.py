@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import functional, grad, indexing, ops, products, random, reductions, selection
+from coopsim.tensor import functional, grad, indexing, ops, printing, products, random, reductions, selection
 from coopsim.tensor import shape, transfer
 from coopsim.tensor import math as tmath
 from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
@@ -56,6 +56,7 @@ from coopsim.tensor.random import RandomMethods
 from coopsim.tensor.reductions import ReductionMethods, extreme
 from coopsim.tensor.shape import ShapeMethods
 from coopsim.tensor.size import Size, of_shape
+from coopsim.tensor.state import default_dtype
 from coopsim.tensor.transfer import TransferMethods, to_device
 
 
@@ -170,10 +171,12 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, products.ProductMethod
         if type(self._storage) is ops.TimingOnlyStorage:  # no values to show, as torch's meta
             return f"tensor(..., size={tuple(self._array.shape)}, device='{self.device}', dtype={self._dtype}, timing_only=True)"
         array = self._read()
-        body = np.array2string(array, separator=", ", prefix="tensor(")
-        extra = "" if self._dtype in (float32, int64, bool_) else f", dtype={self._dtype}"
-        where = "" if self._storage.device.index is None else f", device='{self.device}'"
-        return f"tensor({body}{where}{extra})"
+        default = default_dtype(self._storage.rt)
+        return printing.tensor_repr(
+            array, floating=self._dtype.is_floating_point,
+            device=None if self._storage.device.index is None else str(self.device),
+            dtype_name=str(self._dtype), plain_dtype=self._dtype in (default, int64, bool_),
+            default_float=self._dtype is default, requires_grad=self._requires_grad)
 
     def __str__(self) -> str:
         return self.__repr__()
