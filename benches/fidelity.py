@@ -102,8 +102,8 @@ def _worker(rank, ctx, collective, nbytes, start_ns, out):
         args = (ctx.zeros(elements // p), ctx.ones(elements))
     ctx.cuda.synchronize()
     ctx.wait(ctx.sim.timer(start_ns - ctx.sim.now_ns()))
-    {"all_reduce": dist.all_reduce, "all_gather": dist.all_gather_into_tensor,
-     "reduce_scatter": dist.reduce_scatter_tensor}[collective](*args)
+    {"all_reduce": dist.all_reduce, "all_gather": dist.all_gather_single,
+     "reduce_scatter": dist.reduce_scatter_single}[collective](*args)
     ctx.cuda.synchronize()
     out.append(ctx.sim.now_ns() - start_ns)
 

@@ -211,3 +211,18 @@ def test_crosscheck_runs_both_backends_with_one_dist_backend_and_raises_on_a_dif
     assert calls == [("sim", "gloo"), ("torch", "gloo")]
     assert [str(d) for d in info.value.differences] == [
         "rank 0, value['sim']: coopsim 1 != PyTorch 2", "rank 1, value['sim']: coopsim 1 != PyTorch 2"]
+
+
+def test_compare_takes_dtypes_by_name_and_a_torch_size_as_a_tuple(ctx):
+    class Size(tuple):  # stands for torch.Size (torch is not needed here)
+        pass
+
+    class dtype:  # stands for torch.dtype, whose repr is the name
+        def __repr__(self):
+            return "torch.int64"
+
+    Size.__module__ = dtype.__module__ = "torch"
+    assert compare([[ctx.int64, (2, 3)]], [[dtype(), Size((2, 3))]]) == []
+    found = [str(d) for d in compare([[ctx.int32, (2, 3)]], [[dtype(), Size((2, 4))]])]
+    assert found == ["rank 0, value[0]: coopsim 'torch.int32' != PyTorch 'torch.int64'",
+                     "rank 0, value[1][1]: coopsim 3 != PyTorch 4"]

@@ -181,3 +181,32 @@ def test_ctrl_c_reaches_and_ends_the_real_ranks(tmp_path):
     for pgid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
+
+
+def test_tensors_print_as_torch_prints_them():
+    # torch/_tensor_str.py's default print options; host tensors on both sides (no device suffix)
+    import coopsim
+
+    cases = [
+        ("tensor", [1.5, 2.0], None), ("tensor", [1, 2], None), ("tensor", [1.0, -2.0, 30.0], None),
+        ("tensor", [1e-5, 1.0], None), ("tensor", [1e9, 1.0], None), ("tensor", [float("nan"), 1.0, float("inf")], None),
+        ("tensor", 3.25, None), ("tensor", 7, None), ("tensor", [True, False], None), ("tensor", [1, -20], "int32"),
+        ("tensor", [0.1, 0.2], "float16"), ("tensor", [0.1, 3.0], "bfloat16"), ("tensor", [0.1], "float64"),
+        ("tensor", [-0.0, 1.5], None), ("tensor", [123456789012, -1], None), ("tensor", [1e-8, 12345.678, -3.0], None),
+        ("arange", 2000, None), ("arange", 30, "float32"), ("zeros", (0,), None), ("zeros", (0, 3), None),
+        ("zeros", (0,), "int64"),
+    ]
+    with coopsim.RuntimeContext() as ctx:
+        for make, arg, dtype in cases:
+            kw = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+            ours = getattr(ctx, make)(*((arg,) if make != "zeros" else arg),
+                                      **({} if dtype is None else {"dtype": getattr(ctx, dtype)}))
+            theirs = getattr(torch, make)(*((arg,) if make != "zeros" else arg), **kw)
+            assert repr(ours.cpu()) == repr(theirs), (make, arg, dtype)
+            shaped = [(3, 4), (2, 3, 4), (40, 50), (3, 1)]
+            if make == "arange" and arg == 2000:
+                for shape in shaped:
+                    n = int(np.prod(shape))
+                    a = (ctx.arange(n, dtype=ctx.float32) / 7).reshape(*shape).cpu()
+                    b = (torch.arange(n, dtype=torch.float32) / 7).reshape(*shape)
+                    assert str(a) == str(b), shape

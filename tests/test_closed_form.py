@@ -43,11 +43,11 @@ def _issue(ctx, dist, kind, rank, p, count, group=None, op="SUM"):
         return [data]
     if kind == "all_gather":
         out = ctx.zeros(count * p, dtype=ctx.float32)
-        dist.all_gather_into_tensor(out, data, group=group)
+        dist.all_gather_single(out, data, group=group)
         return [out]
     if kind == "reduce_scatter":
         out = ctx.zeros(count, dtype=ctx.float32)
-        dist.reduce_scatter_tensor(out, data, op=reduce_op, group=group)
+        dist.reduce_scatter_single(out, data, op=reduce_op, group=group)
         return [out]
     out = ctx.zeros(count * p, dtype=ctx.float32)
     dist.all_to_all_single(out, data, group=group)

@@ -48,8 +48,8 @@ FORMS = {
     "all_reduce": ("all_reduce",),
     "broadcast": ("broadcast",),
     "reduce": ("reduce",),
-    "all_gather": ("all_gather", "all_gather_into_tensor"),
-    "reduce_scatter": ("reduce_scatter", "reduce_scatter_tensor"),
+    "all_gather": ("all_gather", "all_gather_single"),
+    "reduce_scatter": ("reduce_scatter", "reduce_scatter_single"),
     "all_to_all": ("all_to_all", "all_to_all_single"),
     "gather": ("gather",),
     "scatter": ("scatter",),
@@ -209,15 +209,15 @@ def prepare(ctx, case: Case, member: int, group=None, ranks=None):
     if form == "all_gather":
         inp, outs = ctx.from_numpy(x.copy()), [zeros(c) for _ in range(p)]
         return (lambda a: dist.all_gather(outs, inp, group=group, async_op=a)), outs, [inp]
-    if form == "all_gather_into_tensor":
+    if form == "all_gather_single":
         inp, out = ctx.from_numpy(x.copy()), zeros(p * c)
-        return (lambda a: dist.all_gather_into_tensor(out, inp, group=group, async_op=a)), [out], [inp]
+        return (lambda a: dist.all_gather_single(out, inp, group=group, async_op=a)), [out], [inp]
     if form == "reduce_scatter":
         ins, out = [chunk(j) for j in range(p)], zeros(c)
         return (lambda a: dist.reduce_scatter(out, ins, op=op, group=group, async_op=a)), [out], ins
-    if form == "reduce_scatter_tensor":
+    if form == "reduce_scatter_single":
         inp, out = ctx.from_numpy(x.copy()), zeros(c)
-        return ((lambda a: dist.reduce_scatter_tensor(out, inp, op=op, group=group, async_op=a)),
+        return ((lambda a: dist.reduce_scatter_single(out, inp, op=op, group=group, async_op=a)),
                 [out], [inp])
     if form == "all_to_all":
         ins, outs = [chunk(j) for j in range(p)], [zeros(c) for _ in range(p)]
@@ -417,6 +417,29 @@ def test_results_match_numpy(collective, algorithm, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("algorithm", ["binomial_tree", "double_binary_tree", "direct"])
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_reduce_leaves_the_other_ranks_tensors_as_they_were(algorithm, model, backend):
+    # torch.distributed.reduce: "Only the process with rank dst is going to receive the final
+    # result"; ncclReduce writes recvbuff on the root only (the tree's partial sums on the way
+    # must not show in the other ranks' tensors)
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        t = ctx.arange(6, dtype=ctx.float32) + 10 * rank
+        dist.reduce(t, dst=2)
+        seen[rank] = t.tolist()
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model, "algorithms": {"reduce": algorithm}}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=8)
+    inputs = [[float(i + 10 * r) for i in range(6)] for r in range(8)]
+    assert seen[2] == [float(sum(col)) for col in zip(*inputs)]
+    assert {r: seen[r] for r in seen if r != 2} == {r: inputs[r] for r in range(8) if r != 2}
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_hierarchical_all_reduce_on_two_nodes(model):
     """cluster_2x8 (devices 0-7 on node 0, 8-15 on node 1), 16 ranks: hierarchical all_reduce
     on WORLD and on sub-groups with equal ranks per node (contiguous and strided, 1 to 8 per
@@ -463,7 +486,7 @@ def test_integer_avg_truncates_toward_zero_as_nccl():
         t = ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0], dtype=ctx.int32)
         dist.all_reduce(t, op=dist.ReduceOp.AVG)
         out = ctx.zeros(2, dtype=ctx.int64)
-        dist.reduce_scatter_tensor(out, ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0],
+        dist.reduce_scatter_single(out, ctx.tensor([-5, -7, 5, 7] if rank == 0 else [0, 0, 0, 0],
                                                    dtype=ctx.int64), op=dist.ReduceOp.AVG)
         results[rank] = (t.tolist(), out.tolist())
 
@@ -512,8 +535,8 @@ def test_sub_group_of_three_of_five_ranks():
                                  dist.broadcast(before, src=1, group=group),
                                  dist.reduce(before, dst=1, group=group, async_op=True),
                                  dist.all_gather([before] * 3, before, group=group),
-                                 dist.all_gather_into_tensor(before, before, group=group),
-                                 dist.reduce_scatter_tensor(before, before, group=group),
+                                 dist.all_gather_single(before, before, group=group),
+                                 dist.reduce_scatter_single(before, before, group=group),
                                  dist.all_to_all_single(before, before, group=group),
                                  dist.gather(before, None, dst=1, group=group),
                                  dist.scatter(before, None, src=1, group=group),
@@ -638,7 +661,7 @@ def test_empty_tensors_and_single_rank_groups_complete():
         dist.all_reduce(empty)
         dist.broadcast(empty, src=2)
         out = ctx.zeros(0)
-        dist.all_gather_into_tensor(out, empty)
+        dist.all_gather_single(out, empty)
         records[rank, "empty"] = (empty.tolist(), out.tolist())
         for i, form in enumerate(KIND):
             case = make_case(form, 1, "float32", "SUM" if KIND[form] in REDUCING else None, 4,
@@ -909,7 +932,7 @@ def test_c9_collective_results_and_times_are_deterministic():
                 dist.all_reduce(t)
                 log[rank, i, "all_reduce"] = (t.numpy().tobytes(), ctx.sim.now_ns())
                 out = ctx.zeros(9, dtype=ctx.float16)
-                work = dist.reduce_scatter_tensor(
+                work = dist.reduce_scatter_single(
                     out, ctx.from_numpy(rng.standard_normal(36).astype(np.float16)), async_op=True)
                 work.wait()
                 log[rank, i, "reduce_scatter"] = (out.numpy().tobytes(), ctx.sim.now_ns())
@@ -1082,3 +1105,114 @@ def test_bad_ccl_file_names_the_file_and_the_key(tmp_path):
     path.write_text("model: analytic\nalgorithms: ring\n")
     with pytest.raises(CclConfigError, match=r"my_ccl\.yaml.*algorithms"):
         load_ccl(str(path))
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("async_op", [False, True])
+def test_all_gather_into_tensors_of_different_sizes_under_nccl(model, async_op):
+    # ProcessGroupNCCL::allgather, when the outputs differ in size: one broadcast per rank,
+    # coalesced; entry i is rank i's input (here on a sub-group, ranks 1 and 3 of 4)
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        pair = dist.new_group([1, 3])
+        if rank in (1, 3):
+            me = dist.get_rank(pair)
+            out = [ctx.zeros(2, 1), ctx.zeros(3, dtype=ctx.float32)]
+            work = dist.all_gather(out, ctx.arange(2 + me, dtype=ctx.float32) + 10 * rank, group=pair,
+                                   async_op=async_op)
+            if work is not None:
+                work.wait()
+            seen[rank] = [t.tolist() for t in out]
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=4)
+    assert seen == {r: [[[10.0], [11.0]], [30.0, 31.0, 32.0]] for r in (1, 3)}
+
+
+def test_all_gather_into_tensors_of_different_sizes_under_gloo_raises_gloos_error():
+    errors = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("gloo")
+        try:
+            dist.all_gather([ctx.zeros(i + 1) for i in range(3)], ctx.ones(rank + 1))
+        except RuntimeError as e:
+            errors[rank] = str(e)
+        dist.barrier()  # nothing of the refused call is left behind
+
+    with coopsim.RuntimeContext(IDEAL) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
+    assert errors[0] == "ProcessGroupGloo::allgather: invalid tensor size at index 1 (expected (1), got (2))"
+    assert errors[2] == "ProcessGroupGloo::allgather: invalid tensor size at index 0 (expected (3), got (1))"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_reduce_scatter_from_tensors_of_different_sizes(model, backend):
+    # PyTorch runs it as one reduce per rank (ProcessGroupNCCL::reduce_scatter when the inputs
+    # differ in size; gloo too): rank i gets the reduction of every rank's entry i
+    seen = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        entries = [ctx.arange(i + 1, dtype=ctx.float32) * (rank + 1) for i in range(3)]
+        out = ctx.zeros(rank + 1)
+        dist.reduce_scatter(out, entries, op=dist.ReduceOp.AVG)
+        ints = ctx.zeros(rank + 1, dtype=ctx.int64)
+        dist.reduce_scatter(ints, [ctx.full((i + 1,), 2 * rank + 1, dtype=ctx.int64) for i in range(3)],
+                            op=dist.ReduceOp.AVG)
+        seen[rank] = (out.tolist(), ints.tolist(), entries[0].tolist())
+
+    with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+        ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=3)
+    for r in range(3):
+        # float AVG: (1 + 2 + 3) / 3 = 2 times the index; int AVG: (1 + 3 + 5) // 3
+        assert seen[r] == ([2.0 * i for i in range(r + 1)], [3] * (r + 1), [0.0])
+
+
+def test_c6_uneven_all_gather_whose_sizes_disagree_is_a_mismatch():
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        sizes = [1, 2] if rank == 0 else [1, 3]  # rank 0 expects 2 elements from rank 1, which sends 3
+        out = [ctx.zeros(n) for n in sizes]
+        dist.all_gather(out, ctx.ones(sizes[rank]))
+        out[0].tolist()
+
+    with pytest.raises(coopsim.SpawnException) as info:
+        with coopsim.RuntimeContext(IDEAL) as ctx:
+            ctx.multiprocessing.spawn(worker, args=(ctx,), nprocs=2)
+    error = info.value.errors[0]
+    assert isinstance(error, coopsim.CollectiveMismatchError) and error.fields == ["splits"]
+    assert "all_gather (uneven) #1 on group WORLD" in str(error)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_all_to_all_of_tensors_of_different_sizes(model):
+    # ProcessGroupNCCL::alltoall sends each input tensor with its own size; gloo refuses it
+    # with its own message (checked on torch 2.13)
+    seen, errors = {}, {}
+
+    def worker(rank, ctx, backend):
+        dist = ctx.distributed
+        dist.init_process_group(backend)
+        ins = [ctx.full((j + 1,), float(10 * rank + j)) for j in range(3)]  # rank j gets j + 1 from each
+        outs = [ctx.zeros(rank + 1) for _ in range(3)]
+        try:
+            dist.all_to_all(outs, ins)
+        except RuntimeError as e:
+            errors[rank] = str(e)
+            return
+        seen[rank] = [t.tolist() for t in outs]
+
+    for backend in ("nccl", "gloo"):
+        with coopsim.RuntimeContext(IDEAL, ccl={"model": model}) as ctx:
+            ctx.multiprocessing.spawn(worker, args=(ctx, backend), nprocs=3)
+    assert seen == {j: [[float(10 * i + j)] * (j + 1) for i in range(3)] for j in range(3)}
+    assert errors == {r: "ProcessGroupGloo::alltoall: invalid tensor size at index 1 (expected (1), got (2))"
+                      for r in range(3)}

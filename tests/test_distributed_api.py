@@ -19,10 +19,10 @@ def test_in_place_all_gather_and_reduce_scatter_with_aliased_buffers():
         dist.init_process_group()
         p = dist.get_world_size()
         full = ctx.from_numpy(np.arange(p * 3, dtype=np.float32) + 100 * rank)
-        dist.reduce_scatter_tensor(full[rank * 3:(rank + 1) * 3], full)  # output aliases input
+        dist.reduce_scatter_single(full[rank * 3:(rank + 1) * 3], full)  # output aliases input
         gathered = ctx.zeros(p * 2)
         gathered[rank * 2:(rank + 1) * 2].fill_(rank + 1)
-        dist.all_gather_into_tensor(gathered, gathered[rank * 2:(rank + 1) * 2])  # input aliases output
+        dist.all_gather_single(gathered, gathered[rank * 2:(rank + 1) * 2])  # input aliases output
         results[rank] = (full[rank * 3:(rank + 1) * 3].tolist(), gathered.tolist())
 
     for algorithm in ("ring", "halving_doubling", "direct"):
@@ -66,3 +66,40 @@ def test_completed_collectives_let_go_of_their_buffers():
 
     spawn(worker, 4)
     assert open_after[3] == 0
+
+
+def test_torch_2_13_renames_the_tensor_collectives_and_the_old_names_still_work_and_warn():
+    # torch 2.13 (torch/distributed/distributed_c10d.py): all_gather_single and
+    # reduce_scatter_single; all_gather_into_tensor and reduce_scatter_tensor call them after
+    # a FutureWarning. The two spellings are one collective: ranks may mix them.
+    import warnings
+
+    results, caught = {}, {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group()
+        gathered, scattered = ctx.zeros(8), ctx.zeros(2)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if rank % 2:
+                dist.all_gather_into_tensor(gathered, ctx.full((2,), float(rank)))  # OLD-NAMES
+                dist.reduce_scatter_tensor(scattered, ctx.arange(8, dtype=ctx.float32))
+            else:
+                dist.all_gather_single(gathered, ctx.full((2,), float(rank)))
+                dist.reduce_scatter_single(scattered, ctx.arange(8, dtype=ctx.float32))
+        caught[rank] = [(w.category, str(w.message), w.filename, w.lineno) for w in seen]
+        results[rank] = (gathered.tolist(), scattered.tolist())
+
+    spawn(worker, 4)
+    for rank in range(4):
+        assert results[rank] == ([0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
+                                 [8.0 * rank, 8.0 * rank + 4])
+    assert caught[0] == caught[2] == []
+    line = next(i + 1 for i, text in enumerate(open(__file__).read().splitlines())
+                if "# OLD-NAMES" in text and "next(" not in text)
+    assert caught[1] == [
+        (FutureWarning, "`torch.distributed.all_gather_into_tensor` is deprecated. Please use "
+                        "`torch.distributed.all_gather_single` instead.", __file__, line),
+        (FutureWarning, "`torch.distributed.reduce_scatter_tensor` is deprecated. Please use "
+                        "`torch.distributed.reduce_scatter_single` instead.", __file__, line + 1)]

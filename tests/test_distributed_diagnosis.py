@@ -72,6 +72,37 @@ def test_c6_ranks_call_collectives_in_different_orders():
     assert "ranks [0, 2]: op=all_reduce" in str(e) and "ranks [1, 3]: op=broadcast" in str(e)
 
 
+@pytest.mark.parametrize("async_op", [False, True])
+def test_c6_a_caught_mismatch_leaves_no_op_behind_and_the_group_goes_on(async_op):
+    # PyTorch's ProcessGroupWrapper (TORCH_DISTRIBUTED_DEBUG=DETAIL) compares the fingerprints
+    # before the backend op is issued (ProcessGroupWrapper.cpp, runCollectiveChecks): a
+    # mismatch raises on every rank and runs nothing, so a program that catches it can use
+    # the group again. Each member's stream op of the failed collective must not hold back
+    # its stream.
+    caught = {}
+
+    def worker(rank, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        t = ctx.ones(5 if rank == 0 else 4)
+        work = None  # the last member to arrive raises at the call
+        try:
+            work = dist.all_reduce(t, async_op=async_op)
+            if work is not None:
+                work.wait()
+            ctx.cuda.synchronize()
+        except coopsim.CollectiveMismatchError as e:
+            caught[rank] = e.fields
+        u = ctx.ones(3) * (rank + 1)
+        dist.all_reduce(u)
+        assert u.tolist() == [10.0] * 3
+        if work is not None:  # the failed op's Work ended with the error
+            assert work.is_completed() and isinstance(work.exception(), coopsim.CollectiveMismatchError)
+
+    run(worker)
+    assert caught == {r: ["shapes"] for r in range(4)}
+
+
 def test_c6_all_gather_with_mismatched_shapes_then_a_barrier():
     def worker(rank, ctx):
         dist = ctx.distributed

@@ -84,6 +84,8 @@ def test_reduce_op_alias_availability_and_torchelastic(monkeypatch):
         assert not dist.is_torchelastic_launched()
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", "42")
         assert dist.is_torchelastic_launched()
+        # as torch 2.13 prints them (a pybind11 enum)
+        assert (str(dist.ReduceOp.MAX), repr(dist.ReduceOp.MAX)) == ("RedOpType.MAX", "<RedOpType.MAX: 4>")
 
 
 def test_work_get_future_wait_value_done_then():

@@ -153,11 +153,11 @@ def test_nvls_runs_in_the_switch_with_its_formula_and_right_numbers(collective):
             out[rank] = x.numpy()
         elif collective == "reduce_scatter":
             y = ctx.zeros(2)
-            dist.reduce_scatter_tensor(y, x)
+            dist.reduce_scatter_single(y, x)
             out[rank] = y.numpy()
         else:
             y = ctx.zeros(32)
-            dist.all_gather_into_tensor(y, x)
+            dist.all_gather_single(y, x)
             out[rank] = y.numpy()
 
     out = {}

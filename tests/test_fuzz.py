@@ -21,7 +21,7 @@ from coopsim.errors import SimulationError
 from coopsim.topology import load_topology
 from tests.conftest import live_coopsim_greenlets
 
-COLLECTIVES = ("all_reduce", "broadcast", "reduce", "all_gather_into_tensor", "reduce_scatter_tensor")
+COLLECTIVES = ("all_reduce", "broadcast", "reduce", "all_gather_single", "reduce_scatter_single")
 FAULTS = ("raise", "skip", "shape", "dtype", "op", "root", "timeout")
 TIMEOUT_MS = 1  # the process group's timeout; a "timeout" fault sleeps twice that
 TOPOLOGY = load_topology(None)  # parsed once: every run builds its context on it
@@ -99,9 +99,9 @@ def expected(program: Program, i: int, step: Step, ranks, rank: int):
         return ins[step.root % len(ranks)]
     if step.kind == "reduce":
         return combine(ins, axis=0) if me == step.root % len(ranks) else None
-    if step.kind == "all_gather_into_tensor":
+    if step.kind == "all_gather_single":
         return np.concatenate(ins)
-    if step.kind == "reduce_scatter_tensor":
+    if step.kind == "reduce_scatter_single":
         full = [np.tile(x, len(ranks)) + np.repeat(np.arange(len(ranks)), step.size) for x in ins]
         return combine(full, axis=0)[me * step.size:(me + 1) * step.size]
     raise AssertionError(step.kind)
@@ -152,13 +152,13 @@ def run_step(ctx, dist, groups, program, i, step, rank, fault, seen, deferred):
     elif k == "reduce":
         w = dist.reduce(t, dst=root, op=op, group=group, async_op=True)
         out = t
-    elif k == "all_gather_into_tensor":
+    elif k == "all_gather_single":
         out = ctx.zeros(size * len(ranks), dtype=dtype)
-        w = dist.all_gather_into_tensor(out, t, group=group, async_op=True)
+        w = dist.all_gather_single(out, t, group=group, async_op=True)
     else:
         chunks = np.tile(data(i, rank, size), len(ranks)) + np.repeat(np.arange(len(ranks)), size)
         out = ctx.zeros(size, dtype=dtype)
-        w = dist.reduce_scatter_tensor(out, ctx.tensor(chunks, dtype=dtype), op=op, group=group,
+        w = dist.reduce_scatter_single(out, ctx.tensor(chunks, dtype=dtype), op=op, group=group,
                                        async_op=True)
     if step.delay_ns:  # the rank may get an error thrown in here (a later arrival's mismatch)
         checked_wait(ctx, ctx.sim.timer(step.delay_ns), rank, i, seen)

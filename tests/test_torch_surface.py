@@ -508,3 +508,295 @@ def test_missing_names_point_to_the_supported_table(torch):
     with pytest.raises(AttributeError, match=r"coopsim has no torch.fft \(see docs/torch-surface.md"):
         torch.fft
     assert not hasattr(torch, "foo")
+
+
+def test_div_rounding_modes_and_fmod_as_torch(torch):
+    # torch.div(a, b, rounding_mode=): "trunc" rounds toward zero, "floor" down; both keep an
+    # integer dtype (true division gives the default float dtype); fmod takes the dividend's
+    # sign, remainder the divisor's (values from torch 2.13 on CPU)
+    a = torch.tensor([-7, -6, -1, 0, 5, 7])
+    assert torch.div(a, 2, rounding_mode="trunc").tolist() == [-3, -3, 0, 0, 2, 3]
+    assert torch.div(a, 2, rounding_mode="floor").tolist() == [-4, -3, -1, 0, 2, 3]
+    assert torch.div(a, 2, rounding_mode="trunc").dtype == torch.int64
+    assert a.div(-2, rounding_mode="trunc").tolist() == [3, 3, 0, 0, -2, -3]
+    assert torch.div(a, 2).dtype == torch.float32
+    big = torch.tensor([2**62 + 1])  # exact, with no float round trip
+    assert torch.div(big, 3, rounding_mode="trunc").tolist() == [(2**62 + 1) // 3]
+    f = torch.tensor([-7.5, 7.5])
+    assert torch.div(f, 2, rounding_mode="trunc").tolist() == [-3.0, 3.0]
+    assert torch.div(f, 2, rounding_mode="floor").tolist() == [-4.0, 3.0]
+    out = torch.zeros(6, dtype=torch.int64)
+    torch.div(a, 4, rounding_mode="floor", out=out)
+    assert out.tolist() == [-2, -2, -1, 0, 1, 1]
+    b = a.clone()
+    b.div_(3, rounding_mode="trunc")
+    assert b.tolist() == [-2, -2, 0, 0, 1, 2]
+    with pytest.raises(RuntimeError, match="rounding_mode to be one of None, 'trunc', or 'floor' but found 'round'"):
+        torch.div(a, 2, rounding_mode="round")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rounding_mode'"):
+        torch.mul(a, 2, rounding_mode="trunc")
+    assert torch.fmod(a, 4).tolist() == [-3, -2, -1, 0, 1, 3]
+    assert torch.remainder(a, 4).tolist() == [1, 2, 3, 0, 1, 3]
+    assert a.fmod(-4).tolist() == [-3, -2, -1, 0, 1, 3]
+    close(torch.fmod(torch.from_numpy(A), 1.25), np.fmod(A, np.float32(1.25)))
+
+
+def test_flip_takes_dims_by_keyword_and_softmax_is_a_torch_function_and_a_method(torch):
+    t = torch.from_numpy(A)
+    close(torch.flip(t, dims=[0, 1]), A[::-1, ::-1])
+    close(torch.flip(t, [1]), A[:, ::-1])
+    close(t.flip(0), A[::-1])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'axis'"):
+        torch.flip(t, axis=[0])
+    e = np.exp(A - A.max(axis=1, keepdims=True))
+    close(torch.softmax(t, dim=1), e / e.sum(axis=1, keepdims=True))
+    close(t.softmax(-1), e / e.sum(axis=1, keepdims=True))
+    close(t.log_softmax(1), np.log(e / e.sum(axis=1, keepdims=True)))
+    close(torch.log_softmax(t, 1, dtype=torch.float64), np.log(e / e.sum(axis=1, keepdims=True)))
+
+
+# -- names found missing by crosschecking a program against torch 2.13 (values, dtypes and
+# messages below are what torch 2.13 gives on CPU) ---------------------------------------------
+
+I = np.array([[0, 1, 2, 0], [2, 0, 1, 1]])
+M = np.arange(12, dtype=np.float32).reshape(3, 4) / 3 - 1
+
+
+def test_scatter_add_and_index_add_accumulate_repeated_indices(torch):
+    src, index = torch.from_numpy(M), torch.tensor(I)
+    expected = np.zeros((3, 4), np.float32)
+    np.add.at(expected, (I, np.arange(4)[None, :].repeat(2, 0)), M[:2])
+    base = torch.zeros(3, 4)
+    assert base.scatter_add_(0, index, src[:2]) is base
+    close(base, expected)
+    fresh = torch.zeros(3, 4)
+    close(torch.scatter_add(fresh, 0, index.int(), src[:2]), expected)  # int32 indices too
+    assert fresh.abs().sum().item() == 0  # out of place
+    close(torch.zeros(3, 4).scatter_add(0, index[:, :2], src[:2]), np.where(np.arange(4) < 2, expected, 0))
+    with pytest.raises(RuntimeError, match=r"Expected index \[2, 4\] to be no larger than self \[3, 4\] apart "
+                                           r"from dimension 0 and to be no larger size than src \[1, 4\]"):
+        torch.zeros(3, 4).scatter_add_(0, index, src[:1])
+    with pytest.raises(RuntimeError, match="Expected self.dtype to be equal to src.dtype"):
+        torch.zeros(3, 4).scatter_add_(0, index, src[:2].double())
+    with pytest.raises(RuntimeError, match="Expected dtype int32/int64 for index"):
+        torch.zeros(3, 4).scatter_add_(0, index.float(), src[:2])
+    rows = torch.tensor([0, 0])
+    close(torch.zeros(3, 4).index_add_(0, rows, src[:2], alpha=2), np.stack([2 * (M[0] + M[1]), 0 * M[0], 0 * M[0]]))
+    close(torch.index_add(torch.ones(3, 4), 1, torch.tensor([3, 3], dtype=torch.int32), src[:, :2]),
+          1 + np.stack([np.zeros(3)] * 3 + [M[:, 0] + M[:, 1]], axis=1))
+    ints = torch.zeros(2, 2, dtype=torch.int64).index_add_(0, torch.tensor([1]), torch.ones(1, 2, dtype=torch.int64), alpha=1.5)
+    assert ints.tolist() == [[0, 0], [1, 1]]  # alpha truncated for integers
+    for bad, message in (
+            (lambda: torch.zeros(3, 4).index_add_(0, torch.tensor([0.0, 2.0]), src[:2]),
+             "index_add_\\(\\): Expected dtype int32/int64 for index but got: Float"),
+            (lambda: torch.zeros(3, 4).index_add_(0, torch.tensor([0, 2]), src),
+             r"Number of indices \(2\) should be equal to source.size\(dim\): \(3\), for dim: 0"),
+            (lambda: torch.zeros(3, 4).index_add_(0, torch.tensor([0, 2]), src[:2].double()),
+             r"self \(Float\) and source \(Double\) must have the same scalar type"),
+            (lambda: torch.zeros(3, 4).index_add_(0, torch.tensor([0, 2]), src[:2, :3]),
+             r"source tensor shape must match self tensor shape, excluding the specified dimension")):
+        with pytest.raises(RuntimeError, match=message):
+            bad()
+    out_of_range = torch.zeros(3, 4).index_add_(0, torch.tensor([0, 5]), src[:2])
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        out_of_range.tolist()
+
+
+def test_nonzero_masked_select_unique_bincount_as_torch(torch):
+    a = torch.from_numpy(M)
+    found = (a > 0).nonzero()
+    assert found.dtype is torch.int64 and found.tolist() == np.argwhere(M > 0).tolist()
+    rows, cols = torch.nonzero(a > 0, as_tuple=True)
+    assert (rows.tolist(), cols.tolist()) == tuple(x.tolist() for x in np.nonzero(M > 0))
+    assert torch.tensor(3.0).nonzero().shape == (1, 0) and torch.tensor(0.0).nonzero().shape == (0, 0)
+    assert [x.tolist() for x in torch.tensor(3.0).nonzero(as_tuple=True)] == [[0]]
+    assert torch.zeros(3).nonzero().shape == (0, 1)
+    assert torch.masked_select(a, a > 0).tolist() == M[M > 0].tolist()
+    assert a.masked_select(torch.tensor([True, False, True, False])).tolist() == M[:, [0, 2]].reshape(-1).tolist()
+    with pytest.raises(RuntimeError, match="masked_select: expected BoolTensor for mask"):
+        a.masked_select(a.long())
+    x = torch.tensor([3, 1, 3, 2])
+    assert torch.unique(x).tolist() == [1, 2, 3] and torch.unique(x).dtype is torch.int64
+    values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    assert (values.tolist(), inverse.tolist(), counts.tolist()) == ([1, 2, 3], [2, 0, 2, 1], [1, 1, 2])
+    assert [t.tolist() for t in torch.unique(x, return_counts=True)] == [[1, 2, 3], [1, 1, 2]]
+    assert torch.unique(x.reshape(2, 2), return_inverse=True)[1].tolist() == [[2, 0], [2, 1]]
+    nans = torch.unique(torch.tensor([1.0, math.nan, math.nan]), return_counts=True)[1]
+    assert nans.tolist() == [1, 1, 1]  # NaNs are kept apart
+    with pytest.raises(NotImplementedError, match="dim=None only"):
+        torch.unique(x, dim=0)
+    b = torch.tensor([0, 1, 1, 3])
+    assert torch.bincount(b).tolist() == [1, 2, 0, 1] and torch.bincount(b).dtype is torch.int64
+    assert b.bincount(minlength=6).tolist() == [1, 2, 0, 1, 0, 0] and b.bincount(minlength=2).tolist() == [1, 2, 0, 1]
+    weighted = torch.bincount(b, weights=torch.tensor([0.5, 1.0, 2.0, 3.0]))
+    assert weighted.dtype is torch.float32 and weighted.tolist() == [0.5, 3.0, 0.0, 3.0]
+    assert torch.bincount(b, weights=torch.tensor([1, 1, 2, 3])).dtype is torch.float64
+    assert torch.bincount(torch.tensor([], dtype=torch.int64), minlength=3).tolist() == [0, 0, 0]
+    for bad, error, message in (
+            (lambda: torch.bincount(torch.tensor([0, -1])), RuntimeError, "1-d non-negative integral inputs"),
+            (lambda: torch.bincount(torch.tensor([[0, 1]])), RuntimeError, "1-d non-negative integral inputs"),
+            (lambda: torch.bincount(torch.tensor([0.0])), NotImplementedError, "not implemented for 'Float'"),
+            (lambda: torch.bincount(b, minlength=-1), RuntimeError, "minlength should be >= 0"),
+            (lambda: torch.bincount(b, weights=torch.ones(3)), RuntimeError, "weights should be 1-d")):
+        with pytest.raises(error, match=message):
+            bad()
+
+
+def test_size_dependent_ops_wait_for_the_data_that_fixes_the_size_only():
+    with coopsim.RuntimeContext() as ctx:
+        mask = ctx.tensor([True, False]).reshape(2, 1).expand(2, 512)
+        mask_done = mask._storage.last_write
+        big = ctx.ones(512, 512)
+        slow = big @ big  # pending: masked_select gathers its values on the device
+        picked = slow[:2].masked_select(mask)
+        assert mask_done.done and not slow._storage.last_write.done and picked.shape == (512,)
+        counted = slow[0].nonzero()  # its size depends on slow's values: waits for them
+        assert slow._storage.last_write.done and not counted._storage.last_write.done
+        assert counted.shape == (512, 1) and picked.tolist() == [512.0] * 512
+
+
+def test_addmm_and_baddbmm_as_torch(torch):
+    a = torch.from_numpy(M)
+    close(torch.addmm(torch.ones(3, 3), a, a.t(), beta=0.5, alpha=2), 0.5 + 2 * M @ M.T)
+    close(torch.addmm(torch.arange(3.0), a, a.t()), np.arange(3.0) + M @ M.T)  # input broadcasts
+    close(torch.full((3, 3), math.nan).addmm(a, a.t(), beta=0), M @ M.T)  # beta=0 ignores NaNs
+    c = torch.ones(3, 3)
+    assert c.addmm_(a, a.t(), alpha=-1) is c
+    close(c, 1 - M @ M.T)
+    ints = [torch.ones(2, 2, dtype=torch.int64) for _ in range(3)]
+    assert torch.addmm(*ints, beta=2.5, alpha=1.5).tolist() == [[4, 4], [4, 4]]  # truncated scales
+    batch = np.stack([M, 2 * M])
+    b1, b2 = torch.from_numpy(batch), torch.from_numpy(batch.transpose(0, 2, 1).copy())
+    close(torch.baddbmm(torch.ones(3), b1, b2, alpha=0.5), 1 + 0.5 * batch @ batch.transpose(0, 2, 1))
+    close(torch.zeros(2, 3, 3).baddbmm_(b1, b2), batch @ batch.transpose(0, 2, 1))
+    for bad, message in (
+            (lambda: torch.addmm(torch.ones(2), a, a.t()), r"The expanded size of the tensor \(3\) must match "
+             r"the existing size \(2\) at non-singleton dimension 1.  Target sizes: \[3, 3\].  Tensor sizes: \[2\]"),
+            (lambda: torch.addmm(c, a, a), r"mat1 and mat2 shapes cannot be multiplied \(3x4 and 3x4\)"),
+            (lambda: torch.addmm(c, a[None], a.t()), "mat1 must be a matrix, got 3-D tensor"),
+            (lambda: torch.addmm(c.double(), a, a.t()), "self and mat2 must have the same dtype, but got Double and Float"),
+            (lambda: torch.ones(3).addmm_(a, a.t()), r"Bad in-place call: input tensor size \[3\] and output tensor size \[3, 3\]"),
+            (lambda: torch.baddbmm(c.double(), b1, b2), "Input dtypes must be the same, got: input double, batch1: float"),
+            (lambda: torch.baddbmm(c, b1, b2[:1]), r"first two dimensions of batch2 tensor to be: \[2, 4\] but got: \[1, 4\]"),
+            (lambda: torch.baddbmm(c, b1, b1), r"expanded size of the tensor \(4\) must match the existing size "
+             r"\(3\) at non-singleton dimension 2.  Target sizes: \[2, 3, 4\]")):  # before the inner sizes
+        with pytest.raises(RuntimeError, match=message):
+            bad()
+
+
+def test_addmm_costs_the_product_and_the_scaled_add():
+    with coopsim.RuntimeContext() as ctx:
+        x = ctx.ones(256, 256)
+        x.sum().item()
+        start = ctx.engine.now_ns
+        (x @ x).sum().item()
+        plain = ctx.engine.now_ns - start
+        start = ctx.engine.now_ns
+        ctx.addmm(x, x, x).sum().item()
+        fused = ctx.engine.now_ns - start
+        assert plain < fused < 1.5 * plain  # one op: 2mnk + 2mn flops, one more input read
+
+
+def test_relu_cumprod_logsumexp_and_sum_dtype(torch):
+    a = torch.from_numpy(M)
+    close(torch.relu(a), np.maximum(M, 0))
+    assert torch.tensor([-1, 2]).relu().tolist() == [0, 2]
+    b = a.clone()
+    assert b.relu_() is b and b.min().item() == 0.0
+    with pytest.raises(RuntimeError, match="Boolean inputs not supported for relu"):
+        torch.relu(torch.tensor([True]))
+    close((a[0] + 2).cumprod(0), np.cumprod(M[0] + 2))
+    ints = torch.tensor([1, 2, 3], dtype=torch.int32).cumprod(0)
+    assert ints.tolist() == [1, 2, 6] and ints.dtype is torch.int64
+    assert torch.tensor([1, 2, 3]).cumprod(0, dtype=torch.float32).dtype is torch.float32
+    close(torch.logsumexp(a, dim=1), np.log(np.exp(M.astype(np.float64)).sum(axis=1)))
+    close(a.logsumexp((0, 1), keepdim=True), np.log(np.exp(M.astype(np.float64)).sum()).reshape(1, 1))
+    edge = torch.tensor([[-math.inf, -math.inf], [math.inf, 1.0], [1000.0, 1000.0]]).logsumexp(1)
+    assert edge.tolist() == [-math.inf, math.inf, pytest.approx(1000 + math.log(2))]
+    assert torch.logsumexp(torch.tensor([1, 2]), 0).dtype is torch.float32
+    i32 = torch.arange(4, dtype=torch.int32)
+    assert i32.sum().dtype is torch.int64 and torch.sum(i32, dtype=torch.int32).dtype is torch.int32
+    assert a.sum(1, True, dtype=torch.float64).dtype is torch.float64 and a.sum(dtype=torch.int64).dtype is torch.int64
+    assert torch.arange(4).mean(dtype=torch.float32).item() == 1.5
+    exact = torch.tensor([1e8, 1.0, -1e8], dtype=torch.float64)
+    assert exact.sum().item() == 1.0 and exact.mean(dtype=torch.float64).item() == pytest.approx(1 / 3)
+    with pytest.raises(RuntimeError, match="Optional dtype must be either a floating point or complex dtype. Got: Long"):
+        a.mean(dtype=torch.int64)
+
+
+def test_isnan_isinf_isfinite_and_nan_to_num(torch):
+    values = np.array([1.0, np.inf, -np.inf, np.nan], np.float32)
+    v = torch.from_numpy(values)
+    for name, ref in (("isnan", np.isnan), ("isinf", np.isinf), ("isfinite", np.isfinite)):
+        got = getattr(torch, name)(v)
+        assert got.dtype is torch.bool and got.tolist() == ref(values).tolist()
+    assert torch.isfinite(torch.tensor([1, 2])).tolist() == [True, True]
+    assert torch.isnan(torch.tensor([1, 2])).tolist() == [False, False]
+    f32 = float(np.finfo(np.float32).max)
+    assert torch.nan_to_num(v).tolist() == [1.0, f32, -f32, 0.0]
+    assert v.nan_to_num(nan=0.5, posinf=9, neginf=-9.0).tolist() == [1.0, 9.0, -9.0, 0.5]
+    assert torch.nan_to_num(v.half()).tolist() == [1.0, 65504.0, -65504.0, 0.0]
+    assert torch.nan_to_num(v.half(), posinf=1e6).tolist()[1] == math.inf  # overflows the dtype
+    assert torch.nan_to_num(torch.tensor([1, 2]), nan=1.5).tolist() == [1, 2]
+    w = v.clone()
+    assert w.nan_to_num_(1.0).tolist() == [1.0, f32, -f32, 1.0] and w.tolist()[3] == 1.0
+
+
+def test_diag_and_tensor_split(torch):
+    a = torch.from_numpy(M)
+    for k in (0, 2, -1, 5, -5):
+        close(torch.diag(a, k), np.diagonal(M, k))
+    assert torch.diag(torch.tensor([1, 2, 3])).tolist() == np.diag([1, 2, 3]).tolist()
+    assert torch.diag(torch.tensor([1.0, 2.0]), diagonal=-2).tolist() == np.diag([1.0, 2.0], -2).tolist()
+    assert a.diag(1).is_contiguous()
+    with pytest.raises(RuntimeError, match="diag\\(\\): Supports 1D or 2D tensors. Got 3D"):
+        torch.diag(a[None])
+    r = torch.arange(7)
+    assert [c.tolist() for c in torch.tensor_split(torch.arange(5), 3)] == [[0, 1], [2, 3], [4]]
+    assert [c.tolist() for c in torch.tensor_split(torch.arange(3), 5)] == [[0], [1], [2], [], []]
+    assert [c.tolist() for c in torch.tensor_split(r, [1, 5])] == [[0], [1, 2, 3, 4], [5, 6]]
+    assert [c.tolist() for c in r.tensor_split((5, 10, 2))] == [[0, 1, 2, 3, 4], [5, 6], [], [2, 3, 4, 5, 6]]
+    assert [c.tolist() for c in torch.tensor_split(r, [-2])] == [[0, 1, 2, 3, 4], [5, 6]]
+    assert [c.tolist() for c in torch.tensor_split(r, torch.tensor([1, 3]))] == [[0], [1, 2], [3, 4, 5, 6]]
+    parts = torch.tensor_split(a, 3, dim=1)
+    assert type(parts) is tuple and [p.shape for p in parts] == [(3, 2), (3, 1), (3, 1)]
+    parts[0].fill_(7.0)  # views of a's storage
+    assert a[:, :2].tolist() == [[7.0, 7.0]] * 3
+    assert [p.shape for p in torch.tensor_split(a, sections=2)] == [(2, 4), (1, 4)]
+    with pytest.raises(RuntimeError, match="number of sections must be larger than 0, got 0"):
+        torch.tensor_split(r, 0)
+    with pytest.raises(RuntimeError, match="at least a 1-dimensional tensor"):
+        torch.tensor_split(torch.tensor(3), 1)
+
+
+def test_size_is_a_tuple_with_torch_repr(torch):
+    t = torch.zeros(2, 3)
+    for s in (t.shape, t.size(), torch.Size([2, 3])):
+        assert type(s) is torch.Size and s == (2, 3) and hash(s) == hash((2, 3))
+        assert repr(s) == str(s) == f"{s}" == "torch.Size([2, 3])" and s.numel() == 6
+    assert t.size(1) == 3 and type(t.size(1)) is int
+    assert torch.Size([]).numel() == 1 and repr(torch.Size()) == "torch.Size([])"
+    assert type(t.shape[1:]) is torch.Size and t.shape[1:] == (3,) and t.shape[0] == 2
+    assert type(t.shape + (4,)) is torch.Size and type((1,) + t.shape) is torch.Size
+    assert (1,) + t.shape == (1, 2, 3) and t.shape * 2 == (2, 3, 2, 3)
+    assert torch.Size([np.int64(3), torch.tensor(2), True]) == (3, 2, 1)
+    with pytest.raises(TypeError, match=r"torch.Size\(\) takes an iterable of 'int' \(item 0 is 'float'\)"):
+        torch.Size([2.5])
+    import pickle
+    assert pickle.loads(pickle.dumps(t.shape)) == (2, 3)
+
+
+def test_tensors_print_as_torch_prints_them_on_a_gpu(torch):
+    # torch 2.13's text for the same tensors on cuda:0 (torch/_tensor_str.py, default options)
+    assert repr(torch.tensor([1.5, 2.0])) == "tensor([1.5000, 2.0000], device='cuda:0')"
+    assert str(torch.tensor([1.0, -2.0, 30.0])) == "tensor([ 1., -2., 30.], device='cuda:0')"
+    assert repr(torch.tensor([1e-5, 1.0])) == "tensor([1.0000e-05, 1.0000e+00], device='cuda:0')"
+    assert repr(torch.tensor([1, -20], dtype=torch.int32)) == "tensor([  1, -20], device='cuda:0', dtype=torch.int32)"
+    assert repr(torch.tensor(7)) == "tensor(7, device='cuda:0')"
+    assert repr(torch.zeros(0, 3).cpu()) == "tensor([], size=(0, 3))"
+    assert repr(torch.arange(6).reshape(2, 3).cpu()) == "tensor([[0, 1, 2],\n        [3, 4, 5]])"
+    summarized = repr(torch.arange(2000).cpu())
+    assert summarized == "tensor([   0,    1,    2,  ..., 1997, 1998, 1999])"
+    wrapped = repr((torch.arange(30, dtype=torch.float32) * 1.5).cpu()).splitlines()
+    assert wrapped[0] == "tensor([ 0.0000,  1.5000,  3.0000,  4.5000,  6.0000,  7.5000,  9.0000, 10.5000,"
+    assert wrapped[1].startswith("        12.0000,") and len(wrapped) == 4

@@ -270,7 +270,7 @@ def _per_direction(tp, build):
 E = 4  # bytes per float32 element
 TP = 4
 BYTES_H, BYTES_FFN = S * B * H * E, S * B * FFN * E  # whole [s, b, h] and [s, b, ffn] messages
-AR, AG, RS = "all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor"
+AR, AG, RS = "all_reduce", "all_gather_single", "reduce_scatter_single"
 LAYERS = {
     # name: (build(ctx, tp_rank) -> (layer, x, grad), forward collectives, backward collectives)
     "column": (lambda ctx, r: (L.ColumnParallelLinear(ctx, H, FFN), ctx.zeros(S, B, H), ctx.zeros(S, B, FFN // TP)),

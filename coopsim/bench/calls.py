@@ -74,9 +74,9 @@ def launch(ctx, cfg: Config, size: int, in_place: bool, rank: int, send, recv) -
     elif name == "reduce":
         work = dist.reduce(recv, dst=root, op=op, async_op=True)
     elif name == "all_gather":
-        work = dist.all_gather_into_tensor(recv, send, async_op=True)
+        work = dist.all_gather_single(recv, send, async_op=True)
     elif name == "reduce_scatter":
-        work = dist.reduce_scatter_tensor(recv, send, op=op, async_op=True)
+        work = dist.reduce_scatter_single(recv, send, op=op, async_op=True)
     elif name == "alltoall":
         work = dist.all_to_all_single(recv, send, async_op=True)
     else:  # sendrecv: send to rank+1, receive from rank-1, as one grouped op

@@ -7,6 +7,7 @@ so ``fn`` sees the same ``get_backend()``. Values are compared after ``to_host``
   dtypes exactly; ``rtol``/``atol`` override them for floating dtypes;
 - numpy arrays: same dtype and shape, equal values;
 - lists, tuples, dicts: same type and length (keys), element by element;
+- dtypes by name, a ``torch.Size`` as a tuple (coopsim's ``shape``);
 - anything else: ``==``.
 Every difference is reported with its rank and where in the value it is (``[1]['loss']``).
 """
@@ -79,7 +80,20 @@ def compare(sim: list, real: list, rtol=None, atol=None) -> list[Difference]:
     return found
 
 
+def _plain(value):
+    """What the two libraries return alike: a dtype (torch's or coopsim's) as its name
+    ("torch.int64"), a ``torch.Size`` (torch's or coopsim's) as a tuple."""
+    cls = type(value)
+    library = cls.__module__.split(".")[0]
+    if (library, cls.__name__) in (("torch", "dtype"), ("coopsim", "DType")):
+        return repr(value)
+    if (library, cls.__name__) in (("torch", "Size"), ("coopsim", "Size")):
+        return tuple(value)
+    return value
+
+
 def _differences(a, b, where, rtol, atol):
+    a, b = _plain(a), _plain(b)
     if isinstance(a, HostTensor) and isinstance(b, HostTensor):
         yield from _tensor_differences(a, b, where, rtol, atol)
     elif isinstance(a, (HostTensor, np.ndarray)) or isinstance(b, (HostTensor, np.ndarray)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,12 @@ from coopsim.distributed.validation import DEFAULT_TIMEOUT, ReduceOp
 from coopsim.distributed.backend import Backend, DeprecatedReduceOp, cuda_backend
 from coopsim.distributed.objects import ObjectCollectives
 from coopsim.runtime.processes import PROCESS_RANKS
+
+
+def _deprecated(old: str, new: str) -> None:
+    """torch 2.13's FutureWarning for a renamed collective, pointing at the caller's line."""
+    warnings.warn(f"`torch.distributed.{old}` is deprecated. Please use `torch.distributed.{new}` "
+                  f"instead.", FutureWarning, stacklevel=3)
 
 
 class P2POp:
@@ -169,27 +176,42 @@ class Distributed:
         return issue.collective(self._rt, "reduce", group, async_op, [tensor], flat, flat, [tensor],
                                 check.reduce_op_name(op, tensor), (dst, group_dst))
 
-    def all_gather_into_tensor(self, output_tensor, input_tensor, group=None, async_op=False):
-        out, inp = check.flat(output_tensor, "all_gather_into_tensor"), check.flat(input_tensor, "all_gather_into_tensor")
-        check.same_dtype(output_tensor, input_tensor, "all_gather_into_tensor")
-        return issue.collective(self._rt, "all_gather_into_tensor", group, async_op, [output_tensor, input_tensor],
+    def all_gather_single(self, output_tensor, input_tensor, group=None, async_op=False):
+        out, inp = check.flat(output_tensor, "all_gather_single"), check.flat(input_tensor, "all_gather_single")
+        check.same_dtype(output_tensor, input_tensor, "all_gather_single")
+        return issue.collective(self._rt, "all_gather_single", group, async_op, [output_tensor, input_tensor],
                                 inp, out, [output_tensor], out_multiple=True)
+
+    def all_gather_into_tensor(self, output_tensor, input_tensor, group=None, async_op=False):
+        """Deprecated in torch 2.13: ``all_gather_single`` (the same collective)."""
+        _deprecated("all_gather_into_tensor", "all_gather_single")
+        return self.all_gather_single(output_tensor, input_tensor, group, async_op)
 
     def all_gather(self, tensor_list, tensor, group=None, async_op=False):
         inp = check.flat(tensor, "all_gather")
+        if check.uneven(tensor_list, tensor, "all_gather", "tensor_list"):
+            return issue.uneven_all_gather(self._rt, tensor_list, tensor, inp, group, async_op)
         check.tensor_list(tensor_list, tensor, "all_gather", "tensor_list")
         staging = np.empty(inp.size * len(tensor_list), dtype=inp.dtype)
         return issue.collective(self._rt, "all_gather", group, async_op, [*tensor_list, tensor], inp, staging,
                                 tensor_list, finish=scatter_into(staging, tensor_list), list_len=len(tensor_list))
 
-    def reduce_scatter_tensor(self, output, input, op=ReduceOp.SUM, group=None, async_op=False):
-        out, inp = check.flat(output, "reduce_scatter_tensor"), check.flat(input, "reduce_scatter_tensor")
-        check.same_dtype(output, input, "reduce_scatter_tensor")
-        return issue.collective(self._rt, "reduce_scatter_tensor", group, async_op, [output, input], inp, out,
+    def reduce_scatter_single(self, output, input, op=ReduceOp.SUM, group=None, async_op=False):
+        out, inp = check.flat(output, "reduce_scatter_single"), check.flat(input, "reduce_scatter_single")
+        check.same_dtype(output, input, "reduce_scatter_single")
+        return issue.collective(self._rt, "reduce_scatter_single", group, async_op, [output, input], inp, out,
                                 [output], reduce_op=check.reduce_op_name(op, output), in_multiple=True)
+
+    def reduce_scatter_tensor(self, output, input, op=ReduceOp.SUM, group=None, async_op=False):
+        """Deprecated in torch 2.13: ``reduce_scatter_single`` (the same collective)."""
+        _deprecated("reduce_scatter_tensor", "reduce_scatter_single")
+        return self.reduce_scatter_single(output, input, op, group, async_op)
 
     def reduce_scatter(self, output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
         out = check.flat(output, "reduce_scatter")
+        if check.uneven(input_list, output, "reduce_scatter", "input_list"):
+            return issue.uneven_reduce_scatter(self._rt, output, out, input_list,
+                                               check.reduce_op_name(op, output), group, async_op)
         check.tensor_list(input_list, output, "reduce_scatter", "input_list")
         staging = np.empty(out.size * len(input_list), dtype=out.dtype)
         return issue.collective(self._rt, "reduce_scatter", group, async_op, [output, *input_list], staging, out,
@@ -211,6 +233,8 @@ class Distributed:
             raise ValueError("all_to_all: output_tensor_list and input_tensor_list must have one "
                              "tensor per rank of the group")
         first = input_tensor_list[0]
+        if check.uneven([*input_tensor_list, *output_tensor_list], first, "all_to_all", "input_tensor_list"):
+            return issue.uneven_all_to_all(self._rt, output_tensor_list, input_tensor_list, group, async_op)
         check.tensor_list(input_tensor_list, first, "all_to_all", "input_tensor_list")
         check.tensor_list(output_tensor_list, first, "all_to_all", "output_tensor_list")
         n = first.numel() * len(input_tensor_list)

@@ -36,7 +36,7 @@ def explain_deadlock(rt, report: dict, tasks) -> None:
         oldest = state.open_collectives(task.rank)[:1]
         oldest = oldest[0].done.collective if oldest else None
         collective = own if own is not None else oldest
-        if collective is None or collective.status in ("done", "failed"):
+        if collective is None or collective.status in ("done", "failed", "mismatched"):
             continue
         arrived = sorted(collective.group.ranks[m] for m in collective.arrivals)
         missing = collective.missing()

@@ -19,6 +19,7 @@ import numpy as np
 from coopsim.distributed import validation as check
 from coopsim.distributed.group import ProcessGroup
 from coopsim.distributed.p2p import Post
+from coopsim.distributed.planning import UFUNCS, average
 from coopsim.distributed.rendezvous import new_arrival, new_fingerprint
 from coopsim.distributed.state import SLOT
 from coopsim.distributed.tables import IN_PLACE, KIND, ROOTED
@@ -163,9 +164,10 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
     not pass are skipped, the fingerprint is one tuple, the user's call site is kept raw,
     and no closure is made per call. The in-place calls pass ``reduce_op`` and ``root``
     by position: a keyword call of a function with keyword-only parameters costs more than
-    half a µs in CPython 3.11 (ADR-0033). Called by the facade (``api.py``) only: the
-    user's frames start at its caller. Per member, the group's stream is found without a
-    name while device and backend stay (``ProcessGroup.lanes``, ADR-0037).
+    half a µs in CPython 3.11 (ADR-0033). Called from coopsim's own code only (the
+    facade, ``api.py``, or its helpers here): the user's frames start above its caller. Per
+    member, the group's stream is found without a name while device and backend stay
+    (``ProcessGroup.lanes``, ADR-0037).
     """
     task = rt.current_task()
     state = rt.spawn_state(SLOT)
@@ -209,6 +211,11 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
         count, dtype, device.index, root_member, splits_in, splits_out)
     if hollow:  # no data to stage or copy: the schedule runs for its time only (ADR-0020)
         prepare = finish = None
+    elif kind == "reduce" and member != root_member:
+        # only dst receives the result (ncclReduce writes the root's buffer only): the others'
+        # partial sums go to a scratch copy of the input, made when the op starts
+        outs = np.empty_like(ins)
+        prepare = _chain([prepare, functools.partial(np.copyto, outs, ins)])
     elif ins is not outs and outs.size and ins.size and np.shares_memory(ins, outs):
         # in-place forms (output is the input's chunk, or the input is the output's chunk):
         # the schedule writes a separate buffer, copied into the tensor when done
@@ -216,8 +223,8 @@ def collective(rt, what, group, async_op, tensors, ins, outs, written, reduce_op
         finish = _chain([functools.partial(np.copyto, target, outs), finish])
     if dtype is bfloat16 and not hollow:
         finish = _chain([functools.partial(round_bfloat16, outs), finish])
-    # the facade (api.py) calls this: the user's frames start at its caller, and
-    # ``_getframe(2)`` makes no frame object for the facade's frame
+    # coopsim's own code calls this (the facade, api.py, or a helper of it here): the user's
+    # frames start above the caller, and ``_getframe(2)`` makes no frame object for its frame
     site = user_site(sys._getframe(2), state.user_files)
     numel = ins.size
     arrival = new_arrival(task, member, fingerprint, ins, outs, prepare, finish, numel, hollow, site)
@@ -392,3 +399,109 @@ def scatter_into(staging, tensors):
             t._array.reshape(-1)[:] = staging[off:off + n]
             off += n
     return finish
+
+
+def _uneven_call(rt, what, tensors, like, group):
+    """``(task, state, group, member)`` of an uneven list-form call (None: not a member), its
+    list checked for dtype; gloo and nccl alike take these calls."""
+    task, state = caller(rt, what)
+    g = resolve_group(state, group)
+    if g is None:
+        return None
+    member = g.member(task.rank)
+    if member < 0:
+        check.member(g, task.rank, what)
+    for t in tensors:
+        check.flat(t, what)
+        if t.dtype is not like.dtype:
+            raise TypeError(f"{what}: every tensor of the list must be {like.dtype}, got {t.dtype}")
+    return task, state, g, member
+
+
+def uneven_all_gather(rt, tensor_list, tensor, inp, group, async_op):
+    """``all_gather`` into tensors of different sizes. ProcessGroupNCCL runs it as one
+    broadcast per rank, coalesced (``allgather`` when ``check_same_size`` fails): entry i gets
+    rank i's input. Here it is one all-to-all in which each rank sends its input to every
+    rank. gloo refuses it, with ``ProcessGroupGloo::allgather``'s message."""
+    call = _uneven_call(rt, "all_gather", tensor_list, tensor, group)
+    if call is None:
+        return None
+    task, state, g, member = call
+    if state.backend_of(g, task.rank) == "gloo":
+        shape = tuple(tensor.shape)
+        i = next(i for i, t in enumerate(tensor_list) if tuple(t.shape) != shape)
+        raise RuntimeError(f"ProcessGroupGloo::allgather: invalid tensor size at index {i} (expected "
+                           f"({', '.join(map(str, shape))}), got ({', '.join(map(str, tensor_list[i].shape))}))")
+    p, n = g.size, inp.size
+    if len(tensor_list) == p and tensor_list[member].numel() != n:
+        raise ValueError(f"all_gather: tensor_list[{member}] (this rank's entry) has "
+                         f"{tensor_list[member].numel()} elements, the input {n}")
+    sizes = [t.numel() for t in tensor_list]
+    ins = np.empty(n * p, dtype=inp.dtype)
+    outs = np.empty(sum(sizes), dtype=inp.dtype)
+
+    def prepare():
+        ins.reshape(p, n)[:] = inp
+
+    return collective(rt, "all_gather (uneven)", group, async_op, [*tensor_list, tensor], ins, outs,
+                      tensor_list, prepare=prepare, finish=scatter_into(outs, tensor_list),
+                      splits=([n] * p, sizes), list_len=len(tensor_list))
+
+
+def uneven_all_to_all(rt, outputs, inputs, group, async_op):
+    """``all_to_all`` on tensors of different sizes. ProcessGroupNCCL's ``alltoall`` sends each
+    input tensor with its own size (a split size per tensor); gloo refuses it, with
+    ``ProcessGroupGloo::alltoall``'s message."""
+    call = _uneven_call(rt, "all_to_all", [*outputs, *inputs], inputs[0], group)
+    if call is None:
+        return None
+    task, state, g, _ = call
+    if state.backend_of(g, task.rank) == "gloo":
+        shape = tuple(inputs[0].shape)
+        for tensors in (inputs, outputs):
+            for i, t in enumerate(tensors):
+                if tuple(t.shape) != shape:
+                    raise RuntimeError(f"ProcessGroupGloo::alltoall: invalid tensor size at index {i} "
+                                       f"(expected ({', '.join(map(str, shape))}), got "
+                                       f"({', '.join(map(str, t.shape))}))")
+    sizes_in, sizes_out = [t.numel() for t in inputs], [t.numel() for t in outputs]
+    ins = np.empty(sum(sizes_in), dtype=inputs[0]._array.dtype)
+    outs = np.empty(sum(sizes_out), dtype=inputs[0]._array.dtype)
+    return collective(rt, "all_to_all", group, async_op, [*outputs, *inputs], ins, outs, outputs,
+                      prepare=gather_from(inputs, ins), finish=scatter_into(outs, outputs),
+                      splits=(sizes_in, sizes_out), list_len=len(inputs))
+
+
+def uneven_reduce_scatter(rt, output, out, input_list, reduce_op, group, async_op):
+    """``reduce_scatter`` from tensors of different sizes. PyTorch runs it as one reduce per
+    rank, coalesced (ProcessGroupNCCL's ``reduce_scatter`` when ``check_same_size`` fails;
+    gloo takes it too): rank i's output is the reduction of every rank's entry i. Here it is
+    one all-to-all (entry i to rank i), then each rank reduces what it received, in rank
+    order."""
+    call = _uneven_call(rt, "reduce_scatter", input_list, output, group)
+    if call is None:
+        return None
+    _, _, g, member = call
+    p, m = g.size, out.size
+    if len(input_list) == p and input_list[member].numel() != m:
+        raise ValueError(f"reduce_scatter: input_list[{member}] (this rank's entry) has "
+                         f"{input_list[member].numel()} elements, the output {m}")
+    sizes = [t.numel() for t in input_list]
+    ins = np.empty(sum(sizes), dtype=out.dtype)
+    outs = np.empty(m * p, dtype=out.dtype)
+    ufunc = UFUNCS[reduce_op]
+    post = average(output.dtype, p) if reduce_op == "AVG" else None
+    rounds = output.dtype is bfloat16
+
+    def finish():
+        received = outs.reshape(p, m)
+        acc = received[0].copy()
+        for k in range(1, p):
+            ufunc(acc, received[k], out=acc)
+        np.copyto(out, acc if post is None else post(acc), casting="unsafe")
+        if rounds:
+            round_bfloat16(out)
+
+    return collective(rt, "reduce_scatter (uneven)", group, async_op, [output, *input_list], ins, outs,
+                      [output], reduce_op, prepare=gather_from(input_list, ins), finish=finish,
+                      splits=(sizes, [m] * p), list_len=len(input_list))

@@ -31,7 +31,7 @@ def _open(state) -> list:
     An op that failed (mismatch, timeout) is not left over: its error was already raised in
     every member, and a rank that caught it chose to carry on."""
     left = [(rank, "collective", a) for rank in range(len(state.pending)) for a in state.open_collectives(rank)
-            if a.done.collective.status != "failed"]
+            if a.done.collective.status not in ("failed", "mismatched")]
     left += [(post.rank, "p2p", post) for post in state.p2p.open_posts() if post.error is None]
     return left
 

@@ -109,7 +109,7 @@ class Planner:
         reduce_op = fp["reduce_op"]
         post = None
         if reduce_op == "AVG":
-            post = (lambda a: a / p) if dtype.is_floating_point else (lambda a: _truncating_div(a, p))
+            post = average(dtype, p)
         ufunc = UFUNCS[reduce_op] if reduce_op else np.add
         schedule = None
         if self.ccl.model == "transfer" and switch is None:
@@ -229,6 +229,12 @@ def _switch_alpha_beta(switch) -> tuple[float, float]:
     alpha = reduction.latency_ns + max(link.latency_ns for link in up + down)
     bandwidth = min(link.bandwidth_GBps for link in up + down) * reduction.efficiency
     return alpha, 1.0 / bandwidth
+
+
+def average(dtype, p: int):
+    """AVG's last step on a sum of ``p`` values: ``/ p``, in C division for integers (what
+    torch's ReduceOp.AVG runs on NCCL: ncclAvg)."""
+    return (lambda a: a / p) if dtype.is_floating_point else (lambda a: _truncating_div(a, p))
 
 
 def _truncating_div(a: np.ndarray, p: int) -> np.ndarray:

@@ -88,8 +88,11 @@ class CollectiveOp(Handle):
         collective starts when every member's has, and its checks passed (armed)."""
         c = self.collective
         c.ready.add(self.member)
-        if c.status == "armed" and len(c.ready) == c.group.size:
-            c.start()
+        if c.status == "armed":
+            if len(c.ready) == c.group.size:
+                c.start()
+        elif c.status == "mismatched":  # nothing runs: the op ends where the stream reached it
+            c.state.rt.engine.schedule(self, c.state.rt.engine.now_ns)
         return self
 
     def started(self) -> bool:
@@ -114,7 +117,6 @@ class Arrival:
     def where(self) -> str | None:
         """The user's ``file:line in function`` of the call."""
         return describe_site(self.site)
-
 
 
 # The makers of the objects made per call. Module functions, not static methods: CPython 3.11
@@ -156,7 +158,7 @@ class Collective:
         self.kind = kind  # the op of the first arrival (fingerprints say if others differ)
         self.arrivals: dict[int, Arrival] = {}
         self.ready: set[int] = set()
-        self.status = "gathering"  # -> armed -> running -> done | failed
+        self.status = "gathering"  # -> armed -> running -> done; or failed (timeout) | mismatched
         self.error: BaseException | None = None
         self.completed = 0  # members whose part is done
         self.alarm = None  # the timeout's Handle, armed at the first arrival
@@ -202,8 +204,24 @@ class Collective:
             if len(self.ready) == self.group.size:
                 self.start()
             return
-        self._fail(CollectiveMismatchError(self._mismatch_table(fingerprints, differ), self, differ),
-                   caller)
+        error = CollectiveMismatchError(self._mismatch_table(fingerprints, differ), self, differ)
+        self._drop_ops()
+        self._fail(error, caller)
+
+    def _drop_ops(self) -> None:
+        """A mismatch runs nothing on any member, as PyTorch's ProcessGroupWrapper checks the
+        fingerprints before it issues the backend op (ProcessGroupWrapper.cpp,
+        ``runCollectiveChecks``): each member's stream op ends, moving no data, when its
+        stream reaches it (now, if it has), so that a program that catches the error can use
+        the group again; the collective leaves the group's open ones."""
+        self.status = "mismatched"
+        if self.alarm is not None:
+            self.alarm.cancel()
+        engine = self.state.rt.engine
+        for m in sorted(self.arrivals):
+            if m in self.ready:
+                engine.schedule(self.arrivals[m].done, engine.now_ns)
+        self.group.forget(self.seq)
 
     def _mismatch_table(self, fingerprints, differ) -> str:
         """One table for the collective: the members grouped by identical fingerprint and
@@ -222,7 +240,9 @@ class Collective:
 
     def _fail(self, error, caller=None) -> None:
         """Raise ``error`` in every live member, each as its own failure (root causes)."""
-        self.status, self.error = "failed", error
+        if self.status != "mismatched":
+            self.status = "failed"
+        self.error = error
         rt = self.state.rt
         for m in sorted(self.arrivals):
             task = self.arrivals[m].task
@@ -232,7 +252,7 @@ class Collective:
             raise error
 
     def _timed_out(self, _alarm) -> None:
-        if self.status in ("done", "failed"):
+        if self.status in ("done", "failed", "mismatched"):
             return
         timeout_ms = self.group.timeout_ns / 1e6
         first = self.arrivals[min(self.arrivals)]

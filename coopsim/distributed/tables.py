@@ -17,8 +17,10 @@ REDUCING = frozenset({"all_reduce", "reduce", "reduce_scatter"})
 # torch.distributed call -> the collective that runs it (a barrier is a 1-element all_reduce).
 KIND = MappingProxyType({
     "all_reduce": "all_reduce", "broadcast": "broadcast", "reduce": "reduce",
-    "all_gather": "all_gather", "all_gather_into_tensor": "all_gather",
-    "reduce_scatter": "reduce_scatter", "reduce_scatter_tensor": "reduce_scatter",
+    "all_gather": "all_gather", "all_gather_single": "all_gather",
+    "reduce_scatter": "reduce_scatter", "reduce_scatter_single": "reduce_scatter",
     "all_to_all": "all_to_all", "all_to_all_single": "all_to_all", "gather": "gather",
+    # the list forms on tensors of different sizes (one broadcast / reduce per rank in PyTorch)
+    "all_gather (uneven)": "all_to_all", "reduce_scatter (uneven)": "all_to_all",
     "scatter": "scatter", "barrier": "all_reduce", "monitored_barrier": "all_reduce",
 })

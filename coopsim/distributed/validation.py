@@ -27,6 +27,9 @@ class _RedOp:
     def __repr__(self) -> str:
         return f"<RedOpType.{self.name}: {self.value}>"
 
+    def __str__(self) -> str:
+        return f"RedOpType.{self.name}"  # as torch's (pybind11 enum) str
+
 
 class ReduceOp:
     """``torch.distributed.ReduceOp``."""
@@ -73,6 +76,15 @@ def tensor_list(tensors, like, what, name) -> None:
         if t.dtype is not like.dtype or t.numel() != like.numel():
             raise ValueError(f"{what}: every tensor of {name} must have {like.numel()} elements of "
                              f"{like.dtype}, got {t.numel()} of {t.dtype}")
+
+
+def uneven(tensors, like, what, name) -> bool:
+    """Are ``tensors`` (a list of ``like``'s dtype) of different sizes? (ProcessGroupNCCL then
+    runs the list form of all_gather as one broadcast per rank.)"""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        return False
+    first = tensors[0]
+    return any(getattr(t, "_array", first._array).size != first._array.size for t in tensors)
 
 
 def root_member(group, root, what) -> int:
@@ -143,7 +155,7 @@ def sizes(what, p: int, ins, outs, list_len, in_multiple: bool, out_multiple: bo
     if out_multiple and outs.size != ins.size * p:
         raise ValueError(f"{what}: output must have group size x input elements "
                          f"({p} x {ins.size}), got {outs.size}")
-    if what == "reduce_scatter_tensor" and outs.size * p != ins.size:
+    if what == "reduce_scatter_single" and outs.size * p != ins.size:
         raise ValueError(f"{what}: input must have group size x output elements "
                          f"({p} x {outs.size}), got {ins.size}")
 

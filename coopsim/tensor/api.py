@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from coopsim.tensor import dtypes, indexing, math as tmath, outarg, shape as tshape
+from coopsim.tensor import dtypes, indexing, outarg, products, shape as tshape
 from coopsim.tensor.dtypes import DType, bool_, finfo, float32, float64, iinfo, int64
 from coopsim.tensor.functional import NN
 from coopsim.tensor.grad import GradMode
 from coopsim.tensor.ops import allocate, host_array, host_value, scalar, size_arg
 from coopsim.tensor.random import Generator, generator_for, manual_seed_all, sample
 from coopsim.tensor.state import default_dtype, process_state
+from coopsim.tensor.size import Size
 from coopsim.tensor.tensor import Device, Tensor, device_of
 from coopsim.tensor.transfer import created, given
 
@@ -27,14 +28,16 @@ METHOD_FUNCTIONS = (
     "abs", "neg", "sign", "exp", "log", "log2", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
     "sin", "cos", "tanh", "sigmoid", "erf", "floor", "ceil", "round", "trunc", "square",
     "logical_not", "bitwise_not", "clamp", "clip", "pow", "add", "sub", "mul", "div", "eq", "ne",
-    "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum", "atan2",
+    "lt", "le", "gt", "ge", "remainder", "fmod", "floor_divide", "maximum", "minimum", "atan2",
     "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor",
     "isclose", "allclose", "equal", "matmul", "mm", "bmm", "dot", "outer", "sum", "mean", "max",
     "min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all", "any",
     "cumsum", "sort", "argsort", "topk", "split", "chunk", "narrow", "unbind", "squeeze",
     "unsqueeze", "permute", "movedim", "flatten", "reshape", "transpose", "t", "roll", "flip",
     "tril", "triu", "index_select", "gather", "masked_fill", "clone", "numel", "detach",
-    "is_floating_point",
+    "is_floating_point", "softmax", "log_softmax", "scatter_add", "index_add", "masked_select",
+    "nonzero", "unique", "bincount", "addmm", "baddbmm", "relu", "cumprod", "logsumexp", "isnan",
+    "isinf", "isfinite", "nan_to_num", "diag", "tensor_split",
 )
 
 
@@ -42,6 +45,7 @@ class TensorAPI:
     """torch-named tensor functions, creation and dtypes over the runtime port ``rt``."""
 
     Tensor = Tensor
+    Size = Size
     dtype = DType
     device = Device
     float32 = float32
@@ -62,7 +66,7 @@ class TensorAPI:
     cat = staticmethod(tshape.cat)
     concat = staticmethod(tshape.cat)
     stack = staticmethod(tshape.stack)
-    einsum = staticmethod(tmath.einsum)
+    einsum = staticmethod(products.einsum)
     where = staticmethod(indexing.where)
     promote_types = staticmethod(dtypes.promote)
     can_cast = staticmethod(dtypes.can_cast)

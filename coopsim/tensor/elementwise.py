@@ -33,7 +33,27 @@ def _int_power(a, b):
     return np.where(negative, np.where(a == 1, 1, np.where(a == -1, odd, 0)), r).astype(r.dtype)
 
 
+def _trunc_divide(a, b):
+    """C division, toward zero; integers stay exact (no float round trip)."""
+    q = np.floor_divide(a, b)
+    if q.dtype.kind == "f":
+        return np.trunc(np.true_divide(a, b))
+    return q + ((np.remainder(a, b) != 0) & ((a < 0) != (b < 0)))
+
+
+def div_name(rounding_mode) -> str:
+    """The op of ``div(..., rounding_mode=)``: None is true division, "trunc" C division,
+    "floor" Python's floor division (torch.div; the last two keep an integer dtype)."""
+    if rounding_mode is None:
+        return "div"
+    if rounding_mode in ("trunc", "floor"):
+        return "div_" + rounding_mode
+    raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
+                       f"found '{rounding_mode}'")
+
+
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+           "div_trunc": _trunc_divide, "div_floor": np.floor_divide, "fmod": np.fmod,
            "pow": np.power, "remainder": np.remainder, "floor_divide": np.floor_divide,
            "maximum": np.maximum, "minimum": np.minimum, "atan2": np.arctan2,
            "bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
@@ -101,6 +121,7 @@ def binary(name: str, t, other, reflected: bool = False, out=None, alpha=1):
     direct = out_arr.dtype == compute or (result is bool_ and out_arr.dtype == np.bool_)
     rounds = out._dtype is bfloat16
     ufunc = _int_power if name == "pow" and compute.kind in "iu" else _UFUNCS[name]
+    in_place = ufunc is not _int_power and ufunc is not _trunc_divide  # takes ``out=``
 
     def fn():
         with np.errstate(all="ignore"):
@@ -108,7 +129,7 @@ def binary(name: str, t, other, reflected: bool = False, out=None, alpha=1):
             b = ya.astype(compute, copy=False) if yt else ya
             if alpha_c is not None:
                 b = np.multiply(b, alpha_c)
-            if direct and ufunc is not _int_power:
+            if direct and in_place:
                 ufunc(a, b, out=out_arr)
             else:
                 np.copyto(out_arr, ufunc(a, b), casting="unsafe")
@@ -149,11 +170,11 @@ class ArithmeticMethods:
     def mul_(self, other) :
         return binary("mul", self, other, out=self)
 
-    def div(self, other) :
-        return binary("div", self, other)
+    def div(self, other, *, rounding_mode=None) :
+        return binary(div_name(rounding_mode), self, other)
 
-    def div_(self, other) :
-        return binary("div", self, other, out=self)
+    def div_(self, other, *, rounding_mode=None) :
+        return binary(div_name(rounding_mode), self, other, out=self)
 
     def __add__(self, other):
         return binary("add", self, other) if _is_operand(self, other) else NotImplemented

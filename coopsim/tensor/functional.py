@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from coopsim.tensor import ops
+from coopsim.tensor import math as tmath, ops
 from coopsim.tensor.dtypes import finfo, int64
 from coopsim.tensor.indexing import index_select
 from coopsim.tensor.kernel import new, run
@@ -42,9 +42,7 @@ def _elementwise(what, x, fn, inplace=False):
 
 
 def relu(input, inplace=False):
-    out = input if inplace else new(input, input._array.shape, input._dtype)
-    run("relu", [input], [out], lambda a: np.maximum(a, 0), FLOPS["relu"] * input._array.size)
-    return out
+    return tmath.relu(input, out=input if inplace else None)
 
 
 def gelu(input, approximate="none"):

@@ -18,11 +18,12 @@ import numbers
 import numpy as np
 
 from coopsim.tensor import ops
-from coopsim.tensor.dtypes import bool_, int64, result_type, scalar
+from coopsim.tensor.dtypes import bool_, int32, int64, result_type, scalar
 from coopsim.tensor.kernel import device_error, new, run
 from coopsim.tensor.state import default_dtype
 
-DEVICE_SIDE = ("index_select", "gather", "scatter_", "masked_fill", "masked_fill_", "where")
+DEVICE_SIDE = ("index_select", "gather", "scatter_", "scatter_add_", "scatter_add", "index_add_",
+               "index_add", "masked_fill", "masked_fill_", "where")
 
 
 def is_basic(key: tuple) -> bool:
@@ -159,8 +160,8 @@ def gather(t, dim, index):
 def scatter_(t, dim, index, src=None, value=None, reduce=None):
     """``t.scatter_(dim, index, src)`` / ``(dim, index, value=...)``; ``reduce`` "add" or "multiply"."""
     d = ops.wrap_dim(dim, t._array.ndim, "scatter_")
-    if index._dtype is not int64:
-        raise RuntimeError("scatter(): Expected dtype int64 for index")
+    if index._dtype not in (int64, int32):
+        raise RuntimeError("scatter(): Expected dtype int32/int64 for index")
     Tensor = type(t)
     arr, idx, storage = t._array, index._array, t._storage
     src_arr = src._array if isinstance(src, Tensor) else None
@@ -181,12 +182,77 @@ def scatter_(t, dim, index, src=None, value=None, reduce=None):
                                               idx.shape) for a, n in enumerate(idx.shape)]
                     target[d] = i
                     ufunc.at(arr, tuple(target), values)
+                if t._dtype is ops.bfloat16:
+                    ops.round_bfloat16(arr)
             except IndexError as e:
                 device_error("scatter_", e, [arr], [storage])
 
     device = storage.device
     ops.launch(device, ("scatter_ {} on {}", idx.shape, device.index),
                ops.nbytes(index) + 2 * idx.size * t._dtype.itemsize, 0, t._dtype, fn, t)
+    return t
+
+
+def scatter_add_(t, dim, index, src):
+    """``t.scatter_add_(dim, index, src)``: ``t[index[i][j]][j] += src[i][j]`` (for ``dim=0``),
+    repeated indices accumulating; torch's checks (``ScatterGatherChecks.h``)."""
+    if not isinstance(src, type(t)):
+        raise TypeError(f"scatter_add_(): argument 'src' (position 3) must be Tensor, not {type(src).__name__}")
+    d = ops.wrap_dim(dim, t._array.ndim, "scatter_add_")
+    if index._dtype not in (int64, int32):
+        raise RuntimeError("scatter(): Expected dtype int32/int64 for index")
+    if t._dtype is not src._dtype:
+        raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+    if index._array.ndim != t._array.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as self tensor")
+    if index._array.ndim != src._array.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as src tensor")
+    ix, me, sr = index._array.shape, t._array.shape, src._array.shape
+    if any(n > s for n, s in zip(ix, sr)) or any(n > m for k, (n, m) in enumerate(zip(ix, me)) if k != d):
+        raise RuntimeError(f"Expected index {list(ix)} to be no larger than self {list(me)} apart from "
+                           f"dimension {d} and to be no larger size than src {list(sr)}")
+    return scatter_(t, d, index, src, None, "add")
+
+
+def index_add_(t, dim, index, source, alpha=1):
+    """``t.index_add_(dim, index, source, alpha=)``: adds ``alpha * source`` into the slices
+    ``index`` of ``t`` along ``dim`` (repeated indices accumulate)."""
+    d = ops.wrap_dim(dim, t._array.ndim, "index_add_")
+    if index._dtype not in (int64, int32):
+        raise RuntimeError(f"index_add_(): Expected dtype int32/int64 for index but got: "
+                           f"{index._dtype._scalar_name}")
+    if index._array.ndim > 1:
+        raise IndexError(f"index_add_(): Index is supposed to be a vector, but got dim: "
+                         f"{index._array.ndim} with type: {index._dtype._scalar_name} and size: "
+                         f"{list(index._array.shape)}")
+    if t._dtype is not source._dtype:
+        raise RuntimeError(f"index_add_(): self ({t._dtype._scalar_name}) and source "
+                           f"({source._dtype._scalar_name}) must have the same scalar type")
+    me, sr = t._array.shape, source._array.shape
+    if len(me) != len(sr) or any(m != s for k, (m, s) in enumerate(zip(me, sr)) if k != d):
+        raise RuntimeError(f"source tensor shape must match self tensor shape, excluding the specified "
+                           f"dimension. Got self.shape = {list(me)} source.shape = {list(sr)}")
+    if me and index._array.size != sr[d]:
+        raise RuntimeError(f"index_add_(): Number of indices ({index._array.size}) should be equal to "
+                           f"source.size(dim): ({sr[d]}), for dim: {d}")
+    scale = ops.checked_scalar(scalar(alpha, "index_add_"), t._dtype._opmath, "index_add_")
+    arr, idx, src_arr, storage = t._array, index._array, source._array, t._storage
+
+    def fn():
+        with np.errstate(all="ignore"):
+            try:
+                i = _checked(idx.reshape(-1), arr.shape[d] if arr.ndim else 1)
+                added = src_arr.astype(t._dtype._opmath) * scale
+                target = np.moveaxis(arr, d, 0) if arr.ndim else arr.reshape(1)
+                np.add.at(target, i, np.moveaxis(added, d, 0) if added.ndim else added.reshape(1))
+                if t._dtype is ops.bfloat16:
+                    ops.round_bfloat16(arr)
+            except IndexError as e:
+                device_error("index_add_", e, [arr], [storage])
+
+    device = storage.device
+    ops.launch(device, ("index_add_ {} on {}", sr, device.index),
+               ops.nbytes(index) + 2 * ops.nbytes(source), source._array.size, t._dtype, fn, t)
     return t
 
 
@@ -253,6 +319,18 @@ class IndexingMethods:
 
     def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
         return scatter_(self, dim, index, src, value, reduce)
+
+    def scatter_add_(self, dim, index, src):
+        return scatter_add_(self, dim, index, src)
+
+    def scatter_add(self, dim, index, src):
+        return scatter_add_(self.clone(), dim, index, src)
+
+    def index_add_(self, dim, index, source, *, alpha=1):
+        return index_add_(self, dim, index, source, alpha)
+
+    def index_add(self, dim, index, source, *, alpha=1):
+        return index_add_(self.clone(), dim, index, source, alpha)
 
     def masked_fill(self, mask, value):
         return masked_fill(self, mask, value)

@@ -1,10 +1,11 @@
-"""Elementwise math, comparisons and the matmul family (docs/adr/0016-torch-surface.md).
+"""Elementwise math and comparisons (docs/adr/0016-torch-surface.md).
 
 Semantics follow ``torch`` (``aten/src/ATen/native/native_functions.yaml`` and the
 ``torch`` docs of each name): unary float functions of an integer or bool tensor return the
-default dtype; comparisons and logical ops return bool; binary ops promote as
-``coopsim.tensor.dtypes``. Costs: bytes read + written; flops per output element from
-``UNARY_FLOPS`` (binary ops: 1); matmul-like ops ``2 * m * n * k`` per batch.
+default dtype; comparisons, logical ops and ``isnan``/``isinf``/``isfinite`` return bool;
+binary ops promote as ``coopsim.tensor.dtypes``. Costs: bytes read + written; flops per
+output element from ``UNARY_FLOPS`` (binary ops, ``relu``, ``nan_to_num``, the checks: 1).
+The matmul family is in ``coopsim.tensor.products``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numbers
 import numpy as np
 
 from coopsim.tensor import ops
-from coopsim.tensor.dtypes import bool_, result_type, scalar
+from coopsim.tensor.dtypes import bool_, finfo, result_type, scalar
 from coopsim.tensor.elementwise import _is_operand, binary
 from coopsim.tensor.kernel import new, run
 from coopsim.tensor.state import default_dtype
@@ -123,79 +124,43 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     return out
 
 
-# -- the matmul family -----------------------------------------------------------------------
-
-def _need(t, ndim: int, what: str, arg: str = "self"):
-    if t._array.ndim != ndim:
-        raise RuntimeError(f"{what}: {arg} must be a {ndim}D tensor (got {t._array.ndim}D)")
-
-
-def mm(a, b, out=None):
-    """``torch.mm``: 2-D only."""
-    _need(a, 2, "mm")
-    if not isinstance(b, type(a)) or b._array.ndim != 2:
-        raise RuntimeError("mm: mat2 must be a matrix")
-    return ops.matmul(a, b, out)
+def relu(t, out=None):
+    """``max(t, 0)`` elementwise (``torch.relu``; 1 flop an element)."""
+    if t._dtype is bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
+    out = new(t, t._array.shape, t._dtype) if out is None else out
+    run("relu", [t], [out], lambda a: np.maximum(a, 0), t._array.size)
+    return out
 
 
-def bmm(a, b, out=None):
-    """``torch.bmm``: 3-D, same batch size (no broadcasting)."""
-    _need(a, 3, "bmm", "batch1")
-    if not isinstance(b, type(a)) or b._array.ndim != 3:
-        raise RuntimeError("bmm: batch2 must be a 3D tensor")
-    if a._array.shape[0] != b._array.shape[0]:
-        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
-                           f"[{a._array.shape[0]}, {a._array.shape[2]}] but got: "
-                           f"[{b._array.shape[0]}, {b._array.shape[1]}].")
-    return ops.matmul(a, b, out)
+# isnan, isinf, isfinite: bool results (integers are finite); 1 flop an element
+_CLASSIFY = {"isnan": (np.isnan, False), "isinf": (np.isinf, False), "isfinite": (np.isfinite, True)}
 
 
-def dot(a, b):
-    """``torch.dot``: two 1-D tensors of the same size and dtype."""
-    if a._array.ndim != 1 or not isinstance(b, type(a)) or b._array.ndim != 1:
-        raise RuntimeError("1D tensors expected, but got "
-                           f"{a._array.ndim}D and {getattr(getattr(b, '_array', None), 'ndim', '?')}D tensors")
-    return ops.matmul(a, b)
+def classify(name, t):
+    fn, integral = _CLASSIFY[name]
+    out = new(t, t._array.shape, bool_)
+    if t._dtype.is_floating_point:
+        run(name, [t], [out], fn, t._array.size)
+    else:
+        run(name, [t], [out], lambda a: np.full(a.shape, integral), t._array.size)
+    return out
 
 
-def outer(a, b):
-    """``torch.outer``: ``a[:, None] * b[None, :]`` (promoted like ``mul``)."""
-    if a._array.ndim != 1 or b._array.ndim != 1:
-        raise RuntimeError("outer: expected 1D tensors")
-    return binary("mul", a.reshape(-1, 1), b.reshape(1, -1))
-
-
-def einsum(equation: str, *operands):
-    """``torch.einsum`` (operands as varargs or one list). Cost: ``2 * prod(extent of every
-    distinct index)`` flops (the nested-loop product), bytes of operands and result."""
-    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
-        operands = tuple(operands[0])
-    if not operands:
-        raise RuntimeError("einsum(): must provide at least one operand")
-    first = operands[0]
-    for o in operands:
-        if not isinstance(o, type(first)):
-            raise TypeError(f"einsum(): operands must be Tensors, got {type(o).__name__}")
-    dtype = first._dtype
-    for o in operands[1:]:
-        if o._dtype is not dtype:
-            raise RuntimeError(f"einsum(): operands do not have the same dtype: {dtype} and {o._dtype}")
-    try:
-        dummy = np.einsum(equation, *[np.broadcast_to(np.zeros((), dtype._opmath), o._array.shape)
-                                      for o in operands])
-    except ValueError as e:
-        raise RuntimeError(f"einsum(): {e}") from None
-    extents = {}
-    lhs = equation.replace(" ", "").split("->")[0].split(",")
-    for spec, o in zip(lhs, operands):
-        letters = [c for c in spec if c.isalpha()]
-        for c, n in zip(letters, o._array.shape[-len(letters):] if letters else ()):
-            extents[c] = max(extents.get(c, 1), n)
-    flops = 2 * int(np.prod(list(extents.values()), dtype=np.int64)) if extents else 0
-    out = new(first, dummy.shape, dtype)
-    run("einsum", list(operands), [out],
-        lambda *arrays: np.einsum(equation, *[a.astype(dtype._opmath, copy=False) for a in arrays]),
-        flops)
+def nan_to_num(t, nan=0.0, posinf=None, neginf=None, out=None):
+    """``torch.nan_to_num``: NaN -> ``nan``, +inf -> ``posinf`` (default: the dtype's largest
+    finite value), -inf -> ``neginf`` (default: its lowest); integer and bool tensors are
+    copied unchanged. 1 flop an element."""
+    out = new(t, t._array.shape, t._dtype) if out is None else out
+    if not t._dtype.is_floating_point:
+        run("nan_to_num", [t], [out], lambda a: a, t._array.size)
+        return out
+    info = finfo(t._dtype)
+    big = info.max if posinf is None else float(posinf)
+    small = info.min if neginf is None else float(neginf)
+    compute = t._dtype._opmath
+    run("nan_to_num", [t], [out], lambda a: np.nan_to_num(
+        a.astype(compute), nan=float(nan), posinf=big, neginf=small), t._array.size)
     return out
 
 
@@ -244,17 +209,26 @@ class MathMethods:
             return False
         return bool(binary("eq", self, other).all().item())
 
-    def mm(self, other):
-        return mm(self, other)
+    def relu(self):
+        return relu(self)
 
-    def bmm(self, other):
-        return bmm(self, other)
+    def relu_(self):
+        return relu(self, out=self)
 
-    def dot(self, other):
-        return dot(self, other)
+    def isnan(self):
+        return classify("isnan", self)
 
-    def outer(self, other):
-        return outer(self, other)
+    def isinf(self):
+        return classify("isinf", self)
+
+    def isfinite(self):
+        return classify("isfinite", self)
+
+    def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
+        return nan_to_num(self, nan, posinf, neginf)
+
+    def nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
+        return nan_to_num(self, nan, posinf, neginf, out=self)
 
 
 def _add_method(cls, name, body):
@@ -270,7 +244,7 @@ for _name in UNARY_FLOPS:
     _add_method(MathMethods, _name + "_", (lambda n: lambda self: unary(n, self, out=self))(_name))
 
 # comparisons, logical and other binary ops: t.<name>(other), t.<name>_(other)
-BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "floor_divide", "maximum", "minimum",
+BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "remainder", "fmod", "floor_divide", "maximum", "minimum",
           "atan2", "bitwise_and", "bitwise_or", "bitwise_xor", "logical_and", "logical_or", "logical_xor")
 for _name in BINARY:
     _add_method(MathMethods, _name, (lambda n: lambda self, other: binary(n, self, other))(_name))
@@ -298,5 +272,5 @@ DEVICE_SIDE = (
     *(n + s for n in BINARY for s in ("", "_")),
     *(x for d, _, r in _OPERATORS for x in (d, r) if x), "__invert__", "__abs__",
     "pow", "pow_", "__pow__", "__rpow__", "__ipow__", "clamp", "clamp_", "clip", "isclose",
-    "mm", "bmm", "dot", "outer",
+    "relu", "relu_", *_CLASSIFY, "nan_to_num", "nan_to_num_",
 )

@@ -310,35 +310,41 @@ def _check_overlap(out, src) -> None:
 # ``t`` is always a Tensor; ops make their results with ``t._make``, so this module never
 # imports ``coopsim.tensor`` (which imports it).
 
-def reduce(name: str, t, dim, keepdim: bool):
-    """``sum``/``mean`` over ``dim`` (None: all), accumulated in float32 (floats) or int64;
-    integer sums are int64, as torch. Cost: bytes of the input read + bytes of the result
+def reduce(name: str, t, dim, keepdim: bool, dtype: DType | None = None):
+    """``sum``/``mean`` over ``dim`` (None: all) into ``dtype`` (default: the input's if
+    floating, else int64, as torch), accumulated in that dtype's opmath (float32 for 16-bit
+    floats, float64, int64 for integers). Cost: bytes of the input read + bytes of the result
     written; one flop an input element."""
-    dtype = t._dtype
-    if name == "mean" and not dtype.is_floating_point:
-        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
-                           f"floating point or complex dtype. Got: {dtype._scalar_name}")
+    if dtype is not None and not isinstance(dtype, DType):
+        raise TypeError(f"{name}(): argument 'dtype' must be torch.dtype, not {type(dtype).__name__}")
+    if name == "mean":
+        if dtype is not None and not dtype.is_floating_point:
+            raise RuntimeError(f"mean(): could not infer output dtype. Optional dtype must be either "
+                               f"a floating point or complex dtype. Got: {dtype._scalar_name}")
+        if dtype is None and not t._dtype.is_floating_point:
+            raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
+                               f"floating point or complex dtype. Got: {t._dtype._scalar_name}")
     arr = t._array
     axes = reduce_dims(dim, arr.ndim, name)
-    out_dtype = dtype if dtype.is_floating_point else int64
+    out_dtype = dtype or (t._dtype if t._dtype.is_floating_point else int64)
     out = _result(t, reduced_shape(arr.shape, axes, keepdim), out_dtype)
     out_arr = out._array
-    acc = np.dtype(np.float32 if dtype.is_floating_point else np.int64)
-    count = acc.type(math.prod(arr.shape[a] for a in axes))
+    acc = np.int64 if out_dtype is bool_ else out_dtype._opmath
+    count = math.prod(arr.shape[a] for a in axes)
     rounds = out_dtype is bfloat16
 
     def fn():
         with np.errstate(all="ignore"):
             r = np.sum(arr, axis=axes, dtype=acc, keepdims=keepdim)
             if name == "mean":
-                r = np.divide(r, count)
+                r = np.divide(r, count, dtype=acc)
             np.copyto(out_arr, r, casting="unsafe")
             if rounds:
                 round_bfloat16(out_arr)
 
     device = t._storage.device
     launch(device, (name + " {} on cuda:{}", arr.shape, device.index), nbytes(t) + nbytes(out),
-           arr.size, dtype, fn, out)
+           arr.size, dtype or t._dtype, fn, out)
     return out
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from coopsim.tensor import ops
 from coopsim.tensor.dtypes import result_type, scalar
-from coopsim.tensor.elementwise import binary
-from coopsim.tensor.math import BINARY, UNARY_FLOPS, bmm, clamp, mm, unary
+from coopsim.tensor.elementwise import binary, div_name
+from coopsim.tensor.math import BINARY, UNARY_FLOPS, clamp, unary
 from coopsim.tensor.ops import broadcast_shapes, same_device
+from coopsim.tensor.products import bmm, mm
 from coopsim.tensor.state import default_dtype
 from coopsim.tensor.tensor import Tensor
 
@@ -40,14 +41,19 @@ def _check(name: str, input, out, shape: tuple) -> None:
 def _binary(name: str):
     method = getattr(Tensor, name)
 
-    def function(input, other, *, alpha=1, out=None):
+    def function(input, other, *, alpha=1, out=None, **rounding):
         if alpha != 1 and name not in WITH_ALPHA:
             raise TypeError(f"{name}() got an unexpected keyword argument 'alpha'")
+        if rounding and (name != "div" or list(rounding) != ["rounding_mode"]):
+            raise TypeError(f"{name}() got an unexpected keyword argument '{next(iter(rounding))}'")
         if out is None:
+            if rounding:
+                return method(input, other, **rounding)
             return method(input, other, alpha=alpha) if name in WITH_ALPHA else method(input, other)
         other_shape = other._array.shape if isinstance(other, Tensor) else ()
         _check(name, input, out, broadcast_shapes(input._array.shape, other_shape))
-        return binary(name, input, other, out=out, alpha=alpha)  # checks the cast
+        op = div_name(rounding.get("rounding_mode")) if rounding else name
+        return binary(op, input, other, out=out, alpha=alpha)  # checks the cast
 
     return function
 

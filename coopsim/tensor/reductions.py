@@ -2,9 +2,9 @@
 
 Semantics as ``torch`` documents them: ``min``/``max`` with ``dim`` and ``topk``/``sort``
 return ``(values, indices)`` named tuples (``torch.return_types``), indices int64 and the
-first occurrence on ties; ``std``/``var`` default to ``correction=1``; integer ``prod`` and
-``cumsum`` are int64; ``all``/``any`` return bool. Costs: bytes read + written; one flop an
-input element (``norm``, ``std``, ``var``: three), ``sort``/``topk``: ``n * ceil(log2(n))``
+first occurrence on ties; ``std``/``var`` default to ``correction=1``; integer ``prod``,
+``cumsum`` and ``cumprod`` are int64; ``all``/``any`` return bool. Costs: bytes read + written;
+one flop an input element (``norm``, ``std``, ``var``, ``logsumexp``: three), ``sort``/``topk``: ``n * ceil(log2(n))``
 comparisons an input row of ``n``.
 """
 
@@ -19,13 +19,14 @@ from coopsim.tensor import ops
 from coopsim.tensor.dtypes import bool_, int64
 from coopsim.tensor.elementwise import binary
 from coopsim.tensor.kernel import new, run
+from coopsim.tensor.state import default_dtype
 
 MaxResult = namedtuple("max", ["values", "indices"])  # torch.return_types.max
 MinResult = namedtuple("min", ["values", "indices"])
 TopkResult = namedtuple("topk", ["values", "indices"])
 SortResult = namedtuple("sort", ["values", "indices"])
 DEVICE_SIDE = ("min", "amax", "amin", "argmax", "argmin", "prod", "var", "std", "norm", "all",
-               "any", "cumsum", "sort", "argsort", "topk")
+               "any", "cumsum", "cumprod", "logsumexp", "sort", "argsort", "topk")
 
 
 def _axes(t, dim, what):
@@ -138,13 +139,33 @@ def arg(what, t, dim=None, keepdim=False):
     return out
 
 
-def cumsum(t, dim, dtype=None):
+def cumulative(what, t, dim, dtype=None):
+    """``cumsum``/``cumprod`` along ``dim``: integer and bool tensors give int64 (unless ``dtype``)."""
     out_dtype = dtype or (t._dtype if t._dtype.is_floating_point else int64)
-    d = ops.wrap_dim(dim, t._array.ndim, "cumsum")
+    d = ops.wrap_dim(dim, t._array.ndim, what)
+    fn = np.cumsum if what == "cumsum" else np.cumprod
     out = new(t, t._array.shape, out_dtype)
-    run("cumsum", [t], [out], lambda a: np.cumsum(a.astype(out_dtype._opmath), axis=d if a.ndim else None)
+    run(what, [t], [out], lambda a: fn(a.astype(out_dtype._opmath), axis=d if a.ndim else None)
         .reshape(a.shape), t._array.size)
     return out
+
+
+def logsumexp(t, dim, keepdim=False):
+    """``log(sum(exp(t)))`` over ``dim``, computed stably (shifted by the maximum); integer
+    and bool tensors give the default dtype."""
+    dtype = t._dtype if t._dtype.is_floating_point else default_dtype(t._storage.rt)
+    compute = dtype._opmath
+
+    def fn(a, ax):
+        a = a.astype(compute)
+        if a.size == 0:
+            return np.log(np.sum(np.exp(a), axis=ax, keepdims=keepdim))
+        top = np.max(a, axis=ax, keepdims=True)
+        top = np.where(np.isinf(top), 0, top)
+        r = np.log(np.sum(np.exp(a - top), axis=ax, keepdims=True)) + top
+        return r if keepdim else np.squeeze(r, axis=ax)
+
+    return reduce_to("logsumexp", t, dim, keepdim, dtype, fn, 3)
 
 
 def _order(a, d, descending):
@@ -234,7 +255,13 @@ class ReductionMethods:
         return all_any("any", self, dim, keepdim)
 
     def cumsum(self, dim, *, dtype=None):
-        return cumsum(self, dim, dtype)
+        return cumulative("cumsum", self, dim, dtype)
+
+    def cumprod(self, dim, *, dtype=None):
+        return cumulative("cumprod", self, dim, dtype)
+
+    def logsumexp(self, dim, keepdim=False):
+        return logsumexp(self, dim, keepdim)
 
     def sort(self, dim=-1, descending=False, stable=False):
         return sort(self, dim, descending, stable)

@@ -1,8 +1,8 @@
 """Shape functions (docs/adr/0016-torch-surface.md).
 
-Views (``chunk``, ``split``, ``unbind``, ``narrow``, ``squeeze``, ``unsqueeze``, ``permute``,
+Views (``chunk``, ``split``, ``tensor_split``, ``unbind``, ``narrow``, ``squeeze``, ``unsqueeze``, ``permute``,
 ``expand``, ``movedim``, ``T``, ``mT`` ...) share the storage and cost nothing, as in torch.
-Copies (``cat``, ``stack``, ``repeat``, ``roll``, ``flip``, ``tril``, ``triu``) are device
+Copies (``cat``, ``stack``, ``repeat``, ``roll``, ``flip``, ``tril``, ``triu``, ``diag``) are device
 ops costing the bytes they read and write, and no flops. ``expand`` returns a read-only
 numpy view: writing into an expanded tensor raises, as torch refuses writes where several
 elements share one memory location.
@@ -21,7 +21,7 @@ from coopsim.tensor.state import default_dtype
 
 DEVICE_SIDE = ("split", "chunk", "narrow", "unbind", "squeeze", "unsqueeze", "permute", "movedim",
                "expand", "expand_as", "flatten", "view_as", "reshape_as", "T", "mT", "repeat",
-               "roll", "flip", "tril", "triu")
+               "roll", "flip", "tril", "triu", "diag", "tensor_split")
 
 
 def _ints(args, what):
@@ -113,6 +113,41 @@ def narrow(t, dim, start, length):
     return t._view_of(t._array[tuple(key)])
 
 
+def tensor_split(t, indices_or_sections=None, dim=0, *, sections=None, indices=None):
+    """``torch.tensor_split``: ``sections`` (an int) parts of sizes differing by at most one,
+    the first ``n % sections`` one longer; or the parts between ``indices`` (Python slice
+    bounds: clipped, negative from the end, empty when reversed). Views, as torch's. Indices
+    given as a tensor are read on the host (a wait for its writer if it is on the device)."""
+    given = [v for v in (indices_or_sections, sections, indices) if v is not None]
+    if len(given) != 1:
+        raise TypeError("tensor_split() takes one of indices_or_sections, sections or indices")
+    spec = given[0]
+    if isinstance(spec, type(t)):
+        if spec._dtype is not ops.int64:
+            raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to have dtype of long, "
+                               f"but got {spec._dtype._scalar_name}")
+        if spec._array.ndim > 1:
+            raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to be a zero-dimensional "
+                               f"or one-dimensional tensor, but got a tensor with {spec._array.ndim} dims")
+        spec = spec.tolist()  # torch wants it on the CPU; coopsim's tensor() is on the device: read it
+    if t._array.ndim == 0:
+        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims")
+    d = ops.wrap_dim(dim, t._array.ndim, "tensor_split")
+    if isinstance(spec, (list, tuple)):
+        bounds = [None, *_ints(tuple(spec), "tensor_split"), None]
+    else:
+        parts = _ints((spec,), "tensor_split")[0]
+        if parts <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {parts}")
+        n = t._array.shape[d]
+        size, extra = divmod(n, parts)
+        bounds = [0]
+        for i in range(parts):
+            bounds.append(bounds[-1] + size + (i < extra))
+    lead = (slice(None),) * d
+    return tuple(t._view_of(t._array[lead + (slice(lo, hi),)]) for lo, hi in zip(bounds, bounds[1:]))
+
+
 def unbind(t, dim=0):
     d = ops.wrap_dim(dim, t._array.ndim, "unbind")
     return tuple(t._view_of(t._array[(slice(None),) * d + (i, Ellipsis)]) for i in range(t._array.shape[d]))
@@ -200,7 +235,11 @@ def roll(t, shifts, dims=None):
     return _copy_op("roll", t, t._array.shape, lambda a: np.roll(a, shifts, axis=dims))
 
 
-def flip(t, *dims):
+def flip(t, *dims, **named):
+    if named:  # torch.flip(input, dims=...)
+        if dims or list(named) != ["dims"]:
+            raise TypeError(f"flip() got an unexpected keyword argument '{next(iter(named))}'")
+        dims = (named["dims"],)
     dims = _ints(dims, "flip")
     axes = tuple(ops.wrap_dim(d, t._array.ndim, "flip") for d in dims)
     return _copy_op("flip", t, t._array.shape, lambda a: np.flip(a, axes))
@@ -211,6 +250,20 @@ def tril(t, diagonal=0, upper=False):
         raise RuntimeError(f"{'triu' if upper else 'tril'}: input tensor must have at least 2 dimensions")
     fn = np.triu if upper else np.tril
     return _copy_op("triu" if upper else "tril", t, t._array.shape, lambda a: fn(a, diagonal))
+
+
+def diag(t, diagonal=0):
+    """``torch.diag``: of a 1-D tensor the square matrix with it on the ``diagonal``-th
+    diagonal (above the main one if positive); of a 2-D tensor a copy of that diagonal."""
+    if t._array.ndim not in (1, 2):
+        raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {t._array.ndim}D")
+    k = int(diagonal)
+    if t._array.ndim == 1:
+        n = t._array.shape[0] + abs(k)
+        return _copy_op("diag", t, (n, n), lambda a: np.diag(a, k))
+    rows, cols = t._array.shape
+    length = max(0, min(rows, cols - k) if k >= 0 else min(rows + k, cols))
+    return _copy_op("diag", t, (length,), lambda a: np.diagonal(a, k))
 
 
 class ShapeMethods:
@@ -226,6 +279,9 @@ class ShapeMethods:
 
     def narrow(self, dim, start, length):
         return narrow(self, dim, start, length)
+
+    def tensor_split(self, indices_or_sections=None, dim=0, *, sections=None, indices=None):
+        return tensor_split(self, indices_or_sections, dim, sections=sections, indices=indices)
 
     def unbind(self, dim=0):
         return unbind(self, dim)
@@ -275,11 +331,14 @@ class ShapeMethods:
     def roll(self, shifts, dims=None):
         return roll(self, shifts, dims)
 
-    def flip(self, *dims):
-        return flip(self, *dims)
+    def flip(self, *dims, **named):
+        return flip(self, *dims, **named)
 
     def tril(self, diagonal=0):
         return tril(self, diagonal)
 
     def triu(self, diagonal=0):
         return tril(self, diagonal, upper=True)
+
+    def diag(self, diagonal=0):
+        return diag(self, diagonal)

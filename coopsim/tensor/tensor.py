@@ -31,7 +31,8 @@ import numbers
 
 import numpy as np
 
-from coopsim.tensor import grad, indexing, ops, random, reductions, shape, transfer
+from coopsim.tensor import functional, grad, indexing, ops, printing, products, random, reductions, selection
+from coopsim.tensor import shape, transfer
 from coopsim.tensor import math as tmath
 from coopsim.tensor.device import Device, device_index, device_of  # noqa: F401 (re-exported)
 from coopsim.tensor.elementwise import ArithmeticMethods, binary
@@ -54,6 +55,8 @@ from coopsim.tensor.ops import (
 from coopsim.tensor.random import RandomMethods
 from coopsim.tensor.reductions import ReductionMethods, extreme
 from coopsim.tensor.shape import ShapeMethods
+from coopsim.tensor.size import Size, of_shape
+from coopsim.tensor.state import default_dtype
 from coopsim.tensor.transfer import TransferMethods, to_device
 
 
@@ -65,8 +68,8 @@ _HOST_READ_BARRIERS = frozenset({
     "numpy", "tolist", "item", "__array__", "__repr__", "__str__", "__format__", "__bool__",
     "__float__", "__int__", "__index__", "__iter__",
     # the torch surface (docs/adr/0016-torch-surface.md): a copy to the host, and the two
-    # comparisons that return a Python bool
-    "cpu", "allclose", "equal",
+    # comparisons that return a Python bool, and the ops whose result's size depends on values
+    "cpu", "allclose", "equal", *selection.HOST_READS,
 })
 
 # Everything else a user can reach on a Tensor: metadata, views and device ops. None waits.
@@ -87,13 +90,14 @@ _DEVICE_SIDE = frozenset({
     # the torch surface (docs/adr/0016-torch-surface.md): each family module lists its names.
     # Reading ``t[mask]`` waits for the mask only (its size depends on the mask's values), as
     # torch synchronises there.
-    *transfer.DEVICE_SIDE, *tmath.DEVICE_SIDE, *reductions.DEVICE_SIDE, *shape.DEVICE_SIDE,
+    *transfer.DEVICE_SIDE, *tmath.DEVICE_SIDE, *products.DEVICE_SIDE, *reductions.DEVICE_SIDE, *shape.DEVICE_SIDE,
     *indexing.DEVICE_SIDE, *random.DEVICE_SIDE, *grad.DEVICE_SIDE, "is_cpu", "is_floating_point",
+    "softmax", "log_softmax",
 })
 
 
-class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, ShapeMethods,
-             IndexingMethods, RandomMethods, TransferMethods):
+class Tensor(ArithmeticMethods, GradMethods, MathMethods, products.ProductMethods, ReductionMethods,
+             ShapeMethods, IndexingMethods, selection.SelectionMethods, RandomMethods, TransferMethods):
     """A device tensor: ``shape``/``dtype``/``device`` metadata over a numpy view of a storage.
 
     Create tensors with the context (``ctx.zeros``, ``ctx.tensor`` ...). Device ops return at
@@ -117,6 +121,12 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
         t._dtype = dtype
         t._requires_grad = False
         return t
+
+    def softmax(self, dim, dtype=None) -> "Tensor":
+        return functional.softmax(self, dim, dtype)
+
+    def log_softmax(self, dim, dtype=None) -> "Tensor":
+        return functional.log_softmax(self, dim, dtype)
 
     # -- the host-read barrier ------------------------------------------------------------
 
@@ -161,10 +171,12 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
         if type(self._storage) is ops.TimingOnlyStorage:  # no values to show, as torch's meta
             return f"tensor(..., size={tuple(self._array.shape)}, device='{self.device}', dtype={self._dtype}, timing_only=True)"
         array = self._read()
-        body = np.array2string(array, separator=", ", prefix="tensor(")
-        extra = "" if self._dtype in (float32, int64, bool_) else f", dtype={self._dtype}"
-        where = "" if self._storage.device.index is None else f", device='{self.device}'"
-        return f"tensor({body}{where}{extra})"
+        default = default_dtype(self._storage.rt)
+        return printing.tensor_repr(
+            array, floating=self._dtype.is_floating_point,
+            device=None if self._storage.device.index is None else str(self.device),
+            dtype_name=str(self._dtype), plain_dtype=self._dtype in (default, int64, bool_),
+            default_float=self._dtype is default, requires_grad=self._requires_grad)
 
     def __str__(self) -> str:
         return self.__repr__()
@@ -207,8 +219,8 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
     # -- metadata -------------------------------------------------------------------------
 
     @property
-    def shape(self) -> tuple:
-        return self._array.shape
+    def shape(self) -> Size:
+        return of_shape(self._array.shape)
 
     @property
     def dtype(self) -> DType:
@@ -245,7 +257,7 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
 
     def size(self, dim=None):
         shape = self._array.shape
-        return shape if dim is None else shape[wrap_dim(dim, len(shape), "size")]
+        return of_shape(shape) if dim is None else shape[wrap_dim(dim, len(shape), "size")]
 
     def stride(self, dim=None):
         """Strides in elements, as torch's."""
@@ -343,12 +355,12 @@ class Tensor(ArithmeticMethods, GradMethods, MathMethods, ReductionMethods, Shap
     def __rmatmul__(self, other):
         return NotImplemented  # only reached with a non-tensor on the left: unsupported
 
-    def sum(self, dim=None, keepdim: bool = False) -> "Tensor":
+    def sum(self, dim=None, keepdim: bool = False, *, dtype=None) -> "Tensor":
         """Sum over ``dim`` (None: all). Integer tensors sum to int64, as torch."""
-        return ops.reduce("sum", self, dim, keepdim)
+        return ops.reduce("sum", self, dim, keepdim, dtype)
 
-    def mean(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return ops.reduce("mean", self, dim, keepdim)
+    def mean(self, dim=None, keepdim: bool = False, *, dtype=None) -> "Tensor":
+        return ops.reduce("mean", self, dim, keepdim, dtype)
 
     def max(self, dim=None, keepdim: bool = False):
         """``max()``: a 0-d tensor; ``max(dim)``: ``(values, indices)``, torch's namedtuple."""

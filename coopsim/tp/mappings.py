@@ -20,7 +20,7 @@ reduce_scatter_to_sequence_parallel_region  reduce_scatter, first dim   all_gath
 ==========================================  ==========================  =========================
 
 With one rank in the group every mapping is the identity and issues nothing (as Megatron).
-Gathers use ``all_gather_into_tensor`` and reduce-scatters ``reduce_scatter_tensor`` into a
+Gathers use ``all_gather_single`` and reduce-scatters ``reduce_scatter_single`` into a
 fresh ``empty`` buffer; a gather along the last dim gathers along the first, then
 concatenates the chunks along the last (Megatron's ``_gather_along_last_dim``); a split keeps
 a ``contiguous()`` copy of the rank's chunk, a first-dim chunk being contiguous already.
@@ -80,7 +80,7 @@ def all_gather_first_dim(ctx, x, async_op: bool = False, **_):
     if world == 1:
         return (x, None) if async_op else x
     out = ctx.empty((x.shape[0] * world,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-    work = ctx.distributed.all_gather_into_tensor(out, x.contiguous(), group=group, async_op=async_op)
+    work = ctx.distributed.all_gather_single(out, x.contiguous(), group=group, async_op=async_op)
     return (out, work) if async_op else out
 
 
@@ -100,7 +100,7 @@ def reduce_scatter_first_dim(ctx, x, async_op: bool = False, **_):
         return (x, None) if async_op else x
     n = divide(x.shape[0], world, "the first dim")
     out = ctx.empty((n,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-    work = ctx.distributed.reduce_scatter_tensor(out, x.contiguous(), group=group, async_op=async_op)
+    work = ctx.distributed.reduce_scatter_single(out, x.contiguous(), group=group, async_op=async_op)
     return (out, work) if async_op else out
 
 

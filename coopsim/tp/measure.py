@@ -108,9 +108,9 @@ def collectives_time_ns(new_context, calls, *, timing_only: bool = True) -> floa
             if kind == "all_reduce":
                 dist.all_reduce(t)
             elif kind == "all_gather":
-                dist.all_gather_into_tensor(other, t)
+                dist.all_gather_single(other, t)
             elif kind == "reduce_scatter":
-                dist.reduce_scatter_tensor(t, other)
+                dist.reduce_scatter_single(t, other)
             else:
                 raise ValueError(f"collectives_time_ns: unknown kind {kind!r}")
         ctx.cuda.synchronize()
