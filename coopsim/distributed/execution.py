@@ -20,6 +20,7 @@ from coopsim.distributed.algorithms.protocols import pipelined_reduce_ns
 from coopsim.distributed.blocked import BLOCK_BYTES, all_reduce_blocks, apart, block_moves, fusable
 from coopsim.distributed.closedform import Profile, Replay, timeline
 from coopsim.distributed.nvls import NvlsRun
+from coopsim.distributed.one_element import one_element_all_reduce
 from coopsim.engine import Handle
 
 
@@ -36,7 +37,7 @@ def reference(plan, arrivals) -> None:
     op, kind, root = plan.ufunc, plan.collective, plan.root
     ins = [a.ins for a in arrivals]
     outs = [a.outs for a in arrivals]
-    if kind == "all_reduce" and ins[0].size == 1 and _one_element_all_reduce(op, ins, outs, plan.post):
+    if kind == "all_reduce" and ins[0].size == 1 and one_element_all_reduce(op, ins, outs, plan.post):
         pass
     elif kind == "all_reduce" and fusable(ins, outs):
         all_reduce_blocks(op, ins, outs, plan.post)
@@ -74,26 +75,6 @@ def reference(plan, arrivals) -> None:
             outs[j][:] = np.concatenate([sends[i][j] for i in range(p)])
     else:
         raise AssertionError(kind)
-
-
-def _one_element_all_reduce(op, ins, outs, post) -> bool:
-    """An all-reduce of one element per rank in three numpy calls instead of 2p: the inputs
-    side by side, ``op.accumulate`` over them (its last element is the left fold in rank
-    order, the same operations in the same order as ``op(acc, x, out=acc)``), written out as
-    one scalar per rank. False (nothing written) when the result is NaN: then the fold's NaN
-    may carry another sign or payload than the elementwise loop's (IEEE 754 leaves which of
-    two NaN operands propagates open, and numpy's two loops choose differently for ``add``);
-    without a NaN in the result no operation met one, so every bit is the loop's."""
-    stacked = np.concatenate(ins)
-    acc = op.accumulate(stacked, dtype=stacked.dtype)[-1:]
-    value = acc[0]
-    if value != value:  # NaN
-        return False
-    if post is not None:
-        value = post(acc)[0]
-    for out in outs:
-        out[0] = value
-    return True
 
 
 class Compiled:
