@@ -284,6 +284,12 @@ class Topology:
             return (src, dst)
         return self.stated.route_class(self._device_index(src), self._device_index(dst))
 
+    @property
+    def one_route_class(self) -> bool:
+        """Every pair of distinct devices has the same ``route_class`` (a switch, a fully
+        connected set): costing one pair costs them all."""
+        return self.stated is not None and self.stated.one_class
+
     def describe(self) -> str:
         """A short summary: name, devices per kind, vertices, links per originating pattern."""
         kinds = Counter(d.kind.name for d in self.devices)
