@@ -72,3 +72,14 @@ def test_a_topologys_link_table_takes_no_more_links():
         links.append(links[0])
     with pytest.raises(TypeError, match="cannot change"):
         links.add_run(SwitchRun(["dev0"], "sw1", 1.0, 1.0, 1.0, "x"))
+
+
+def test_reading_every_link_makes_each_record_once():
+    topo = parse_topology({"name": "s", "device_kinds": {"gpu": {"memory_bytes": 1 << 30,
+                           "memory_bandwidth_GBps": 100, "peak_flops": {"float32": 1e12},
+                           "launch_overhead_ns": 0}}, "devices": [{"kind": "gpu", "count": 3}],
+                           "links": [{"pattern": "switch", "bandwidth_GBps": 10, "latency_ns": 5}]}, "<test>")
+    middle = topo.links[2]
+    every = list(topo.links)
+    assert every[2] is middle and [lk.index for lk in every] == list(range(6))
+    assert all(a is b for a, b in zip(every, topo.links))

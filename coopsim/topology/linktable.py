@@ -54,12 +54,13 @@ class SwitchRun:
 class LinkTable(Sequence):
     """Links by index: explicit ``Link`` records and runs, in the order they were added."""
 
-    __slots__ = ("_links", "_firsts", "_runs", "_sealed")
+    __slots__ = ("_links", "_firsts", "_runs", "_unmade", "_sealed")
 
     def __init__(self, links=()):
         self._links: list = list(links)  # a Link, or None until a run's link is first read
         self._firsts: list[int] = []  # per run, the index of its first link
         self._runs: list[SwitchRun] = []
+        self._unmade = 0  # how many run links have no record yet
         self._sealed = False  # set by ``seal``: a topology's table takes no more links
 
     def seal(self) -> "LinkTable":
@@ -79,6 +80,7 @@ class LinkTable(Sequence):
         self._firsts.append(len(self._links))
         self._runs.append(run)
         self._links += [None] * len(run)
+        self._unmade += len(run)
 
     @property
     def runs(self) -> list[tuple[int, SwitchRun]]:
@@ -104,11 +106,16 @@ class LinkTable(Sequence):
             i = i if i >= 0 else i + len(self._links)
             k = bisect_right(self._firsts, i) - 1
             link = self._links[i] = self._runs[k].link(i - self._firsts[k], i)
+            self._unmade -= 1
         return link
 
     def __iter__(self):
-        for i in range(len(self._links)):
-            yield self[i]
+        """Every link in order (reading them all makes every record once)."""
+        if self._unmade:
+            for i, link in enumerate(self._links):
+                if link is None:
+                    self[i]
+        return iter(self._links)
 
     def __eq__(self, other) -> bool:
         if isinstance(other, (LinkTable, tuple)):
