@@ -121,3 +121,25 @@ def test_a_rank_s_pending_collectives_leave_in_order_and_out_of_order_ones_lazil
     fresh = NS(task=task, done=NS(done=False))
     DistState.track(state, 1, fresh)  # the completed front leaves as a new one comes
     assert state.pending[1] == [fresh] and DistState.open_collectives(state, 1) == [fresh]
+
+
+def test_a_context_makes_only_the_devices_its_ranks_use():
+    """Runtime.devices makes each SimDevice on first read (runtime/devicelist.py, ADR-0036):
+    one per device ever after, all of them when iterated, none for an unused device."""
+    def rank(r, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        t = ctx.ones(2)
+        dist.all_reduce(t)
+        assert t.tolist() == [2.0, 2.0]
+
+    with coopsim.RuntimeContext(_switch(64), ccl={"model": "analytic"}) as ctx:
+        devices = ctx.sim.runtime.devices
+        assert len(devices) == 64 and devices.made() == []
+        ctx.multiprocessing.spawn(rank, args=(ctx,), nprocs=2)
+        assert [d.index for d in devices.made()] == [0, 1]
+        assert devices[1] is devices.made()[1] and devices[-1] is devices[63]
+        assert devices[0].stream.last.done and ctx.cuda.device_count() == 64
+        assert [d.index for d in devices] == list(range(64)) and len(devices.made()) == 64
+        with pytest.raises(IndexError):
+            devices[64]

@@ -6,7 +6,8 @@ runtime through one ``Runtime`` object, never through the context's private fiel
 every namespace; tests reach it as ``ctx.sim.runtime``.
 
 State (all of it per context, none in module globals):
-- ``engine``, ``network``, ``devices`` (one ``SimDevice`` per topology device, by index);
+- ``engine``, ``network``, ``devices`` (one ``SimDevice`` per topology device, by index,
+  each made on first use: ``runtime/devicelist.py``);
 - ``tasks``: greenlet -> ``Task`` for every live task (ranks of the running spawn, kernel
   programs); a greenlet is in it exactly while its task is alive;
 - ``pending_waits``: ``(task, handle)`` appended by a task that blocks in ``wait``, moved onto
@@ -28,6 +29,7 @@ import threading
 from greenlet import getcurrent
 
 from coopsim.engine import Engine, Handle, Network, SimDevice
+from coopsim.runtime.devicelist import Devices
 from coopsim.runtime.scheduler import Scheduler, Task
 from coopsim.runtime.watchdog import DEFAULT_GRACE_S
 
@@ -46,7 +48,7 @@ class Runtime:
         self.watchdog_grace_s = watchdog_grace_s
         self.rank_order = rank_order
         self.engine = Engine()
-        self.devices = [SimDevice(self.engine, d, topology.name) for d in topology.devices]
+        self.devices = Devices(self.engine, topology)  # each SimDevice made on first use
         self.network = Network(self.engine)
         self.tasks: dict = {}
         self.pending_waits: list = []
@@ -207,7 +209,7 @@ class Runtime:
         before = len(runnable)
         self.drain()
         del runnable[before:]  # the aborted tasks whose waits the drain completed: never resumed
-        for device in self.devices:
+        for device in self.devices.made():  # a device never used has no ops
             for stream in device.all_streams():
                 stream.abandon()
 
