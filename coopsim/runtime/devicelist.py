@@ -21,29 +21,31 @@ from coopsim.engine import SimDevice
 
 
 class Devices(Sequence):
-    __slots__ = ("_engine", "_topology", "_made")
+    __slots__ = ("_engine", "_topology", "by_index")
 
     def __init__(self, engine, topology):
         self._engine = engine
         self._topology = topology
-        self._made: list = [None] * len(topology.devices)  # a SimDevice, or None until read
+        # device index -> its SimDevice, or None until read: a hot path may index this list
+        # (a C call) and fall back to ``devices[i]`` on None; never written outside this class
+        self.by_index: list = [None] * len(topology.devices)
 
     def __len__(self) -> int:
-        return len(self._made)
+        return len(self.by_index)
 
     def __getitem__(self, i):
         if i.__class__ is slice:
-            return [self[j] for j in range(*i.indices(len(self._made)))]
-        device = self._made[i]  # IndexError and negative indices as a list's
+            return [self[j] for j in range(*i.indices(len(self.by_index)))]
+        device = self.by_index[i]  # IndexError and negative indices as a list's
         if device is None:
-            i = i if i >= 0 else i + len(self._made)
-            device = self._made[i] = SimDevice(self._engine, self._topology.devices[i], self._topology.name)
+            i = i if i >= 0 else i + len(self.by_index)
+            device = self.by_index[i] = SimDevice(self._engine, self._topology.devices[i], self._topology.name)
         return device
 
     def __iter__(self):
-        for i in range(len(self._made)):
+        for i in range(len(self.by_index)):
             yield self[i]
 
     def made(self) -> list[SimDevice]:
         """The devices made so far, by index."""
-        return [d for d in self._made if d is not None]
+        return [d for d in self.by_index if d is not None]

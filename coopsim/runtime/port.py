@@ -80,14 +80,16 @@ class Runtime:
         """The calling task's current device (a rank's is its rank's; main's is ``main_device``)."""
         task = self.tasks.get(getcurrent())
         index = self.main_device if task is None else task.device
-        if index >= len(self.devices):
+        made = self.devices.by_index  # the plain list: no Python call when the device exists
+        if index >= len(made):
             who = "main" if task is None else task.name
             raise RuntimeError(
                 f"{who} has no device {index}: topology {self.topology.name!r} has "
                 f"{len(self.devices)} devices; spawn at most that many ranks, or choose a "
                 f"larger topology (RuntimeContext(topology=...))"
             )
-        return self.devices[index]
+        device = made[index]
+        return device if device is not None else self.devices[index]
 
     def set_current_device(self, index: int) -> None:
         task = self.current_task()
