@@ -140,6 +140,17 @@ def test_c11_unknown_backend_lists_the_accepted_ones():
     assert "unknown backend 'mpi'" in msg and "'nccl', 'gloo', 'coopsim'" in msg and "cpu:gloo,cuda:nccl" in msg
 
 
+def test_c11_plain_backend_names_mean_what_their_spelled_out_forms_mean():
+    """None and the plain names are looked up (backend._PLAIN); each must mean what the
+    parser makes of the same choice spelled another way (torch: distributed_c10d.Backend)."""
+    from coopsim.distributed.backend import DEFAULT, cuda_backend
+
+    assert cuda_backend(None) == cuda_backend(f" {DEFAULT} ") == "nccl"
+    for name in ("nccl", "gloo", "coopsim"):
+        assert cuda_backend(name) == cuda_backend(f" {name.upper()} ") == cuda_backend(f"cuda:{name}")
+    assert cuda_backend("gloo") == "gloo" and cuda_backend("coopsim") == "nccl"
+
+
 def test_c11_backend_class_and_cpu_only_string():
     with coopsim.RuntimeContext("small") as ctx:
         Backend = ctx.distributed.Backend

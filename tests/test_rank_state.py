@@ -35,6 +35,8 @@ def test_a_rank_map_does_what_a_dict_does():
         assert outside not in mine and mine.get(outside) is None
         with pytest.raises(KeyError):
             mine[outside]
+        with pytest.raises(KeyError):  # a list would take -1 as its last slot
+            mine[outside] = "no"
     mine[2] = "x"
     assert mine[True + 1] == mine.get(2) == "x" and (True + 1) in mine
 
@@ -94,3 +96,50 @@ def test_a_finished_spawn_leaves_few_objects_per_rank_for_the_collector():
     # next spawn), while the default stream keeps the last collective it waited for
     per_rank = (_objects_left(300) - _objects_left(100)) / 200
     assert per_rank <= 17
+
+
+def test_a_rank_s_pending_collectives_leave_in_order_and_out_of_order_ones_lazily():
+    """DistState keeps a rank's open collectives in a plain list (ADR-0036): settled ones
+    leave from the front, one completed out of order leaves once those before it did."""
+    from types import SimpleNamespace as NS
+
+    from coopsim.distributed.state import DistState
+
+    state = NS(pending=[None, None])
+    task = NS(rank=1)
+    arrivals = [NS(task=task, done=NS(done=False)) for _ in range(4)]
+    for a in arrivals:
+        DistState.track(state, 1, a)
+    assert state.pending[1] == arrivals and DistState.open_collectives(state, 0) == []
+    arrivals[1].done.done = True  # out of order: stays until the first leaves
+    DistState.settle(state, arrivals[1])
+    assert state.pending[1] == arrivals and DistState.open_collectives(state, 1) == [arrivals[0], *arrivals[2:]]
+    arrivals[0].done.done = True
+    DistState.settle(state, arrivals[0])  # takes the completed one behind it too
+    assert state.pending[1] == arrivals[2:]
+    arrivals[2].done.done = arrivals[3].done.done = True
+    fresh = NS(task=task, done=NS(done=False))
+    DistState.track(state, 1, fresh)  # the completed front leaves as a new one comes
+    assert state.pending[1] == [fresh] and DistState.open_collectives(state, 1) == [fresh]
+
+
+def test_a_context_makes_only_the_devices_its_ranks_use():
+    """Runtime.devices makes each SimDevice on first read (runtime/devicelist.py, ADR-0036):
+    one per device ever after, all of them when iterated, none for an unused device."""
+    def rank(r, ctx):
+        dist = ctx.distributed
+        dist.init_process_group("nccl")
+        t = ctx.ones(2)
+        dist.all_reduce(t)
+        assert t.tolist() == [2.0, 2.0]
+
+    with coopsim.RuntimeContext(_switch(64), ccl={"model": "analytic"}) as ctx:
+        devices = ctx.sim.runtime.devices
+        assert len(devices) == 64 and devices.made() == []
+        ctx.multiprocessing.spawn(rank, args=(ctx,), nprocs=2)
+        assert [d.index for d in devices.made()] == [0, 1]
+        assert devices[1] is devices.made()[1] and devices[-1] is devices[63]
+        assert devices[0].stream.last.done and ctx.cuda.device_count() == 64
+        assert [d.index for d in devices] == list(range(64)) and len(devices.made()) == 64
+        with pytest.raises(IndexError):
+            devices[64]

@@ -31,6 +31,9 @@ from coopsim.distributed.objects import ObjectCollectives
 from coopsim.runtime.processes import PROCESS_RANKS
 
 
+_DEFAULT_TIMEOUT_NS = check.timeout_ns(DEFAULT_TIMEOUT, "DEFAULT_TIMEOUT")
+
+
 def _deprecated(old: str, new: str) -> None:
     """torch 2.13's FutureWarning for a renamed collective, pointing at the caller's line."""
     warnings.warn(f"`torch.distributed.{old}` is deprecated. Please use `torch.distributed.{new}` "
@@ -103,7 +106,7 @@ class Distributed:
         if rank not in (-1, None) and rank != task.rank:
             raise ValueError(f"init_process_group: rank={rank} contradicts the spawn: this is "
                              f"rank {task.rank} (omit rank, or pass the rank spawn gave fn)")
-        timeout_ns = check.timeout_ns(timeout if timeout is not None else DEFAULT_TIMEOUT, "init_process_group")
+        timeout_ns = _DEFAULT_TIMEOUT_NS if timeout is None else check.timeout_ns(timeout, "init_process_group")
         if state is None:
             state = DistState(self._rt, self._ccl, nprocs, timeout_ns)
             self._rt.set_spawn_state(SLOT, state)

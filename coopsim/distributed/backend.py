@@ -38,6 +38,10 @@ def cuda_backend(backend) -> str:
 
     Raises ValueError naming the accepted strings for anything else.
     """
+    if backend is None or backend.__class__ is str:  # None and the plain names: a lookup
+        known = _PLAIN.get(backend)
+        if known is not None:
+            return known
     name = DEFAULT if backend is None else backend
     if not isinstance(name, str):
         raise ValueError(f"init_process_group: backend must be a string or None, got {backend!r}")
@@ -58,6 +62,10 @@ def cuda_backend(backend) -> str:
         raise ValueError(f"init_process_group: backend {backend!r} maps no backend to cuda, but "
                          f"coopsim tensors are CUDA tensors; add e.g. ',cuda:nccl'")
     return mapping["cuda"]
+
+
+_PLAIN: dict = {}
+_PLAIN.update({name: cuda_backend(name) for name in (None, *SEMANTICS, *ALIASES)})  # what each means
 
 
 def _unknown(backend) -> str:

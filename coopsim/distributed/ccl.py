@@ -83,9 +83,14 @@ def _merge(base: dict, override: dict, source: str) -> dict:
     return {**base, **override, "algorithms": {**base.get("algorithms", {}), **algorithms}}
 
 
+# libyaml's parser when PyYAML has it: the same safe constructor and resolvers as
+# ``yaml.safe_load``, 20x faster; every context reads ccl.yaml (~15 ms in Python; ADR-0036)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         raise CclConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

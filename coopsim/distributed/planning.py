@@ -201,7 +201,10 @@ class Planner:
         rails one pair per ``Topology.route_class`` is costed (the max is the same)."""
         topology = self.rt.topology
         pairs = zip(devices, devices[1:] + devices[:1])
-        if not rails:  # equal route classes have equal costs: cost one pair of each
+        if not rails and topology.one_route_class:  # one class: its first pair costs all
+            first = next(((a, b) for a, b in pairs if a != b), None)
+            pairs = () if first is None else (first,)
+        elif not rails:  # equal route classes have equal costs: cost one pair of each
             firsts: dict = {}
             for a, b in pairs:
                 if a != b:

@@ -8,7 +8,6 @@ created by the first ``init_process_group`` of the spawn, so nothing of it outli
 from __future__ import annotations
 
 import operator
-from collections import deque
 from collections.abc import MutableMapping
 
 from coopsim.distributed.group import ProcessGroup
@@ -35,8 +34,10 @@ class DistState:
         self.group_semantics: dict[int, str] = {}  # group id -> its own, from new_group(backend=)
         self.new_group_calls: dict[int, int] = {}
         self.p2p = P2P(rt)
-        # rank -> a deque of its collective Arrivals (``track``), None before its first: a
-        # plain list, read on every call (8 bytes a rank, as a RankMap)
+        # rank -> a list of its collective Arrivals, oldest first (``track``), None before its
+        # first: a plain list, read on every call (8 bytes a rank, as a RankMap). Lists, not
+        # deques: a deque is ~630 bytes even when empty (ADR-0036), and a rank's queue is short
+        # (its outstanding collectives), so taking from its front costs little.
         self.pending: list = [None] * world_size
         self.user_files: dict = {}  # filename -> is it the user's (``runtime.frames.user_site``)
         self._barriers: dict = {}  # (group id, number) -> monitored barrier state
@@ -47,12 +48,10 @@ class DistState:
         (from the front, here and in ``open_collectives``): no callback per call."""
         pending = self.pending[rank]
         if pending is None:
-            pending = self.pending[rank] = deque()
-        elif not pending:  # the usual call: the ones before were settled at their completion
-            pending.append(arrival)
+            self.pending[rank] = [arrival]
             return
-        while pending and pending[0].done.done:
-            pending.popleft()
+        if pending:  # the usual queue is empty: the ones before were settled at their completion
+            _drop_done(pending, 0)
         pending.append(arrival)
 
     def settle(self, arrival) -> None:
@@ -61,17 +60,14 @@ class DistState:
         order leaves later, lazily."""
         pending = self.pending[arrival.task.rank]
         if pending and pending[0] is arrival:
-            pending.popleft()
-            while pending and pending[0].done.done:
-                pending.popleft()
+            _drop_done(pending, 1)
 
     def open_collectives(self, rank: int) -> list:
         """``rank``'s incomplete collective Arrivals, oldest first."""
         pending = self.pending[rank] if 0 <= rank < len(self.pending) else None
         if not pending:
             return []
-        while pending and pending[0].done.done:
-            pending.popleft()
+        _drop_done(pending, 0)
         return [a for a in pending if not a.done.done]
 
     def monitored_barrier(self, group, task, timeout_ns: float, wait_all_ranks: bool):
@@ -114,6 +110,14 @@ class DistState:
         return self.semantics[rank]
 
 
+def _drop_done(pending: list, k: int) -> None:
+    """Take from the front of ``pending`` its first ``k`` arrivals and the completed ones after."""
+    while k < len(pending) and pending[k].done.done:
+        k += 1
+    if k:
+        del pending[:k]
+
+
 _ABSENT = object()
 
 
@@ -143,7 +147,8 @@ class RankMap(MutableMapping):
         return value
 
     def __setitem__(self, rank, value) -> None:
-        self._values[self._slot(rank)] = value
+        values = self._values
+        values[rank if rank.__class__ is int and 0 <= rank < len(values) else self._slot(rank)] = value
 
     def __delitem__(self, rank) -> None:
         self[rank]  # KeyError if absent

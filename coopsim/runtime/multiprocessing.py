@@ -46,7 +46,15 @@ class ProcessContext:
     def __init__(self, scheduler, spawn: Spawn):
         self._scheduler = scheduler
         self._spawn = spawn
-        self.processes = [SimProcess(r) for r in spawn.ranks]
+        self._processes = None
+
+    @property
+    def processes(self) -> list[SimProcess]:
+        """One SimProcess per rank, made when first read (``spawn(join=True)`` never reads
+        them: no object a rank for a list nobody sees; ADR-0036)."""
+        if self._processes is None:
+            self._processes = [SimProcess(r) for r in self._spawn.ranks]
+        return self._processes
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]

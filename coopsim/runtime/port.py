@@ -6,7 +6,8 @@ runtime through one ``Runtime`` object, never through the context's private fiel
 every namespace; tests reach it as ``ctx.sim.runtime``.
 
 State (all of it per context, none in module globals):
-- ``engine``, ``network``, ``devices`` (one ``SimDevice`` per topology device, by index);
+- ``engine``, ``network``, ``devices`` (one ``SimDevice`` per topology device, by index,
+  each made on first use: ``runtime/devicelist.py``);
 - ``tasks``: greenlet -> ``Task`` for every live task (ranks of the running spawn, kernel
   programs); a greenlet is in it exactly while its task is alive;
 - ``pending_waits``: ``(task, handle)`` appended by a task that blocks in ``wait``, moved onto
@@ -28,6 +29,7 @@ import threading
 from greenlet import getcurrent
 
 from coopsim.engine import Engine, Handle, Network, SimDevice
+from coopsim.runtime.devicelist import Devices
 from coopsim.runtime.scheduler import Scheduler, Task
 from coopsim.runtime.watchdog import DEFAULT_GRACE_S
 
@@ -46,7 +48,7 @@ class Runtime:
         self.watchdog_grace_s = watchdog_grace_s
         self.rank_order = rank_order
         self.engine = Engine()
-        self.devices = [SimDevice(self.engine, d, topology.name) for d in topology.devices]
+        self.devices = Devices(self.engine, topology)  # each SimDevice made on first use
         self.network = Network(self.engine)
         self.tasks: dict = {}
         self.pending_waits: list = []
@@ -78,14 +80,16 @@ class Runtime:
         """The calling task's current device (a rank's is its rank's; main's is ``main_device``)."""
         task = self.tasks.get(getcurrent())
         index = self.main_device if task is None else task.device
-        if index >= len(self.devices):
+        made = self.devices.by_index  # the plain list: no Python call when the device exists
+        if index >= len(made):
             who = "main" if task is None else task.name
             raise RuntimeError(
                 f"{who} has no device {index}: topology {self.topology.name!r} has "
                 f"{len(self.devices)} devices; spawn at most that many ranks, or choose a "
                 f"larger topology (RuntimeContext(topology=...))"
             )
-        return self.devices[index]
+        device = made[index]
+        return device if device is not None else self.devices[index]
 
     def set_current_device(self, index: int) -> None:
         task = self.current_task()
@@ -207,7 +211,7 @@ class Runtime:
         before = len(runnable)
         self.drain()
         del runnable[before:]  # the aborted tasks whose waits the drain completed: never resumed
-        for device in self.devices:
+        for device in self.devices.made():  # a device never used has no ops
             for stream in device.all_streams():
                 stream.abandon()
 

@@ -130,7 +130,10 @@ class TensorAPI:
         return self._make("ones", size, dtype, device, np.ones)
 
     def _make(self, what, size, dtype, device, init, default=None):
-        dtype = dtypes.dtype_arg(dtype, default, what) if default else self._default(dtype, what)
+        if dtype is None and default is None:  # the usual call: the caller's default dtype
+            dtype = default_dtype(self._rt)
+        else:
+            dtype = dtypes.dtype_arg(dtype, default, what) if default else self._default(dtype, what)
         return created(Tensor._make, self._rt, what, device_of(self._rt, device, what), size_arg(size, what), dtype, init)
 
     def full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:

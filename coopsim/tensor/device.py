@@ -72,7 +72,8 @@ def device_index(rt, device, what: str) -> int:
 
 def device_of(rt, device, what: str):
     """The place ``device`` names for a new tensor: the host for "cpu", else a SimDevice."""
-    if device is not None and not isinstance(device, bool) and isinstance(device, (Device, str)) \
-            and Device(device).type == "cpu":
+    if device is None:  # the usual call: the caller's current device
+        return rt.current_device()
+    if not isinstance(device, bool) and isinstance(device, (Device, str)) and Device(device).type == "cpu":
         return host_device(rt)
     return rt.devices[device_index(rt, device, what)]

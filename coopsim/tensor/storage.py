@@ -64,7 +64,7 @@ def allocate(make, rt, device, shape: tuple, dtype: DType, init=np.empty):
         array = hollow_array(shape, dtype._np)
         return make(array, TimingOnlyStorage(rt, device, array, nbytes), dtype)
     try:
-        if init in _ALIGNABLE and nbytes >= ALIGNED_FROM_BYTES:
+        if nbytes >= ALIGNED_FROM_BYTES and init in _ALIGNABLE:
             array = aligned(init, shape, dtype._np)
         else:
             array = init(shape, dtype._np)

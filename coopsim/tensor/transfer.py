@@ -33,13 +33,15 @@ def created(make, rt, what: str, place, shape: tuple, dtype, init):
     host) holding ``init(shape, dtype._np)``, with the cost of a device op writing it (host
     data counts as written at memory bandwidth: there is no PCIe model). On the host it
     costs nothing."""
-    def data(shape, np_dtype):
-        array = init(shape, np_dtype)
-        round_bfloat16(array)
-        return array
-
-    t = allocate(make, rt, place, shape, dtype, data if dtype is bfloat16 else init)
-    launch(place, (what + " {} on cuda:{}", shape, place.index), nbytes(t), 0, dtype, None, t)
+    if dtype is bfloat16:
+        def data(shape, np_dtype):
+            array = init(shape, np_dtype)
+            round_bfloat16(array)
+            return array
+    else:
+        data = init
+    t = allocate(make, rt, place, shape, dtype, data)
+    launch(place, ("{} {} on cuda:{}", what, shape, place.index), nbytes(t), 0, dtype, None, t)
     return t
 
 

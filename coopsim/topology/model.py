@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from coopsim.topology.errors import TopologyError
+from coopsim.topology.linktable import LinkTable
 from coopsim.topology.routes import NO_LINK, reachable, shortest_path_tree
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64")
@@ -119,7 +120,8 @@ class Topology:
         self.source = str(source)
         self.description = description
         self.devices: tuple[Device, ...] = tuple(devices)
-        self.links: tuple[Link, ...] = tuple(links)
+        # read-only, by index; a switch's links are made when first read (linktable.py)
+        self.links: LinkTable = (links if isinstance(links, LinkTable) else LinkTable(links)).seal()
         self.vertices: tuple[str, ...] = tuple(vertices)
         self._vertex_index = {v: i for i, v in enumerate(self.vertices)}
         self._check()
@@ -172,7 +174,13 @@ class Topology:
             if d.name not in self._vertex_index:
                 self._fail(f"devices[{i}].name", "a vertex name", repr(d.name))
         vertex = self._vertex_index
-        for i, link in enumerate(self.links):  # one test per link; the failing one in detail
+        links = self.links
+        bad = [range(first, first + len(run)) for first, run in links.runs if not run.check(vertex)]
+        checks = links.explicit()
+        if bad:  # an invalid run: check its links one by one, in index order with the others
+            checks = sorted([*checks, *((i, links[i]) for r in bad for i in r)], key=lambda p: p[0])
+        for i, link in checks:
+            # one test per link (a valid run's links are valid); the failing one in detail
             if not (link.index == i and link.src in vertex and link.dst in vertex
                     and link.src != link.dst and link.bandwidth_GBps > 0 and link.latency_ns >= 0):
                 self._fail_link(i, link)
@@ -275,6 +283,12 @@ class Topology:
         if self.stated is None:
             return (src, dst)
         return self.stated.route_class(self._device_index(src), self._device_index(dst))
+
+    @property
+    def one_route_class(self) -> bool:
+        """Every pair of distinct devices has the same ``route_class`` (a switch, a fully
+        connected set): costing one pair costs them all."""
+        return self.stated is not None and self.stated.one_class
 
     def describe(self) -> str:
         """A short summary: name, devices per kind, vertices, links per originating pattern."""

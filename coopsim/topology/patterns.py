@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coopsim.topology import stated
+from coopsim.topology.linktable import LinkTable, SwitchRun
 from coopsim.topology.model import Link
 
 
@@ -25,7 +26,7 @@ class GraphBuilder:
 
     def __init__(self, num_devices: int):
         self.vertices: list[str] = [f"dev{i}" for i in range(num_devices)]
-        self.links: list[Link] = []
+        self.links = LinkTable()  # Links by index; a switch's as one run (linktable.py)
         self._switches = 0
         self._names: set[str] = set()
         self.reductions: dict = {}  # switch vertex -> InNetworkReduction, if it declares one
@@ -97,10 +98,10 @@ def switch(b: GraphBuilder, devs: list[str], spec: LinkSpec, switch_latency_ns: 
     """
     sw = b.switch()
     b.state(stated.SwitchRoutes(len(b.links), _indices(devs)))
-    down_ns = spec.latency_ns + switch_latency_ns
-    for d in devs:
-        b.link(d, sw, spec.bandwidth_GBps, spec.latency_ns, origin)
-        b.link(sw, d, spec.bandwidth_GBps, down_ns, origin)
+    # one run, its Link records made when read: their names cannot clash with another
+    # link's (each ends at the new vertex ``sw``, and no later pattern links to it)
+    b.links.add_run(SwitchRun(devs, sw, spec.bandwidth_GBps, spec.latency_ns,
+                              spec.latency_ns + switch_latency_ns, origin))
     return sw
 
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 
 class _Stated:
-    """Link indices from ``first``; ``order``: the pattern's device indices, in its order."""
+    """Link indices from ``first``; ``order``: the pattern's device indices, in its order.
+    ``one_class``: every pair of distinct devices is of one route class."""
+
+    one_class = False
 
     def __init__(self, first: int, order):
         self.first = first
@@ -40,6 +43,8 @@ class _Stated:
 class SwitchRoutes(_Stated):
     """dev -> switch -> dev is the only path: per device the up-link, then the down-link."""
 
+    one_class = True
+
     def route(self, s: int, d: int) -> tuple:
         return (self.first + 2 * self.pos(s), self.first + 2 * self.pos(d) + 1)
 
@@ -49,6 +54,8 @@ class SwitchRoutes(_Stated):
 
 class FullyConnectedRoutes(_Stated):
     """The direct link, numbered row-major over (src, dst) without the diagonal."""
+
+    one_class = True
 
     def route(self, s: int, d: int) -> tuple:
         p, q = self.pos(s), self.pos(d)
@@ -124,6 +131,8 @@ class HierarchicalRoutes:
     A pair on one node keeps to the node while that takes fewer than 4 links, leaves through
     the cards when it takes more, and at 4 takes the lower latency (the node's on a tie: its
     links have the smaller indices)."""
+
+    one_class = False  # (one node of a switch would be, but then costing every class is cheap)
 
     def __init__(self, intra, per_node: int, nic_first: int, per_device: bool, nic_ps: int,
                  intra_ps: int):
