@@ -192,11 +192,10 @@ class Engine:
     def timer(self, ns: float, desc=None) -> Handle:
         """A handle that completes ``ns`` after now. (``schedule``, inlined: the hot path.)"""
         try:
-            valid = 0 <= ns < _INF  # also rejects NaN
+            if not 0 <= ns < _INF:  # also rejects NaN
+                raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
         except TypeError:
             raise TypeError(f"timer: ns must be a finite number >= 0, got {ns!r}") from None
-        if not valid:
-            raise ValueError(f"timer: ns must be a finite number >= 0, got {ns!r}")
         handle = _TimerHandle()  # Handle.__init__, inlined: no Python frame per timer
         handle.done = False
         handle.time_ns = handle.callbacks = handle.waiters = None
@@ -205,13 +204,17 @@ class Engine:
         if at_ns == self._last_ns:
             self._last_due.append(handle)
             return handle
-        due = self._due.get(at_ns)
-        if due is None:
-            self._due[at_ns] = [handle]
-            heappush(self._times, at_ns)
-        else:  # a second timer due then: more are likely (a round of ranks)
-            due.append(handle)
-            self._last_ns, self._last_due = at_ns, due
+        times = self._times
+        if times:
+            due = self._due.get(at_ns)
+            if due is not None:  # a second timer due then: more are likely (a round of ranks)
+                due.append(handle)
+                self._last_ns, self._last_due = at_ns, due
+                return handle
+            heappush(times, at_ns)
+        else:  # nothing else is scheduled (a lone task's timer): no bucket to look up
+            times.append(at_ns)
+        self._due[at_ns] = [handle]
         return handle
 
     def peek_ns(self) -> float | None:
@@ -224,15 +227,17 @@ class Engine:
         Callbacks may schedule more work at the same instant; it completes in this step
         too. Returns False if nothing was scheduled.
         """
-        times, pending, ready = self._times, self._due, self.ready
+        times = self._times
         if not times:
             return False
         now = times[0]
-        if self._alarms and self._alarms[0][0] <= now:
+        alarms = self._alarms
+        if alarms and alarms[0][0] <= now:
             return self._ring_alarms()
         self.now_ns = now
         self.steps += 1
-        while times and times[0] == now:
+        pending, ready = self._due, self.ready
+        while True:  # one bucket per time; callbacks may add a bucket due now
             heappop(times)
             due = pending.pop(now)
             self._last_ns = _NAN  # a timer due now goes to a fresh bucket
@@ -255,7 +260,8 @@ class Engine:
                         ready += waiters
                     else:
                         ready.append(waiters)
-        return True
+            if not times or times[0] != now:
+                return True
 
     def _ring_alarms(self) -> bool:
         """Complete the earliest alarms (their time is at or before the next event's)."""

@@ -220,8 +220,11 @@ class Scheduler:
                 now = engine.now_ns
                 if len(batch) == 1 and watchdog is None:  # nobody to hand on to: wait returns here
                     t = batch[0]
-                    t.now_ns = now
-                    ended = t.switch()
+                    if goal is None and deadline is None:
+                        ended = self._lone_rounds(t)
+                    else:
+                        t.now_ns = now
+                        ended = t.switch()
                     if ended is not True:
                         failed = self._ended_in_round(ended, failed)
                 elif watchdog is None:
@@ -268,6 +271,47 @@ class Scheduler:
             if not step_instant():
                 raise DeadlockError(self.deadlock_report())
         return True
+
+    def _lone_rounds(self, t: Task):
+        """Run the round of one task ``t`` and, while nothing else happens, its wait's
+        registration, the drain and the next round of one, with none of the general loop's
+        checks: for a spawn with no goal but its end and no deadline
+        (docs/adr/0035-lone-task-rounds.md).
+
+        The rounds go on here only while each is the whole story: the task blocked with one
+        pending wait, on a pending handle nobody else waits on; no interrupt is queued before
+        a drain; the drain wakes exactly one task; no schedule strategy is set. Anything else
+        returns, leaving what the general loop expects after a round (the round's pending
+        queue untouched, or registered and drained up to that point), and it goes on as it
+        would have. Returns what the last switch returned (True: the task blocked)."""
+        rt = self.rt
+        pending = rt.pending_waits
+        runnable = self.runnable
+        engine = rt.engine
+        step_instant = engine.step_instant
+        interrupts = self.interrupts
+        while True:
+            t.now_ns = engine.now_ns
+            ended = t.switch()
+            try:
+                [(_, h)] = pending  # the task's own wait (nobody else ran)
+            except ValueError:  # none: the task ended
+                return ended
+            if ended is not True or h.done or h.waiters is not None:
+                return ended
+            pending.clear()  # the registration (C3), as the general loop makes it
+            t.waiting = h
+            h.waiters = t
+            while not runnable:  # the drain (unless the round made tasks runnable)
+                if interrupts or not step_instant():  # the general loop delivers them, or
+                    return True  # finds nothing to complete either: a deadlock
+            if interrupts or rt.strategy is not None:
+                return True
+            try:
+                [t] = runnable  # the next round is of one task too
+            except ValueError:
+                return True
+            runnable.clear()
 
     def _ended_in_round(self, t: Task, failed: list | None) -> list | None:
         """Account for ``t``, which ended in a round; returns ``failed`` with ``t`` if it failed."""
