@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from coopsim.distributed import issue
+from coopsim.distributed import issue, uneven
 from coopsim.distributed.diagnosis import explain_deadlock
 from coopsim.distributed.leftovers import check_spawn_end
 from coopsim.distributed.group import ProcessGroup
@@ -192,8 +192,8 @@ class Distributed:
 
     def all_gather(self, tensor_list, tensor, group=None, async_op=False):
         inp = check.flat(tensor, "all_gather")
-        if check.uneven(tensor_list, tensor, "all_gather", "tensor_list"):
-            return issue.uneven_all_gather(self._rt, tensor_list, tensor, inp, group, async_op)
+        if check.uneven(tensor_list):
+            return uneven.all_gather(self._rt, tensor_list, tensor, inp, group, async_op)
         check.tensor_list(tensor_list, tensor, "all_gather", "tensor_list")
         staging = np.empty(inp.size * len(tensor_list), dtype=inp.dtype)
         return issue.collective(self._rt, "all_gather", group, async_op, [*tensor_list, tensor], inp, staging,
@@ -212,8 +212,8 @@ class Distributed:
 
     def reduce_scatter(self, output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
         out = check.flat(output, "reduce_scatter")
-        if check.uneven(input_list, output, "reduce_scatter", "input_list"):
-            return issue.uneven_reduce_scatter(self._rt, output, out, input_list,
+        if check.uneven(input_list):
+            return uneven.reduce_scatter(self._rt, output, out, input_list,
                                                check.reduce_op_name(op, output), group, async_op)
         check.tensor_list(input_list, output, "reduce_scatter", "input_list")
         staging = np.empty(out.size * len(input_list), dtype=out.dtype)
@@ -236,8 +236,8 @@ class Distributed:
             raise ValueError("all_to_all: output_tensor_list and input_tensor_list must have one "
                              "tensor per rank of the group")
         first = input_tensor_list[0]
-        if check.uneven([*input_tensor_list, *output_tensor_list], first, "all_to_all", "input_tensor_list"):
-            return issue.uneven_all_to_all(self._rt, output_tensor_list, input_tensor_list, group, async_op)
+        if check.uneven([*input_tensor_list, *output_tensor_list]):
+            return uneven.all_to_all(self._rt, output_tensor_list, input_tensor_list, group, async_op)
         check.tensor_list(input_tensor_list, first, "all_to_all", "input_tensor_list")
         check.tensor_list(output_tensor_list, first, "all_to_all", "output_tensor_list")
         n = first.numel() * len(input_tensor_list)

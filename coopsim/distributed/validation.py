@@ -78,13 +78,14 @@ def tensor_list(tensors, like, what, name) -> None:
                              f"{like.dtype}, got {t.numel()} of {t.dtype}")
 
 
-def uneven(tensors, like, what, name) -> bool:
-    """Are ``tensors`` (a list of ``like``'s dtype) of different sizes? (ProcessGroupNCCL then
-    runs the list form of all_gather as one broadcast per rank.)"""
+def uneven(tensors) -> bool:
+    """Is ``tensors`` a list of tensors of different sizes? (PyTorch runs the list forms of
+    all_gather, reduce_scatter and all_to_all on such lists: ``coopsim.distributed.uneven``.)"""
     if not isinstance(tensors, (list, tuple)) or not tensors:
         return False
-    first = tensors[0]
-    return any(getattr(t, "_array", first._array).size != first._array.size for t in tensors)
+    size = getattr(tensors[0], "_array", None)
+    size = None if size is None else size.size
+    return any(getattr(t, "_array", None) is not None and t._array.size != size for t in tensors)
 
 
 def root_member(group, root, what) -> int:
