@@ -28,15 +28,18 @@ def collectives_tour(rank, torch):
     dist.all_gather(gathered, torch.full((2,), rank * 1.5, dtype=torch.float32))
     out["all_gather"] = gathered
     into = torch.zeros(world * 2, dtype=torch.int64)
-    dist.all_gather_into_tensor(into, torch.full((2,), rank, dtype=torch.int64))
-    out["all_gather_into_tensor"] = into
+    # torch 2.13's names where they exist (the older ones warn there), else the older ones
+    all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    all_gather_single(into, torch.full((2,), rank, dtype=torch.int64))
+    out["all_gather_single"] = into
     scattered = torch.zeros(2, dtype=torch.float32)
     chunks = [torch.full((2,), float(rank + 10 * j), dtype=torch.float32) for j in range(world)]
     dist.reduce_scatter(scattered, chunks)
     out["reduce_scatter"] = scattered
     single = torch.zeros(2, dtype=torch.int64)
-    dist.reduce_scatter_tensor(single, torch.arange(world * 2, dtype=torch.int64) * (rank + 1))
-    out["reduce_scatter_tensor"] = single
+    reduce_scatter_single(single, torch.arange(world * 2, dtype=torch.int64) * (rank + 1))
+    out["reduce_scatter_single"] = single
     received = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
     dist.all_to_all(received, [torch.full((1,), 100 * rank + j, dtype=torch.int64) for j in range(world)])
     out["all_to_all"] = received
