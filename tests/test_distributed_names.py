@@ -84,6 +84,15 @@ def test_reduce_op_alias_availability_and_torchelastic(monkeypatch):
         assert not dist.is_torchelastic_launched()
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", "42")
         assert dist.is_torchelastic_launched()
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+        assert dist.get_node_local_rank(fallback_rank=2) == 2
+        with pytest.raises(RuntimeError, match="LOCAL_RANK is not in the environment. Consider passing fallback_rank"):
+            dist.get_node_local_rank()
+        monkeypatch.setenv("LOCAL_RANK", "5")
+        assert dist.get_node_local_rank(fallback_rank=2) == 5
+        with pytest.raises(AttributeError, match=r"coopsim has no torch.distributed.no_such_name \(see docs/torch-surface.md"):
+            dist.no_such_name
+        assert not hasattr(dist, "__deepcopy__")  # a protocol probe gets a plain AttributeError
         # as torch 2.13 prints them (a pybind11 enum)
         assert (str(dist.ReduceOp.MAX), repr(dist.ReduceOp.MAX)) == ("RedOpType.MAX", "<RedOpType.MAX: 4>")
 

@@ -8,7 +8,7 @@ Only public APIs: the torch-shaped context, ``ctx.sim`` and the distributed laye
 from __future__ import annotations
 
 from coopsim.bench.options import OPS, Config
-from coopsim.distributed.api import out_of_place
+from coopsim.distributed.out_of_place import out_of_place
 
 
 class HostBarrier:

@@ -28,6 +28,7 @@ from coopsim.distributed import validation as check
 from coopsim.distributed.validation import DEFAULT_TIMEOUT, ReduceOp
 from coopsim.distributed.backend import Backend, DeprecatedReduceOp, cuda_backend
 from coopsim.distributed.objects import ObjectCollectives
+from coopsim.distributed.p2p import P2POp
 from coopsim.runtime.processes import PROCESS_RANKS
 
 
@@ -38,19 +39,6 @@ def _deprecated(old: str, new: str) -> None:
     """torch 2.13's FutureWarning for a renamed collective, pointing at the caller's line."""
     warnings.warn(f"`torch.distributed.{old}` is deprecated. Please use `torch.distributed.{new}` "
                   f"instead.", FutureWarning, stacklevel=3)
-
-
-class P2POp:
-    """``torch.distributed.P2POp``: ``op`` is ``ctx.distributed.isend`` or ``irecv``."""
-
-    def __init__(self, op, tensor, peer=None, group=None, tag=0, group_peer=None):
-        if getattr(op, "__name__", None) not in ("isend", "irecv"):
-            raise ValueError("Invalid ``op``. Expected ``op`` to be of type ``torch.distributed.isend`` "
-                             "or ``torch.distributed.irecv``.")
-        if (peer is None) == (group_peer is None):
-            raise ValueError("Exactly one of peer and group_peer must be given")
-        self.op, self.tensor, self.peer, self.group, self.tag = op, tensor, peer, group, tag
-        self.group_peer = group_peer
 
 
 class _GroupNamespace:
@@ -357,6 +345,24 @@ class Distributed:
         """As PyTorch: True iff ``TORCHELASTIC_RUN_ID`` is set (torchrun sets it)."""
         return os.getenv("TORCHELASTIC_RUN_ID") is not None
 
+    def get_node_local_rank(self, fallback_rank: int | None = None) -> int:
+        """As PyTorch: ``LOCAL_RANK`` from the environment (torchrun sets it; spawn does not),
+        else ``fallback_rank``."""
+        if "LOCAL_RANK" in os.environ:
+            return int(os.environ["LOCAL_RANK"])
+        if fallback_rank is not None:
+            return int(fallback_rank)
+        raise RuntimeError("LOCAL_RANK is not in the environment. Consider passing fallback_rank to allow "
+                           "`get_node_local_rank` to work, assuming you are not running in a multi-device "
+                           "context and want the code to run locally instead.")
+
+    def __getattr__(self, name: str):
+        """Only reached for a name the namespace lacks: say so, and where the supported ones are."""
+        if name.startswith("__"):  # protocol probes (copy, pickle) expect a plain AttributeError
+            raise AttributeError(name)
+        raise AttributeError(f"coopsim has no torch.distributed.{name} (see docs/torch-surface.md for "
+                             f"what is supported)")
+
     def get_process_group_ranks(self, group) -> list[int]:
         _, state = caller(self._rt, "get_process_group_ranks")
         g = resolve_group(state, group)
@@ -422,27 +428,3 @@ class Distributed:
     @functools.cached_property
     def _objects(self) -> ObjectCollectives:
         return ObjectCollectives(self, self._rt)
-
-
-def out_of_place(dist, kind: str, output, input, *, op=ReduceOp.SUM, root=None):
-    """NCCL's out-of-place ``all_reduce``, ``broadcast`` and ``reduce`` (distinct send and
-    receive buffers), which torch.distributed has no call for; returns the ``Work``.
-
-    ``dist`` is a context's ``distributed`` namespace, ``root`` the global rank of the
-    source or destination for ``broadcast``/``reduce``. The schedules work in the output
-    buffer, so the input is staged into it when the collective starts, at no cost (NCCL's
-    first step reads the send buffer directly).
-    """
-    if kind not in ("all_reduce", "broadcast", "reduce"):
-        raise ValueError(f"out_of_place: kind must be all_reduce, broadcast or reduce, got {kind!r}")
-    ins, outs = check.flat(input, kind), check.flat(output, kind)
-    check.same_dtype(output, input, kind)
-
-    def stage():
-        outs[:] = ins
-
-    reduce_op = check.reduce_op_name(op, output) if kind != "broadcast" else None
-    return issue.collective(dist._rt, kind, None, True, [output, input], ins, outs, [output], reduce_op=reduce_op,
-                            root=(root, None) if kind != "all_reduce" else (None, None), prepare=stage)
-
-

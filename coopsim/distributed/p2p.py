@@ -19,6 +19,19 @@ from coopsim.runtime.frames import user_location
 from coopsim.tensor.ops import timing_only
 
 
+class P2POp:
+    """``torch.distributed.P2POp``: ``op`` is ``ctx.distributed.isend`` or ``irecv``."""
+
+    def __init__(self, op, tensor, peer=None, group=None, tag=0, group_peer=None):
+        if getattr(op, "__name__", None) not in ("isend", "irecv"):
+            raise ValueError("Invalid ``op``. Expected ``op`` to be of type ``torch.distributed.isend`` "
+                             "or ``torch.distributed.irecv``.")
+        if (peer is None) == (group_peer is None):
+            raise ValueError("Exactly one of peer and group_peer must be given")
+        self.op, self.tensor, self.peer, self.group, self.tag = op, tensor, peer, group, tag
+        self.group_peer = group_peer
+
+
 class P2POpHandle(Handle):
     """One side of a point-to-point transfer; ``post`` says who waits for whom."""
 
