@@ -30,6 +30,16 @@ def _call(rt, what, tensors, like, group):
     return task, state, g, member
 
 
+def _refuse_as_gloo(op: str, shape, lists) -> None:
+    """Raise ProcessGroupGloo's error for the first tensor of ``lists`` not of ``shape``."""
+    shape = tuple(shape)
+    for tensors in lists:
+        for i, t in enumerate(tensors):
+            if tuple(t.shape) != shape:
+                raise RuntimeError(f"ProcessGroupGloo::{op}: invalid tensor size at index {i} (expected "
+                                   f"({', '.join(map(str, shape))}), got ({', '.join(map(str, t.shape))}))")
+
+
 def all_gather(rt, tensor_list, tensor, inp, group, async_op):
     """``all_gather`` into tensors of different sizes. ProcessGroupNCCL runs it as one
     broadcast per rank, coalesced (``allgather`` when ``check_same_size`` fails): entry i gets
@@ -40,10 +50,7 @@ def all_gather(rt, tensor_list, tensor, inp, group, async_op):
         return None
     task, state, g, member = call
     if state.backend_of(g, task.rank) == "gloo":
-        shape = tuple(tensor.shape)
-        i = next(i for i, t in enumerate(tensor_list) if tuple(t.shape) != shape)
-        raise RuntimeError(f"ProcessGroupGloo::allgather: invalid tensor size at index {i} (expected "
-                           f"({', '.join(map(str, shape))}), got ({', '.join(map(str, tensor_list[i].shape))}))")
+        _refuse_as_gloo("allgather", tensor.shape, [tensor_list])
     p, n = g.size, inp.size
     if len(tensor_list) == p and tensor_list[member].numel() != n:
         raise ValueError(f"all_gather: tensor_list[{member}] (this rank's entry) has "
@@ -69,13 +76,7 @@ def all_to_all(rt, outputs, inputs, group, async_op):
         return None
     task, state, g, _ = call
     if state.backend_of(g, task.rank) == "gloo":
-        shape = tuple(inputs[0].shape)
-        for tensors in (inputs, outputs):
-            for i, t in enumerate(tensors):
-                if tuple(t.shape) != shape:
-                    raise RuntimeError(f"ProcessGroupGloo::alltoall: invalid tensor size at index {i} "
-                                       f"(expected ({', '.join(map(str, shape))}), got "
-                                       f"({', '.join(map(str, t.shape))}))")
+        _refuse_as_gloo("alltoall", inputs[0].shape, [inputs, outputs])
     sizes_in, sizes_out = [t.numel() for t in inputs], [t.numel() for t in outputs]
     ins = np.empty(sum(sizes_in), dtype=inputs[0]._array.dtype)
     outs = np.empty(sum(sizes_out), dtype=inputs[0]._array.dtype)

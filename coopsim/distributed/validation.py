@@ -81,11 +81,9 @@ def tensor_list(tensors, like, what, name) -> None:
 def uneven(tensors) -> bool:
     """Is ``tensors`` a list of tensors of different sizes? (PyTorch runs the list forms of
     all_gather, reduce_scatter and all_to_all on such lists: ``coopsim.distributed.uneven``.)"""
-    if not isinstance(tensors, (list, tuple)) or not tensors:
+    if not isinstance(tensors, (list, tuple)):
         return False
-    size = getattr(tensors[0], "_array", None)
-    size = None if size is None else size.size
-    return any(getattr(t, "_array", None) is not None and t._array.size != size for t in tensors)
+    return len({t._array.size for t in tensors if hasattr(t, "_array")}) > 1
 
 
 def root_member(group, root, what) -> int:
